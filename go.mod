@@ -9,7 +9,7 @@ require (
 	github.com/klauspost/pgzip v1.3.0
 	github.com/schollz/progressbar/v3 v3.19.1
 	github.com/spf13/cobra v1.10.2
-	oras.land/oras-go/v2 v2.7.0
+	golang.org/x/term v0.44.0
 )
 
 require (
@@ -25,6 +25,5 @@ require (
 	github.com/vbatts/tar-split v0.12.3 // indirect
 	golang.org/x/sync v0.24.0 // indirect
 	golang.org/x/sys v0.47.0 // indirect
-	golang.org/x/term v0.44.0 // indirect
 	gotest.tools/v3 v3.5.2 // indirect
 )

@@ -1,0 +1,180 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/modelcar/modelcar/pack"
+)
+
+func newPackCmd() *cobra.Command {
+	var (
+		output, format, prefix, base, platform, maxLayer, threshold, cacheDir string
+		include, exclude, annotations, tags                                  []string
+		level, jobs                                                          int
+		jsonOut, quiet, noCache                                              bool
+	)
+	cmd := &cobra.Command{
+		Use:   "pack DIR --output oci:PATH[:TAG]|oci-archive:FILE[:TAG]",
+		Short: "Pack a model directory into a reproducible, load-ordered OCI image",
+		Long: `Pack validates a Hugging Face model directory (safetensors headers, shard
+indexes, JSON files) and writes a runnable OCI image with the files under
+/models: small files (configs, tokenizer, index) in the first layer, then one
+layer per weight file in the order the index names them.
+
+The same file contents always give the same digest, whatever the mtimes,
+owners, paths or machine. Timestamps are the Unix epoch, or SOURCE_DATE_EPOCH.
+Nothing is written until validation passes, and the output appears only when
+complete. Prints the manifest digest on stdout (--json for details).`,
+		Example: `  # Plain tar layers (fastest pack and unpack), tagged v1
+  modelcar pack ./Qwen2.5-7B-Instruct --output oci:./qwen:v1
+
+  # A Hugging Face cache snapshot, zstd:chunked for lazy pulling
+  modelcar pack ~/.cache/huggingface/hub/models--Qwen--Qwen2.5-7B-Instruct/snapshots/a09a3545 \
+      --format zstd-chunked --output oci-archive:qwen.tar:v1
+
+  # On a base with a shell, for KServe's modelcar sidecar (storageUri: oci://...)
+  modelcar pack ./model --base oci:./busybox --output oci:./model:kserve
+
+  # Only safetensors weights and configs; machine-readable result
+  modelcar pack ./model --exclude '*.bin' --exclude 'original/' --output oci:out --json`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) != 1 {
+				return usageError{fmt.Errorf("pack takes exactly one model directory, got %d arguments", len(args))}
+			}
+			if output == "" {
+				return usageError{fmt.Errorf("--output is required (oci:PATH[:TAG] or oci-archive:FILE[:TAG])")}
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			f, err := pack.ParseFormat(format)
+			if err != nil {
+				return usageError{fmt.Errorf("--format: %w", err)}
+			}
+			opts := []pack.Option{pack.WithFormat(f), pack.WithPrefix(prefix), pack.WithInclude(include...),
+				pack.WithExclude(exclude...), pack.WithTags(tags...), pack.WithPlatform(platform)}
+			if cmd.Flags().Changed("compression-level") {
+				opts = append(opts, pack.WithCompressionLevel(level))
+			}
+			if jobs > 0 {
+				opts = append(opts, pack.WithJobs(jobs))
+			}
+			if maxLayer != "" {
+				n, err := parseSize(maxLayer)
+				if err != nil {
+					return usageError{fmt.Errorf("--max-layer-size: %w", err)}
+				}
+				opts = append(opts, pack.WithMaxLayerSize(n))
+			}
+			if threshold != "" {
+				n, err := parseSize(threshold)
+				if err != nil {
+					return usageError{fmt.Errorf("--large-file-threshold: %w", err)}
+				}
+				opts = append(opts, pack.WithLargeFileThreshold(n))
+			}
+			if base != "" {
+				opts = append(opts, pack.WithBase(base))
+			}
+			ann, err := parseKV(annotations, "--annotation")
+			if err != nil {
+				return usageError{err}
+			}
+			opts = append(opts, pack.WithAnnotations(ann))
+			if e := os.Getenv("SOURCE_DATE_EPOCH"); e != "" {
+				sec, err := strconv.ParseInt(e, 10, 64)
+				if err != nil {
+					return usageError{fmt.Errorf("SOURCE_DATE_EPOCH=%q: want seconds since 1970", e)}
+				}
+				opts = append(opts, pack.WithEpoch(time.Unix(sec, 0)))
+			}
+			switch {
+			case noCache:
+				opts = append(opts, pack.WithCacheDir(""))
+			case cacheDir != "":
+				opts = append(opts, pack.WithCacheDir(cacheDir))
+			}
+			prog := newPackProgress(cmd.ErrOrStderr(), quiet)
+			opts = append(opts, pack.WithProgress(prog.event))
+			res, err := pack.Pack(cmd.Context(), args[0], output, opts...)
+			prog.finish()
+			if err != nil {
+				return err
+			}
+			if jsonOut {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(res)
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), res.Digest.String())
+			return nil
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVarP(&output, "output", "o", "", "where to write: oci:PATH[:TAG] or oci-archive:FILE[:TAG] (tag defaults to latest)")
+	fl.StringVar(&format, "format", string(pack.FormatTar), "layer format: tar, gzip, zstd, estargz or zstd-chunked")
+	fl.IntVar(&level, "compression-level", 0, "compression level (default: gzip/estargz 1, zstd/zstd-chunked 3)")
+	fl.StringVar(&prefix, "prefix", pack.DefaultPrefix, "directory the model files land in inside the image")
+	fl.StringArrayVar(&include, "include", nil, "only pack files matching this glob (repeatable; gitignore-style)")
+	fl.StringArrayVar(&exclude, "exclude", nil, "skip files matching this glob (repeatable; adds to the defaults "+strings.Join(pack.DefaultExcludes, " ")+")")
+	fl.StringVar(&base, "base", "", "base image to put the model on (REGISTRY/REPO[:TAG|@DIGEST] or oci:PATH[:TAG])")
+	fl.StringVar(&platform, "platform", "linux/amd64", "platform of the image, and of the --base to pick from an index")
+	fl.StringVar(&maxLayer, "max-layer-size", "", "largest layer allowed, e.g. 10GiB (default 50GiB, below ECR's 52,000 MiB cap)")
+	fl.StringVar(&threshold, "large-file-threshold", "", "files from this size get their own layer even if not weights (default 64MiB)")
+	fl.StringArrayVar(&annotations, "annotation", nil, "manifest annotation KEY=VALUE (repeatable)")
+	fl.StringArrayVar(&tags, "tag", nil, "extra tag for the image in the output layout (repeatable)")
+	fl.IntVar(&jobs, "jobs", 0, "layers built at once (default: number of CPUs)")
+	fl.BoolVar(&jsonOut, "json", false, "print the result as JSON: digest, size, and each layer's media type, size and files")
+	fl.BoolVarP(&quiet, "quiet", "q", false, "no progress output")
+	fl.BoolVar(&noCache, "no-cache", false, "do not reuse layers from the digest cache")
+	fl.StringVar(&cacheDir, "cache-dir", "", "layer digest cache directory (default $XDG_CACHE_HOME/modelcar/layers)")
+	_ = cmd.RegisterFlagCompletionFunc("format", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+		var out []string
+		for _, f := range pack.Formats {
+			out = append(out, string(f))
+		}
+		return out, cobra.ShellCompDirectiveNoFileComp
+	})
+	return cmd
+}
+
+// parseKV parses KEY=VALUE flags.
+func parseKV(kvs []string, flag string) (map[string]string, error) {
+	m := map[string]string{}
+	for _, kv := range kvs {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("%s %q: want KEY=VALUE", flag, kv)
+		}
+		m[k] = v
+	}
+	return m, nil
+}
+
+// parseSize parses sizes like 512MiB, 10GiB, 1.5GB or plain bytes.
+func parseSize(s string) (int64, error) {
+	units := []struct {
+		suffix string
+		mult   float64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40},
+		{"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12}, {"B", 1}}
+	num, mult := strings.TrimSpace(s), 1.0
+	for _, u := range units {
+		if strings.HasSuffix(num, u.suffix) {
+			num, mult = strings.TrimSpace(strings.TrimSuffix(num, u.suffix)), u.mult
+			break
+		}
+	}
+	f, err := strconv.ParseFloat(num, 64)
+	if err != nil || f <= 0 {
+		return 0, fmt.Errorf("%q is not a size (examples: 10GiB, 512MiB, 1000000)", s)
+	}
+	return int64(f * mult), nil
+}

@@ -1,0 +1,6 @@
+package ocilayout
+
+var (
+	_ Reader = (*Layout)(nil)
+	_ Reader = (*Archive)(nil)
+)

@@ -1,0 +1,359 @@
+// Package ocilayout reads and writes OCI image layouts on disk with crash
+// safety: blobs are written to a private temporary file and renamed into
+// blobs/ALG/HEX only after their digest is known, and index.json is replaced
+// atomically, so a layout is valid at every instant and never holds a blob
+// under a name that does not match its content. It also reads OCI archives
+// (tar files holding a layout) in place, without extracting them.
+//
+// go-containerregistry supplies the types (v1.IndexManifest, v1.Descriptor);
+// this package adds only the atomic writes its layout package does not do.
+package ocilayout
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+	"path/filepath"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+)
+
+const (
+	// AnnotationRefName names an image in index.json.
+	AnnotationRefName = "org.opencontainers.image.ref.name"
+	layoutFile        = "oci-layout"
+	indexFile         = "index.json"
+	tmpDir            = ".modelcar-partial"
+)
+
+// Layout is an OCI image layout directory.
+type Layout struct {
+	Dir string
+}
+
+// IsLayout reports whether dir holds an oci-layout file.
+func IsLayout(dir string) bool {
+	_, err := os.Stat(filepath.Join(dir, layoutFile))
+	return err == nil
+}
+
+// Init creates the layout skeleton in dir (which may exist and be empty),
+// or opens dir when it already is a layout. A non-empty directory that is
+// not a layout is refused.
+func Init(dir string) (*Layout, error) {
+	if IsLayout(dir) {
+		return Open(dir)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("creating layout %s: %w", dir, err)
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("creating layout %s: %w", dir, err)
+	}
+	if len(ents) > 0 {
+		return nil, fmt.Errorf("%s exists, is not empty and is not an OCI image layout (no oci-layout file)", dir)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "blobs", "sha256"), 0o755); err != nil {
+		return nil, err
+	}
+	l := &Layout{Dir: dir}
+	if err := l.WriteIndex(&v1.IndexManifest{SchemaVersion: 2, MediaType: types.OCIImageIndex}); err != nil {
+		return nil, err
+	}
+	if err := writeFileAtomic(filepath.Join(dir, layoutFile), []byte(`{"imageLayoutVersion":"1.0.0"}`)); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// Open opens an existing layout.
+func Open(dir string) (*Layout, error) {
+	if !IsLayout(dir) {
+		return nil, fmt.Errorf("%s is not an OCI image layout (no oci-layout file)", dir)
+	}
+	return &Layout{Dir: dir}, nil
+}
+
+// BlobPath is where the blob h lives.
+func (l *Layout) BlobPath(h v1.Hash) string {
+	return filepath.Join(l.Dir, "blobs", h.Algorithm, h.Hex)
+}
+
+// Has reports whether the blob h is present with the given size (any size
+// when size < 0).
+func (l *Layout) Has(h v1.Hash, size int64) bool {
+	st, err := os.Stat(l.BlobPath(h))
+	return err == nil && st.Mode().IsRegular() && (size < 0 || st.Size() == size)
+}
+
+// OpenBlob opens the blob h.
+func (l *Layout) OpenBlob(h v1.Hash) (io.ReadCloser, error) {
+	f, err := os.Open(l.BlobPath(h))
+	if err != nil {
+		return nil, fmt.Errorf("layout %s: blob %s: %w", l.Dir, h, err)
+	}
+	return f, nil
+}
+
+// ReadBlob reads a small blob (a manifest, index or config), checking its
+// digest. max bounds the size read.
+func (l *Layout) ReadBlob(h v1.Hash, max int64) ([]byte, error) {
+	f, err := l.OpenBlob(h)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err != nil {
+		return nil, fmt.Errorf("layout %s: reading blob %s: %w", l.Dir, h, err)
+	}
+	if int64(len(b)) > max {
+		return nil, fmt.Errorf("layout %s: blob %s is larger than %d bytes", l.Dir, h, max)
+	}
+	if got := sha256.Sum256(b); h.Algorithm != "sha256" || hex.EncodeToString(got[:]) != h.Hex {
+		return nil, fmt.Errorf("layout %s: blob %s does not match its digest", l.Dir, h)
+	}
+	return b, nil
+}
+
+// BlobWriter writes one blob; Commit moves it into place under its digest.
+type BlobWriter struct {
+	l    *Layout
+	f    *os.File
+	h    hash.Hash
+	n    int64
+	done bool
+}
+
+// NewBlob starts a blob. The digest is computed while writing.
+func (l *Layout) NewBlob() (*BlobWriter, error) {
+	if err := os.MkdirAll(filepath.Join(l.Dir, tmpDir), 0o755); err != nil {
+		return nil, fmt.Errorf("layout %s: %w", l.Dir, err)
+	}
+	f, err := os.CreateTemp(filepath.Join(l.Dir, tmpDir), "blob-*")
+	if err != nil {
+		return nil, fmt.Errorf("layout %s: %w", l.Dir, err)
+	}
+	return &BlobWriter{l: l, f: f, h: sha256.New()}, nil
+}
+
+func (w *BlobWriter) Write(p []byte) (int, error) {
+	n, err := w.f.Write(p)
+	w.h.Write(p[:n])
+	w.n += int64(n)
+	if err != nil {
+		return n, fmt.Errorf("layout %s: writing blob: %w", w.l.Dir, err)
+	}
+	return n, nil
+}
+
+// Digest is the digest of what was written so far.
+func (w *BlobWriter) Digest() v1.Hash {
+	return v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(w.h.Sum(nil))}
+}
+
+// Size is the number of bytes written so far.
+func (w *BlobWriter) Size() int64 { return w.n }
+
+// Commit syncs the blob and renames it into place. When want is not zero
+// the content must have that digest.
+func (w *BlobWriter) Commit(want v1.Hash) (v1.Hash, error) {
+	if w.done {
+		return v1.Hash{}, errors.New("blob already committed or aborted")
+	}
+	w.done = true
+	got := w.Digest()
+	if want != (v1.Hash{}) && want != got {
+		w.abort()
+		return v1.Hash{}, fmt.Errorf("layout %s: blob content is %s, expected %s", w.l.Dir, got, want)
+	}
+	if err := w.f.Sync(); err != nil {
+		w.abort()
+		return v1.Hash{}, fmt.Errorf("layout %s: syncing blob %s: %w", w.l.Dir, got, err)
+	}
+	if err := w.f.Close(); err != nil {
+		os.Remove(w.f.Name())
+		return v1.Hash{}, fmt.Errorf("layout %s: closing blob %s: %w", w.l.Dir, got, err)
+	}
+	dst := w.l.BlobPath(got)
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		os.Remove(w.f.Name())
+		return v1.Hash{}, err
+	}
+	if err := os.Rename(w.f.Name(), dst); err != nil {
+		os.Remove(w.f.Name())
+		return v1.Hash{}, fmt.Errorf("layout %s: storing blob %s: %w", w.l.Dir, got, err)
+	}
+	return got, nil
+}
+
+// Abort discards the blob. It is safe to call after Commit.
+func (w *BlobWriter) Abort() {
+	if !w.done {
+		w.done = true
+		w.abort()
+	}
+}
+
+func (w *BlobWriter) abort() {
+	w.f.Close()
+	os.Remove(w.f.Name())
+}
+
+// WriteBlob stores b and returns its descriptor digest.
+func (l *Layout) WriteBlob(b []byte) (v1.Hash, error) {
+	h, _, err := v1.SHA256(bytes.NewReader(b))
+	if err != nil {
+		return v1.Hash{}, err
+	}
+	if l.Has(h, int64(len(b))) {
+		return h, nil
+	}
+	w, err := l.NewBlob()
+	if err != nil {
+		return v1.Hash{}, err
+	}
+	if _, err := w.Write(b); err != nil {
+		w.Abort()
+		return v1.Hash{}, err
+	}
+	return w.Commit(h)
+}
+
+// CopyBlob streams r into the layout, checking it has digest want and size.
+func (l *Layout) CopyBlob(ctx context.Context, want v1.Hash, size int64, r io.Reader) error {
+	if l.Has(want, size) {
+		return nil
+	}
+	w, err := l.NewBlob()
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(w, ctxReader{ctx, r}); err != nil {
+		w.Abort()
+		return fmt.Errorf("copying blob %s: %w", want, err)
+	}
+	if size >= 0 && w.Size() != size {
+		w.Abort()
+		return fmt.Errorf("copying blob %s: got %d bytes, descriptor says %d", want, w.Size(), size)
+	}
+	_, err = w.Commit(want)
+	return err
+}
+
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
+// Index reads index.json.
+func (l *Layout) Index() (*v1.IndexManifest, error) {
+	b, err := os.ReadFile(filepath.Join(l.Dir, indexFile))
+	if err != nil {
+		return nil, fmt.Errorf("layout %s: %w", l.Dir, err)
+	}
+	var idx v1.IndexManifest
+	if err := json.Unmarshal(b, &idx); err != nil {
+		return nil, fmt.Errorf("layout %s: index.json: %w", l.Dir, err)
+	}
+	return &idx, nil
+}
+
+// WriteIndex replaces index.json atomically.
+func (l *Layout) WriteIndex(idx *v1.IndexManifest) error {
+	b, err := json.Marshal(idx)
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(filepath.Join(l.Dir, indexFile), b)
+}
+
+// Tag points ref name tag at desc in index.json, replacing any descriptor
+// that had the same name; other images in the layout are kept.
+func (l *Layout) Tag(desc v1.Descriptor, tags ...string) error {
+	idx, err := l.Index()
+	if err != nil {
+		return err
+	}
+	drop := map[string]bool{}
+	for _, t := range tags {
+		drop[t] = true
+	}
+	var kept []v1.Descriptor
+	for _, d := range idx.Manifests {
+		if n, ok := d.Annotations[AnnotationRefName]; ok && drop[n] {
+			continue
+		}
+		if _, ok := d.Annotations[AnnotationRefName]; !ok && d.Digest == desc.Digest {
+			continue // the same image untagged: replaced by the tagged entry
+		}
+		kept = append(kept, d)
+	}
+	for _, t := range tags {
+		d := desc
+		d.Annotations = map[string]string{AnnotationRefName: t}
+		kept = append(kept, d)
+	}
+	if len(tags) == 0 {
+		kept = append(kept, desc)
+	}
+	idx.Manifests = kept
+	if idx.SchemaVersion == 0 {
+		idx.SchemaVersion = 2
+	}
+	if idx.MediaType == "" {
+		idx.MediaType = types.OCIImageIndex
+	}
+	return l.WriteIndex(idx)
+}
+
+// Cleanup removes the private temporary directory if it is empty.
+func (l *Layout) Cleanup() {
+	os.Remove(filepath.Join(l.Dir, tmpDir))
+}
+
+func writeFileAtomic(path string, b []byte) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(f.Name())
+		return err
+	}
+	if err := os.Chmod(f.Name(), 0o644); err != nil {
+		os.Remove(f.Name())
+		return err
+	}
+	if err := os.Rename(f.Name(), path); err != nil {
+		os.Remove(f.Name())
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	return nil
+}

@@ -1,0 +1,98 @@
+package ocilayout
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+)
+
+// Reader is a layout or an archive opened for reading.
+type Reader interface {
+	// Index reads index.json.
+	Index() (*v1.IndexManifest, error)
+	// ReadBlob reads a small blob, verifying its digest; max bounds its size.
+	ReadBlob(h v1.Hash, max int64) ([]byte, error)
+	// OpenBlob opens a blob for streaming; the caller verifies the digest.
+	OpenBlob(h v1.Hash) (io.ReadCloser, error)
+}
+
+// OpenBlob opens a blob of the archive.
+func (a *Archive) OpenBlob(h v1.Hash) (io.ReadCloser, error) {
+	s, err := a.Blob(h)
+	if err != nil {
+		return nil, err
+	}
+	return io.NopCloser(s), nil
+}
+
+// ReadBlob reads a small blob of the archive, verifying its digest.
+func (a *Archive) ReadBlob(h v1.Hash, max int64) ([]byte, error) {
+	s, err := a.Blob(h)
+	if err != nil {
+		return nil, err
+	}
+	if s.Size() > max {
+		return nil, fmt.Errorf("archive %s: blob %s is larger than %d bytes", a.File, h, max)
+	}
+	b, err := io.ReadAll(s)
+	if err != nil {
+		return nil, fmt.Errorf("archive %s: blob %s: %w", a.File, h, err)
+	}
+	if got := sha256.Sum256(b); h.Algorithm != "sha256" || hex.EncodeToString(got[:]) != h.Hex {
+		return nil, fmt.Errorf("archive %s: blob %s does not match its digest", a.File, h)
+	}
+	return b, nil
+}
+
+// Resolve picks the index.json entry named by tag or digest. With neither,
+// a store holding exactly one image yields it.
+func Resolve(r Reader, where, tag string, dgst *v1.Hash) (v1.Descriptor, error) {
+	idx, err := r.Index()
+	if err != nil {
+		return v1.Descriptor{}, err
+	}
+	switch {
+	case dgst != nil:
+		for _, d := range idx.Manifests {
+			if d.Digest == *dgst {
+				return d, nil
+			}
+		}
+		return v1.Descriptor{}, fmt.Errorf("%s: no image with digest %s", where, dgst)
+	case tag != "":
+		for _, d := range idx.Manifests {
+			if d.Annotations[AnnotationRefName] == tag {
+				return d, nil
+			}
+		}
+		return v1.Descriptor{}, fmt.Errorf("%s: no image tagged %q (have: %s)", where, tag, tagList(idx))
+	}
+	if len(idx.Manifests) == 1 {
+		return idx.Manifests[0], nil
+	}
+	if len(idx.Manifests) == 0 {
+		return v1.Descriptor{}, fmt.Errorf("%s: holds no image", where)
+	}
+	return v1.Descriptor{}, fmt.Errorf("%s: holds %d images; name one with :TAG (have: %s)", where, len(idx.Manifests), tagList(idx))
+}
+
+func tagList(idx *v1.IndexManifest) string {
+	var tags []string
+	for _, d := range idx.Manifests {
+		if n, ok := d.Annotations[AnnotationRefName]; ok {
+			tags = append(tags, n)
+		} else {
+			tags = append(tags, "@"+d.Digest.String())
+		}
+	}
+	sort.Strings(tags)
+	if len(tags) == 0 {
+		return "none"
+	}
+	return strings.Join(tags, ", ")
+}

@@ -1,0 +1,132 @@
+// Package ref parses the image references modelcar accepts everywhere:
+// registry references (REGISTRY/REPO[:TAG|@DIGEST]), OCI image layouts
+// (oci:PATH[:TAG|@DIGEST]) and OCI archives (oci-archive:FILE[:TAG|@DIGEST]),
+// following skopeo's transport names.
+package ref
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+)
+
+// Kind says where an image lives.
+type Kind int
+
+const (
+	// Registry is a repository in an OCI distribution registry.
+	Registry Kind = iota
+	// Layout is an OCI image layout directory.
+	Layout
+	// Archive is a tar file holding an OCI image layout.
+	Archive
+)
+
+func (k Kind) String() string {
+	switch k {
+	case Layout:
+		return "oci"
+	case Archive:
+		return "oci-archive"
+	default:
+		return "registry"
+	}
+}
+
+// Ref is a parsed image reference.
+type Ref struct {
+	Kind Kind
+	// Path is the layout directory or archive file (Layout and Archive).
+	Path string
+	// Tag selects an image by its org.opencontainers.image.ref.name
+	// annotation (Layout, Archive) or registry tag; empty when not given.
+	Tag string
+	// Digest pins the manifest, when given.
+	Digest *v1.Hash
+	// Name is the registry reference (Registry only).
+	Name name.Reference
+}
+
+// tagRE is the OCI distribution tag grammar, also used for layout ref names.
+var tagRE = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$`)
+
+// Parse parses s. Registry references are parsed strictly (a registry host
+// is required unless insecureDefaults is set by the caller through
+// name.Option values passed in opts).
+func Parse(s string, opts ...name.Option) (Ref, error) {
+	switch {
+	case strings.HasPrefix(s, "oci:"):
+		return parseLocal(Layout, s, strings.TrimPrefix(s, "oci:"))
+	case strings.HasPrefix(s, "oci-archive:"):
+		return parseLocal(Archive, s, strings.TrimPrefix(s, "oci-archive:"))
+	case s == "":
+		return Ref{}, fmt.Errorf("empty image reference")
+	}
+	if strings.Contains(s, "://") {
+		return Ref{}, fmt.Errorf("parsing reference %q: use REGISTRY/REPO[:TAG|@DIGEST] without a URL scheme", s)
+	}
+	n, err := name.ParseReference(s, opts...)
+	if err != nil {
+		return Ref{}, fmt.Errorf("parsing reference %q: %w", s, err)
+	}
+	r := Ref{Kind: Registry, Name: n}
+	switch v := n.(type) {
+	case name.Digest:
+		h, err := v1.NewHash(v.DigestStr())
+		if err != nil {
+			return Ref{}, fmt.Errorf("parsing reference %q: %w", s, err)
+		}
+		r.Digest = &h
+	case name.Tag:
+		r.Tag = v.TagStr()
+	}
+	return r, nil
+}
+
+func parseLocal(k Kind, orig, rest string) (Ref, error) {
+	r := Ref{Kind: k}
+	if i := strings.LastIndex(rest, "@"); i >= 0 {
+		h, err := v1.NewHash(rest[i+1:])
+		if err != nil {
+			return Ref{}, fmt.Errorf("parsing reference %q: digest %q: %w", orig, rest[i+1:], err)
+		}
+		r.Digest = &h
+		rest = rest[:i]
+	} else if i := strings.LastIndex(rest, ":"); i >= 0 && !strings.Contains(rest[i+1:], "/") {
+		tag := rest[i+1:]
+		if !tagRE.MatchString(tag) {
+			return Ref{}, fmt.Errorf("parsing reference %q: invalid tag %q", orig, tag)
+		}
+		r.Tag = tag
+		rest = rest[:i]
+	}
+	if rest == "" {
+		return Ref{}, fmt.Errorf("parsing reference %q: missing path", orig)
+	}
+	r.Path = rest
+	return r, nil
+}
+
+// ValidTag reports whether t is a valid tag or layout ref name.
+func ValidTag(t string) bool { return tagRE.MatchString(t) }
+
+// String formats r back into the syntax Parse accepts.
+func (r Ref) String() string {
+	if r.Kind == Registry {
+		if r.Name == nil {
+			return ""
+		}
+		return r.Name.String()
+	}
+	s := r.Kind.String() + ":" + r.Path
+	switch {
+	case r.Digest != nil:
+		s += "@" + r.Digest.String()
+	case r.Tag != "":
+		s += ":" + r.Tag
+	}
+	return s
+}

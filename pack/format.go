@@ -1,0 +1,124 @@
+package pack
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/containerd/stargz-snapshotter/estargz"
+	"github.com/containerd/stargz-snapshotter/estargz/zstdchunked"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+)
+
+// Format is the encoding of the model layers.
+type Format string
+
+const (
+	// FormatTar stores plain tar layers: no decompression on the node and
+	// the fastest pack; the default.
+	FormatTar Format = "tar"
+	// FormatGzip stores tar+gzip layers (compressed in parallel blocks).
+	FormatGzip Format = "gzip"
+	// FormatZstd stores tar+zstd layers.
+	FormatZstd Format = "zstd"
+	// FormatEstargz stores eStargz layers for lazy pulling through
+	// stargz-snapshotter, with the small files prefetched.
+	FormatEstargz Format = "estargz"
+	// FormatZstdChunked stores zstd:chunked layers (lazy pulling in
+	// CRI-O/containers-storage and stargz-snapshotter).
+	FormatZstdChunked Format = "zstd-chunked"
+)
+
+// Formats lists every supported format.
+var Formats = []Format{FormatTar, FormatGzip, FormatZstd, FormatEstargz, FormatZstdChunked}
+
+// ParseFormat parses a --format value.
+func ParseFormat(s string) (Format, error) {
+	for _, f := range Formats {
+		if string(f) == s {
+			return f, nil
+		}
+	}
+	if s == "zstd:chunked" {
+		return FormatZstdChunked, nil
+	}
+	names := make([]string, len(Formats))
+	for i, f := range Formats {
+		names[i] = string(f)
+	}
+	return "", fmt.Errorf("unknown format %q (want one of %s)", s, strings.Join(names, ", "))
+}
+
+// MediaType is the OCI layer media type of the format.
+func (f Format) MediaType() types.MediaType {
+	switch f {
+	case FormatGzip, FormatEstargz:
+		return types.OCILayer
+	case FormatZstd, FormatZstdChunked:
+		return types.OCILayerZStd
+	default:
+		return types.OCIUncompressedLayer
+	}
+}
+
+// DefaultLevel is the compression level used when none is given: the
+// fastest level for gzip-based formats (bf16 weights barely compress, so
+// higher levels cost minutes for a few percent) and zstd's default.
+func (f Format) DefaultLevel() int {
+	switch f {
+	case FormatGzip, FormatEstargz:
+		return 1
+	case FormatZstd, FormatZstdChunked:
+		return 3
+	default:
+		return 0
+	}
+}
+
+// checkLevel validates a compression level for f.
+func (f Format) checkLevel(level int) error {
+	switch f {
+	case FormatTar:
+		if level != 0 {
+			return fmt.Errorf("--compression-level %d: format tar is not compressed", level)
+		}
+	case FormatGzip, FormatEstargz:
+		if level < 1 || level > 9 {
+			return fmt.Errorf("--compression-level %d: gzip levels are 1 to 9", level)
+		}
+	case FormatZstd, FormatZstdChunked:
+		if level < 1 || level > 22 {
+			return fmt.Errorf("--compression-level %d: zstd levels are 1 to 22", level)
+		}
+	}
+	return nil
+}
+
+// Layer annotations read by stargz-snapshotter and containers-storage.
+const (
+	AnnotationTOCDigest        = estargz.TOCJSONDigestAnnotation
+	AnnotationUncompressedSize = estargz.StoreUncompressedSizeAnnotation
+	AnnotationZstdChunkedSum   = zstdchunked.ManifestChecksumAnnotation
+	AnnotationZstdChunkedPos   = zstdchunked.ManifestPositionAnnotation
+	AnnotationTitle            = "org.opencontainers.image.title"
+)
+
+// FormatOf tells a layer's format from its media type and annotations.
+func FormatOf(mt types.MediaType, annotations map[string]string) Format {
+	_, toc := annotations[AnnotationTOCDigest]
+	_, chunked := annotations[AnnotationZstdChunkedSum]
+	switch mt {
+	case types.OCIUncompressedLayer, types.DockerUncompressedLayer:
+		return FormatTar
+	case types.OCILayer, types.DockerLayer:
+		if toc {
+			return FormatEstargz
+		}
+		return FormatGzip
+	case types.OCILayerZStd:
+		if chunked || toc {
+			return FormatZstdChunked
+		}
+		return FormatZstd
+	}
+	return Format(mt)
+}

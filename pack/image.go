@@ -1,0 +1,139 @@
+package pack
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/modelcar/modelcar/internal/ocilayout"
+	"github.com/modelcar/modelcar/internal/ref"
+)
+
+// resolveBase opens the --base image for the platform.
+func resolveBase(ctx context.Context, s string, platform v1.Platform) (v1.Image, error) {
+	r, err := ref.Parse(s)
+	if err != nil {
+		return nil, fmt.Errorf("--base: %w", err)
+	}
+	switch r.Kind {
+	case ref.Registry:
+		img, err := remote.Image(r.Name, remote.WithContext(ctx), remote.WithPlatform(platform),
+			remote.WithAuthFromKeychain(authn.DefaultKeychain))
+		if err != nil {
+			return nil, fmt.Errorf("--base %s: %w", s, err)
+		}
+		return img, nil
+	case ref.Layout:
+		l, err := ocilayout.Open(r.Path)
+		if err != nil {
+			return nil, fmt.Errorf("--base: %w", err)
+		}
+		desc, err := ocilayout.Resolve(l, s, r.Tag, r.Digest)
+		if err != nil {
+			return nil, fmt.Errorf("--base: %w", err)
+		}
+		p := layout.Path(r.Path)
+		if desc.MediaType.IsIndex() {
+			idx, err := p.ImageIndex()
+			if err != nil {
+				return nil, fmt.Errorf("--base %s: %w", s, err)
+			}
+			child, err := idx.ImageIndex(desc.Digest)
+			if err != nil {
+				return nil, fmt.Errorf("--base %s: %w", s, err)
+			}
+			return imageForPlatform(child, platform, s)
+		}
+		img, err := p.Image(desc.Digest)
+		if err != nil {
+			return nil, fmt.Errorf("--base %s: %w", s, err)
+		}
+		return img, nil
+	default:
+		return nil, fmt.Errorf("--base %s: oci-archive bases are not supported; use oci:PATH or a registry reference", s)
+	}
+}
+
+func imageForPlatform(idx v1.ImageIndex, platform v1.Platform, where string) (v1.Image, error) {
+	im, err := idx.IndexManifest()
+	if err != nil {
+		return nil, fmt.Errorf("--base %s: %w", where, err)
+	}
+	var have []string
+	for _, d := range im.Manifests {
+		if d.Platform != nil && d.Platform.Satisfies(platform) {
+			return idx.Image(d.Digest)
+		}
+		if d.Platform != nil {
+			have = append(have, d.Platform.String())
+		}
+	}
+	return nil, fmt.Errorf("--base %s: no image for platform %s (have %s)", where, platform.String(), strings.Join(have, ", "))
+}
+
+// ociLayerType maps Docker layer media types to their OCI equivalents so
+// the output manifest is a consistent OCI manifest (digests are unchanged).
+func ociLayerType(mt types.MediaType) types.MediaType {
+	switch mt {
+	case types.DockerLayer:
+		return types.OCILayer
+	case types.DockerUncompressedLayer:
+		return types.OCIUncompressedLayer
+	case types.DockerForeignLayer:
+		return types.OCIRestrictedLayer
+	}
+	return mt
+}
+
+// baseParts are the base image's layers and config, ready to extend.
+type baseParts struct {
+	img    v1.Image
+	layers []v1.Descriptor
+	config *v1.ConfigFile
+}
+
+func loadBase(img v1.Image) (*baseParts, error) {
+	m, err := img.Manifest()
+	if err != nil {
+		return nil, fmt.Errorf("--base: reading manifest: %w", err)
+	}
+	cfg, err := img.ConfigFile()
+	if err != nil {
+		return nil, fmt.Errorf("--base: reading config: %w", err)
+	}
+	bp := &baseParts{img: img, config: cfg.DeepCopy()}
+	for _, l := range m.Layers {
+		d := v1.Descriptor{MediaType: ociLayerType(l.MediaType), Digest: l.Digest, Size: l.Size, Annotations: l.Annotations}
+		bp.layers = append(bp.layers, d)
+	}
+	return bp, nil
+}
+
+// copyBaseBlobs streams the base layers into the output layout.
+func copyBaseBlobs(ctx context.Context, bp *baseParts, out *ocilayout.Layout) error {
+	for _, d := range bp.layers {
+		if out.Has(d.Digest, d.Size) {
+			continue
+		}
+		l, err := bp.img.LayerByDigest(d.Digest)
+		if err != nil {
+			return fmt.Errorf("--base: layer %s: %w", d.Digest, err)
+		}
+		rc, err := l.Compressed()
+		if err != nil {
+			return fmt.Errorf("--base: layer %s: %w", d.Digest, err)
+		}
+		err = out.CopyBlob(ctx, d.Digest, d.Size, rc)
+		rc.Close()
+		if err != nil {
+			return fmt.Errorf("--base: %w", err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,203 @@
+package pack
+
+import (
+	"fmt"
+	"path"
+	"runtime"
+	"strings"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+)
+
+// DefaultMaxLayerSize stays below the smallest common registry cap for a
+// single layer that matters for models: ECR's 52,000 MiB.
+const DefaultMaxLayerSize int64 = 50 << 30
+
+// DefaultLargeFileThreshold is the size from which a file gets its own
+// layer even when it is not a weights file.
+const DefaultLargeFileThreshold int64 = 64 << 20
+
+// DefaultPrefix is where the model files land in the image.
+const DefaultPrefix = "/models"
+
+// Option configures Pack.
+type Option func(*options) error
+
+type options struct {
+	format       Format
+	level        int
+	levelSet     bool
+	prefix       string
+	scan         ScanOptions
+	maxLayerSize int64
+	threshold    int64
+	epoch        time.Time
+	annotations  map[string]string
+	tags         []string
+	base         string
+	platform     v1.Platform
+	jobs         int
+	cacheDir     string
+	progress     func(ProgressEvent)
+}
+
+func defaults() options {
+	return options{
+		format:       FormatTar,
+		prefix:       DefaultPrefix,
+		maxLayerSize: DefaultMaxLayerSize,
+		threshold:    DefaultLargeFileThreshold,
+		epoch:        time.Unix(0, 0).UTC(),
+		platform:     v1.Platform{OS: "linux", Architecture: "amd64"},
+		jobs:         runtime.GOMAXPROCS(0),
+		cacheDir:     DefaultCacheDir(),
+		progress:     func(ProgressEvent) {},
+	}
+}
+
+// WithFormat sets the layer format (default FormatTar).
+func WithFormat(f Format) Option {
+	return func(o *options) error {
+		if _, err := ParseFormat(string(f)); err != nil {
+			return err
+		}
+		o.format = f
+		return nil
+	}
+}
+
+// WithCompressionLevel sets the compression level (default: the format's
+// DefaultLevel).
+func WithCompressionLevel(level int) Option {
+	return func(o *options) error { o.level, o.levelSet = level, true; return nil }
+}
+
+// WithPrefix sets the directory the model lands in (default /models).
+func WithPrefix(p string) Option {
+	return func(o *options) error {
+		clean := path.Clean("/" + strings.TrimSpace(p))
+		if p == "" || clean == "/" || strings.Contains(p, "..") {
+			return fmt.Errorf("--prefix %q: want an absolute directory such as /models", p)
+		}
+		o.prefix = clean
+		return nil
+	}
+}
+
+// WithInclude keeps only files matching one of the patterns.
+func WithInclude(patterns ...string) Option {
+	return func(o *options) error { o.scan.Include = append(o.scan.Include, patterns...); return nil }
+}
+
+// WithExclude drops files matching the patterns (on top of DefaultExcludes).
+func WithExclude(patterns ...string) Option {
+	return func(o *options) error { o.scan.Exclude = append(o.scan.Exclude, patterns...); return nil }
+}
+
+// WithMaxLayerSize sets the largest layer allowed (default
+// DefaultMaxLayerSize); a file that would exceed it fails before anything is
+// written.
+func WithMaxLayerSize(n int64) Option {
+	return func(o *options) error {
+		if n <= 0 {
+			return fmt.Errorf("--max-layer-size must be positive")
+		}
+		o.maxLayerSize = n
+		return nil
+	}
+}
+
+// WithLargeFileThreshold sets the size from which any file gets its own
+// layer (default DefaultLargeFileThreshold). Weight files always do.
+func WithLargeFileThreshold(n int64) Option {
+	return func(o *options) error { o.threshold = n; return nil }
+}
+
+// WithEpoch sets every timestamp in the image (default the Unix epoch; the
+// CLI passes SOURCE_DATE_EPOCH when set).
+func WithEpoch(t time.Time) Option {
+	return func(o *options) error {
+		if t.Unix() < 0 {
+			return fmt.Errorf("epoch %v is before 1970", t)
+		}
+		o.epoch = t.UTC().Truncate(time.Second)
+		return nil
+	}
+}
+
+// WithAnnotations adds manifest annotations.
+func WithAnnotations(a map[string]string) Option {
+	return func(o *options) error {
+		if o.annotations == nil {
+			o.annotations = map[string]string{}
+		}
+		for k, v := range a {
+			if k == "" {
+				return fmt.Errorf("annotation with an empty key")
+			}
+			o.annotations[k] = v
+		}
+		return nil
+	}
+}
+
+// WithTags adds ref names for the image in an OCI layout, beside the one in
+// the output reference.
+func WithTags(tags ...string) Option {
+	return func(o *options) error { o.tags = append(o.tags, tags...); return nil }
+}
+
+// WithBase puts the model on top of a base image (a registry reference or
+// oci:PATH[:TAG]); the model layers stay byte-identical.
+func WithBase(ref string) Option {
+	return func(o *options) error { o.base = ref; return nil }
+}
+
+// WithPlatform sets the platform recorded in the config and used to pick a
+// base image from an index (default linux/amd64).
+func WithPlatform(p string) Option {
+	return func(o *options) error {
+		pl, err := v1.ParsePlatform(p)
+		if err != nil || pl.OS == "" || pl.Architecture == "" {
+			return fmt.Errorf("--platform %q: want OS/ARCH[/VARIANT], such as linux/amd64", p)
+		}
+		o.platform = *pl
+		return nil
+	}
+}
+
+// WithJobs sets how many layers are built at once (default GOMAXPROCS).
+func WithJobs(n int) Option {
+	return func(o *options) error {
+		if n < 1 {
+			return fmt.Errorf("--jobs must be at least 1")
+		}
+		o.jobs = n
+		return nil
+	}
+}
+
+// WithCacheDir sets the layer digest cache directory; "" disables it.
+func WithCacheDir(dir string) Option {
+	return func(o *options) error { o.cacheDir = dir; return nil }
+}
+
+// ProgressEvent reports pack progress for one layer.
+type ProgressEvent struct {
+	// Plan marks the first event, sent once before any layer starts:
+	// Total is then the content size of the whole model.
+	Plan   bool
+	Layer  int      // layer index among the model layers
+	Files  []string // model-relative paths in the layer
+	Total  int64    // bytes of file content to read
+	Read   int64    // bytes read since the last event
+	Start  bool     // the layer started
+	Done   bool     // the layer is finished
+	Reused bool     // with Done: taken from the digest cache, nothing read
+}
+
+// WithProgress receives progress events; fn must be safe for concurrent use.
+func WithProgress(fn func(ProgressEvent)) Option {
+	return func(o *options) error { o.progress = fn; return nil }
+}

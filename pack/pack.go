@@ -1,0 +1,421 @@
+package pack
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/modelcar/modelcar/internal/ocilayout"
+	"github.com/modelcar/modelcar/internal/ref"
+)
+
+// Result describes a packed modelcar.
+type Result struct {
+	// Reference is where the image was written, e.g. oci:out:latest.
+	Reference string `json:"reference"`
+	// Digest, Size and MediaType describe the image manifest.
+	Digest    v1.Hash         `json:"digest"`
+	Size      int64           `json:"size"`
+	MediaType types.MediaType `json:"mediaType"`
+	// Layers lists the model layers (base layers are not included).
+	Layers []LayerResult `json:"layers"`
+	// BaseLayers counts the layers that came from --base.
+	BaseLayers int `json:"baseLayers,omitempty"`
+}
+
+// LayerResult describes one model layer.
+type LayerResult struct {
+	Digest    v1.Hash         `json:"digest"`
+	DiffID    v1.Hash         `json:"diffID"`
+	Size      int64           `json:"size"`
+	MediaType types.MediaType `json:"mediaType"`
+	Format    Format          `json:"format"`
+	Files     []string        `json:"files"`
+	// Reused says the layer came from the digest cache without reading files.
+	Reused bool `json:"reused,omitempty"`
+}
+
+// Pack packs the model directory dir into the image reference dst
+// (oci:PATH[:TAG] or oci-archive:FILE[:TAG]). Nothing is written until the
+// model has been scanned and validated; a failed pack leaves no output that
+// looks complete.
+func Pack(ctx context.Context, dir string, dst string, opts ...Option) (*Result, error) {
+	o := defaults()
+	for _, opt := range opts {
+		if err := opt(&o); err != nil {
+			return nil, err
+		}
+	}
+	if !o.levelSet {
+		o.level = o.format.DefaultLevel()
+	}
+	if err := o.format.checkLevel(o.level); err != nil {
+		return nil, err
+	}
+	out, err := ref.Parse(dst)
+	if err != nil {
+		return nil, fmt.Errorf("--output: %w", err)
+	}
+	if out.Digest != nil {
+		return nil, fmt.Errorf("--output %s: an output is named by a tag, not a digest", dst)
+	}
+	tags := append([]string{}, o.tags...)
+	if out.Tag != "" {
+		tags = append([]string{out.Tag}, tags...)
+	}
+	if len(tags) == 0 {
+		tags = []string{"latest"}
+	}
+	for _, t := range tags {
+		if !ref.ValidTag(t) {
+			return nil, fmt.Errorf("--tag %q: not a valid tag", t)
+		}
+	}
+	if out.Kind == ref.Registry {
+		return nil, fmt.Errorf("--output %s: packing straight to a registry is not available yet; pack to oci:PATH or oci-archive:FILE", dst)
+	}
+
+	files, err := Scan(ctx, dir, o.scan)
+	if err != nil {
+		return nil, err
+	}
+	info, err := ValidateModel(ctx, files)
+	if err != nil {
+		return nil, err
+	}
+	plans := planLayers(files, info, o.prefix, o.threshold)
+	for _, p := range plans {
+		if n := tarSize(p.Entries); n > o.maxLayerSize {
+			return nil, &InputError{File: strings.Join(p.files(), ", "),
+				Err: fmt.Errorf("layer would be %d bytes, over --max-layer-size %d", n, o.maxLayerSize)}
+		}
+	}
+	var base *baseParts
+	if o.base != "" {
+		img, err := resolveBase(ctx, o.base, o.platform)
+		if err != nil {
+			return nil, err
+		}
+		if base, err = loadBase(img); err != nil {
+			return nil, err
+		}
+	}
+
+	tgt, err := openTarget(out)
+	if err != nil {
+		return nil, err
+	}
+	res, err := build(ctx, tgt.layout, plans, base, &o)
+	if err != nil {
+		tgt.abort()
+		return nil, err
+	}
+	desc := v1.Descriptor{MediaType: res.MediaType, Digest: res.Digest, Size: res.Size}
+	if err := tgt.finish(desc, tags); err != nil {
+		tgt.abort()
+		return nil, err
+	}
+	r := out
+	r.Tag = tags[0]
+	res.Reference = r.String()
+	return res, nil
+}
+
+// build writes every blob into l and returns the image.
+func build(ctx context.Context, l *ocilayout.Layout, plans []layerPlan, base *baseParts, o *options) (*Result, error) {
+	var cache *layerCache
+	if o.cacheDir != "" {
+		cache = &layerCache{dir: o.cacheDir}
+	}
+	layers := make([]LayerResult, len(plans))
+	diffs := make([]builtLayer, len(plans))
+
+	// Largest first keeps every worker busy until the end.
+	order := make([]int, len(plans))
+	for i := range order {
+		order[i] = i
+	}
+	sort.SliceStable(order, func(a, b int) bool { return plans[order[a]].bytes() > plans[order[b]].bytes() })
+
+	var total int64
+	for _, p := range plans {
+		total += p.bytes()
+	}
+	o.progress(ProgressEvent{Plan: true, Layer: -1, Total: total})
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		firstErr error
+		next     = make(chan int)
+	)
+	for w := 0; w < min(o.jobs, len(plans)); w++ {
+		wg.Go(func() {
+			for i := range next {
+				bl, reused, err := buildOne(ctx, l, i, plans[i], o, cache)
+				if err != nil {
+					mu.Lock()
+					if firstErr == nil {
+						firstErr = err
+					}
+					mu.Unlock()
+					cancel()
+					continue
+				}
+				diffs[i] = bl
+				layers[i] = LayerResult{Digest: bl.Desc.Digest, DiffID: bl.DiffID, Size: bl.Desc.Size,
+					MediaType: bl.Desc.MediaType, Format: o.format, Files: plans[i].files(), Reused: reused}
+			}
+		})
+	}
+feed:
+	for _, i := range order {
+		select {
+		case next <- i:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(next)
+	wg.Wait()
+	if firstErr != nil {
+		return nil, firstErr
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+
+	var (
+		cfg       *v1.ConfigFile
+		layerDesc []v1.Descriptor
+	)
+	if base != nil {
+		if err := copyBaseBlobs(ctx, base, l); err != nil {
+			return nil, err
+		}
+		cfg = base.config
+		layerDesc = append(layerDesc, base.layers...)
+	} else {
+		cfg = &v1.ConfigFile{
+			Architecture: o.platform.Architecture,
+			OS:           o.platform.OS,
+			Variant:      o.platform.Variant,
+			RootFS:       v1.RootFS{Type: "layers"},
+		}
+	}
+	cfg.Created = v1.Time{Time: o.epoch}
+	for i, b := range diffs {
+		cfg.RootFS.DiffIDs = append(cfg.RootFS.DiffIDs, b.DiffID)
+		cfg.History = append(cfg.History, v1.History{
+			Created:   v1.Time{Time: o.epoch},
+			CreatedBy: "modelcar pack: " + historyFiles(plans[i].files()),
+			Comment:   "model files under " + o.prefix,
+		})
+		d := b.Desc
+		if d.Annotations == nil {
+			d.Annotations = map[string]string{}
+		}
+		d.Annotations[AnnotationTitle] = strings.Join(plans[i].files(), ",")
+		layerDesc = append(layerDesc, d)
+	}
+	cfgBytes, err := json.Marshal(cfg)
+	if err != nil {
+		return nil, err
+	}
+	cfgDigest, err := l.WriteBlob(cfgBytes)
+	if err != nil {
+		return nil, err
+	}
+	m := v1.Manifest{
+		SchemaVersion: 2,
+		MediaType:     types.OCIManifestSchema1,
+		Config:        v1.Descriptor{MediaType: types.OCIConfigJSON, Digest: cfgDigest, Size: int64(len(cfgBytes))},
+		Layers:        layerDesc,
+		Annotations:   o.annotations,
+	}
+	mBytes, err := json.Marshal(m)
+	if err != nil {
+		return nil, err
+	}
+	mDigest, err := l.WriteBlob(mBytes)
+	if err != nil {
+		return nil, err
+	}
+	res := &Result{Digest: mDigest, Size: int64(len(mBytes)), MediaType: m.MediaType, Layers: layers}
+	if base != nil {
+		res.BaseLayers = len(base.layers)
+	}
+	return res, nil
+}
+
+func historyFiles(files []string) string {
+	if len(files) <= 3 {
+		return strings.Join(files, ", ")
+	}
+	return fmt.Sprintf("%s and %d more files", strings.Join(files[:3], ", "), len(files)-3)
+}
+
+// buildOne builds plan i into l, or reuses it from the digest cache when the
+// layout already holds the blob.
+func buildOne(ctx context.Context, l *ocilayout.Layout, i int, p layerPlan, o *options, cache *layerCache) (builtLayer, bool, error) {
+	var prioritized []string
+	if p.Small && (o.format == FormatEstargz || o.format == FormatZstdChunked) {
+		for _, e := range p.Entries {
+			prioritized = append(prioritized, e.Name)
+		}
+	}
+	ev := ProgressEvent{Layer: i, Files: p.files(), Total: p.bytes()}
+	start := ev
+	start.Start = true
+	o.progress(start)
+	key := newCacheKey(p, o.format, o.level, o.epoch.Unix(), prioritized)
+	if v, ok := cache.get(key); ok && l.Has(v.Desc.Digest, v.Desc.Size) {
+		done := ev
+		done.Done, done.Reused = true, true
+		o.progress(done)
+		return builtLayer{Desc: v.Desc, DiffID: v.DiffID}, true, nil
+	}
+	ts, err := newTarStream(p.Entries, o.epoch)
+	if err != nil {
+		return builtLayer{}, false, err
+	}
+	if err := ts.open(); err != nil {
+		return builtLayer{}, false, err
+	}
+	defer ts.close()
+	w, err := l.NewBlob()
+	if err != nil {
+		return builtLayer{}, false, err
+	}
+	bl, err := encodeLayer(ctx, ts, o.format, o.level, prioritized, w, func(n int64) {
+		if n > 0 {
+			e := ev
+			e.Read = n
+			o.progress(e)
+		}
+	})
+	if err != nil {
+		w.Abort()
+		var ie *InputError
+		if errors.As(err, &ie) || errors.Is(err, context.Canceled) {
+			return builtLayer{}, false, err
+		}
+		return builtLayer{}, false, fmt.Errorf("layer %d (%s): %w", i, historyFiles(p.files()), err)
+	}
+	if bl.Desc.Size > o.maxLayerSize {
+		w.Abort()
+		return builtLayer{}, false, &InputError{File: strings.Join(p.files(), ", "),
+			Err: fmt.Errorf("%s layer is %d bytes, over --max-layer-size %d", o.format, bl.Desc.Size, o.maxLayerSize)}
+	}
+	if _, err := w.Commit(bl.Desc.Digest); err != nil {
+		return builtLayer{}, false, err
+	}
+	cache.put(key, cacheValue{Desc: bl.Desc, DiffID: bl.DiffID})
+	done := ev
+	done.Done = true
+	o.progress(done)
+	return bl, false, nil
+}
+
+// target is where a pack writes: a layout directory, staged when it must
+// not be visible before it is complete.
+type target struct {
+	layout *ocilayout.Layout
+	finish func(desc v1.Descriptor, tags []string) error
+	abort  func()
+}
+
+func openTarget(r ref.Ref) (*target, error) {
+	switch r.Kind {
+	case ref.Layout:
+		if ocilayout.IsLayout(r.Path) {
+			// An existing layout is updated in place: blobs appear atomically
+			// under their digest and index.json is replaced last, so it is
+			// valid at every instant.
+			l, err := ocilayout.Open(r.Path)
+			if err != nil {
+				return nil, err
+			}
+			return &target{layout: l,
+				finish: func(d v1.Descriptor, tags []string) error { defer l.Cleanup(); return l.Tag(d, tags...) },
+				abort:  l.Cleanup,
+			}, nil
+		}
+		if ents, err := os.ReadDir(r.Path); err == nil && len(ents) > 0 {
+			return nil, fmt.Errorf("--output %s: directory exists, is not empty and is not an OCI image layout", r.Path)
+		}
+		staging, err := stagingDir(r.Path)
+		if err != nil {
+			return nil, err
+		}
+		l, err := ocilayout.Init(staging)
+		if err != nil {
+			os.RemoveAll(staging)
+			return nil, err
+		}
+		return &target{layout: l,
+			finish: func(d v1.Descriptor, tags []string) error {
+				if err := l.Tag(d, tags...); err != nil {
+					return err
+				}
+				l.Cleanup()
+				os.Remove(r.Path) // an empty directory given as output
+				if err := os.Rename(staging, r.Path); err != nil {
+					return fmt.Errorf("--output %s: %w", r.Path, err)
+				}
+				return nil
+			},
+			abort: func() { os.RemoveAll(staging) },
+		}, nil
+	case ref.Archive:
+		if st, err := os.Stat(r.Path); err == nil && st.IsDir() {
+			return nil, fmt.Errorf("--output %s: is a directory, want an archive file", r.Path)
+		}
+		staging, err := stagingDir(r.Path)
+		if err != nil {
+			return nil, err
+		}
+		l, err := ocilayout.Init(staging)
+		if err != nil {
+			os.RemoveAll(staging)
+			return nil, err
+		}
+		return &target{layout: l,
+			finish: func(d v1.Descriptor, tags []string) error {
+				defer os.RemoveAll(staging)
+				if err := l.Tag(d, tags...); err != nil {
+					return err
+				}
+				l.Cleanup()
+				return ocilayout.WriteArchive(staging, r.Path)
+			},
+			abort: func() { os.RemoveAll(staging) },
+		}, nil
+	}
+	return nil, fmt.Errorf("unsupported output %s", r)
+}
+
+// stagingDir makes a hidden sibling of path to build the output in, so the
+// final rename is atomic and a crash leaves nothing under the output name.
+func stagingDir(path string) (string, error) {
+	parent := filepath.Dir(path)
+	if err := os.MkdirAll(parent, 0o755); err != nil {
+		return "", fmt.Errorf("--output %s: %w", path, err)
+	}
+	d, err := os.MkdirTemp(parent, "."+filepath.Base(path)+".modelcar-partial-")
+	if err != nil {
+		return "", fmt.Errorf("--output %s: %w", path, err)
+	}
+	return d, nil
+}
