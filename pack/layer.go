@@ -87,7 +87,9 @@ func encodeLayer(ctx context.Context, ts *tarStream, f Format, level int, priori
 			}
 			enc = zw
 		} else {
-			zw, err := zstd.NewWriter(sink, zstd.WithEncoderLevel(zstd.EncoderLevelFromZstd(level)), zstd.WithEncoderConcurrency(2))
+			zw, err := zstd.NewWriter(sink, zstd.WithEncoderLevel(zstd.EncoderLevelFromZstd(level)), zstd.WithEncoderConcurrency(2),
+				// Weights have few repeats; entropy-coding literals is where zstd gains.
+				zstd.WithAllLitEntropyCompression(true))
 			if err != nil {
 				return out, err
 			}
