@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"sync"
 	"sync/atomic"
 
 	"github.com/containerd/stargz-snapshotter/estargz"
 	"github.com/containerd/stargz-snapshotter/estargz/zstdchunked"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	kgzip "github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 	"github.com/klauspost/pgzip"
 )
@@ -113,15 +115,16 @@ func encodeLayer(ctx context.Context, ts *tarStream, f Format, level int, priori
 		var meta map[string]string
 		if f == FormatZstdChunked {
 			meta = map[string]string{}
-			opts = append(opts, estargz.WithCompression(struct {
-				*zstdchunked.Compressor
-				*zstdchunked.Decompressor
-			}{
-				&zstdchunked.Compressor{CompressionLevel: zstd.EncoderLevelFromZstd(level), Metadata: meta},
-				&zstdchunked.Decompressor{},
+			opts = append(opts, estargz.WithCompression(&chunkedZstd{
+				Compressor:   &zstdchunked.Compressor{CompressionLevel: zstd.EncoderLevelFromZstd(level), Metadata: meta},
+				Decompressor: &zstdchunked.Decompressor{},
 			}))
 		} else {
-			opts = append(opts, estargz.WithCompressionLevel(level))
+			opts = append(opts, estargz.WithCompression(fastGzip{
+				GzipCompressor:   estargz.NewGzipCompressorWithLevel(level),
+				GzipDecompressor: &estargz.GzipDecompressor{},
+				level:            level,
+			}))
 		}
 		var read atomic.Int64
 		ra := countingReaderAt{r: ts, fn: func(n int64) { read.Add(n); progress(n) }}
@@ -153,6 +156,59 @@ func encodeLayer(ctx context.Context, ts *tarStream, f Format, level int, priori
 	}
 	out.Desc = v1.Descriptor{MediaType: f.MediaType(), Digest: sink.Digest(), Size: sink.Size(), Annotations: annotations}
 	return out, nil
+}
+
+// fastGzip is estargz's gzip compression with klauspost's gzip, which
+// compresses and decompresses (Build decompresses the blob again for its
+// diffID) about twice as fast as the standard library. The TOC and footer
+// are estargz's own.
+type fastGzip struct {
+	*estargz.GzipCompressor
+	*estargz.GzipDecompressor
+	level int
+}
+
+func (g fastGzip) Writer(w io.Writer) (estargz.WriteFlushCloser, error) {
+	return kgzip.NewWriterLevel(w, g.level)
+}
+
+func (g fastGzip) Reader(r io.Reader) (io.ReadCloser, error) {
+	return kgzip.NewReader(r)
+}
+
+// chunkedZstd is zstd:chunked with the encoder options pack uses for zstd
+// layers (entropy-coded literals: weights have few repeats, so that is
+// where zstd gains); the TOC and footer are the estargz module's.
+type chunkedZstd struct {
+	*zstdchunked.Compressor
+	*zstdchunked.Decompressor
+	pool sync.Pool
+}
+
+func (c *chunkedZstd) Writer(w io.Writer) (estargz.WriteFlushCloser, error) {
+	if e, ok := c.pool.Get().(*zstd.Encoder); ok {
+		e.Reset(w)
+		return &pooledZstd{e, c}, nil
+	}
+	e, err := zstd.NewWriter(w, zstd.WithEncoderLevel(c.CompressionLevel), zstd.WithEncoderConcurrency(1),
+		zstd.WithAllLitEntropyCompression(true))
+	if err != nil {
+		return nil, err
+	}
+	return &pooledZstd{e, c}, nil
+}
+
+type pooledZstd struct {
+	*zstd.Encoder
+	c *chunkedZstd
+}
+
+func (p *pooledZstd) Close() error {
+	if err := p.Encoder.Close(); err != nil {
+		return err
+	}
+	p.c.pool.Put(p.Encoder)
+	return nil
 }
 
 type ctxWriter struct {
