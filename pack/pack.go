@@ -55,11 +55,10 @@ func Pack(ctx context.Context, dir string, dst string, opts ...Option) (*Result,
 			return nil, err
 		}
 	}
-	if !o.levelSet {
-		o.level = o.format.DefaultLevel()
-	}
-	if err := o.format.checkLevel(o.level); err != nil {
-		return nil, err
+	if o.levelSet {
+		if err := o.format.checkLevel(o.level); err != nil {
+			return nil, err
+		}
 	}
 	out, err := ref.Parse(dst)
 	if err != nil {
@@ -279,7 +278,11 @@ func buildOne(ctx context.Context, l *ocilayout.Layout, i int, p layerPlan, o *o
 	start := ev
 	start.Start = true
 	o.progress(start)
-	key := newCacheKey(p, o.format, o.level, o.epoch.Unix(), prioritized)
+	level := o.level
+	if !o.levelSet {
+		level = o.format.defaultLevel(p.Small)
+	}
+	key := newCacheKey(p, o.format, level, o.epoch.Unix(), prioritized)
 	if v, ok := cache.get(key); ok && l.Has(v.Desc.Digest, v.Desc.Size) {
 		done := ev
 		done.Done, done.Reused = true, true
@@ -298,7 +301,7 @@ func buildOne(ctx context.Context, l *ocilayout.Layout, i int, p layerPlan, o *o
 	if err != nil {
 		return builtLayer{}, false, err
 	}
-	bl, err := encodeLayer(ctx, ts, o.format, o.level, prioritized, w, func(n int64) {
+	bl, err := encodeLayer(ctx, ts, o.format, level, prioritized, w, func(n int64) {
 		if n > 0 {
 			e := ev
 			e.Read = n

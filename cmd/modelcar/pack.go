@@ -16,9 +16,9 @@ import (
 func newPackCmd() *cobra.Command {
 	var (
 		output, format, prefix, base, platform, maxLayer, threshold, cacheDir string
-		include, exclude, annotations, tags                                  []string
-		level, jobs                                                          int
-		jsonOut, quiet, noCache                                              bool
+		include, exclude, annotations, tags                                   []string
+		level, jobs                                                           int
+		jsonOut, quiet, noCache                                               bool
 	)
 	cmd := &cobra.Command{
 		Use:   "pack DIR --output oci:PATH[:TAG]|oci-archive:FILE[:TAG]",
@@ -120,7 +120,7 @@ complete. Prints the manifest digest on stdout (--json for details).`,
 	fl := cmd.Flags()
 	fl.StringVarP(&output, "output", "o", "", "where to write: oci:PATH[:TAG] or oci-archive:FILE[:TAG] (tag defaults to latest)")
 	fl.StringVar(&format, "format", string(pack.FormatTar), "layer format: tar, gzip, zstd, estargz or zstd-chunked")
-	fl.IntVar(&level, "compression-level", 0, "compression level (default: gzip/estargz 1, zstd/zstd-chunked 3)")
+	fl.IntVar(&level, "compression-level", 0, "compression level for every layer (default: gzip/estargz 6 for text and -2, Huffman-only, for weights; zstd/zstd-chunked 3)")
 	fl.StringVar(&prefix, "prefix", pack.DefaultPrefix, "directory the model files land in inside the image")
 	fl.StringArrayVar(&include, "include", nil, "only pack files matching this glob (repeatable; gitignore-style)")
 	fl.StringArrayVar(&exclude, "exclude", nil, "skip files matching this glob (repeatable; adds to the defaults "+strings.Join(pack.DefaultExcludes, " ")+")")

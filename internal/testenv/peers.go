@@ -1,0 +1,403 @@
+package testenv
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// ToolsBinEnv names the directory peer binaries are cached in; when unset it
+// is ~/.cache/modelcar-testenv/tools. .ci/install-deps.sh fills the same
+// directory.
+const ToolsBinEnv = "MODELCAR_TOOLS_BIN"
+
+// ToolsModuleDir is the module that pins the peer tools (tool directives in
+// its go.mod), relative to the repository root.
+const ToolsModuleDir = "tools"
+
+// peerTool is a client modelcar is tested against that is built from source
+// at the version tools/go.mod pins, rather than installed from Debian.
+type peerTool struct {
+	pkg    string // main package to build
+	module string // module whose version tools/go.mod pins
+	// version is used when tools/go.mod cannot be found (a cached binary
+	// of this version may still exist). Keep it equal to tools/go.mod.
+	version string
+}
+
+var peerTools = map[string]peerTool{
+	"crane": {pkg: "github.com/google/go-containerregistry/cmd/crane", module: "github.com/google/go-containerregistry", version: "v0.22.1"},
+	"oras":  {pkg: "oras.land/oras/cmd/oras", module: "oras.land/oras", version: "v1.3.6"},
+}
+
+// peerBuildTimeout bounds one cold `go build` of a peer tool (oras, with its
+// dependencies, takes a few minutes on two cores with an empty build cache).
+const peerBuildTimeout = 15 * time.Minute
+
+// peerBuild is the once-per-process result of finding or building one tool.
+type peerBuild struct {
+	once sync.Once
+	path string
+	err  error
+	skip string // non-empty: the tool cannot be had here (reason)
+}
+
+var (
+	peerBuildsMu sync.Mutex
+	peerBuilds   = map[string]*peerBuild{}
+)
+
+// PeerBinary returns the path of the pinned peer tool name ("crane" or
+// "oras"). The binary is cached as <dir>/<name>-<version>, dir being
+// $MODELCAR_TOOLS_BIN or ~/.cache/modelcar-testenv/tools and version the one
+// tools/go.mod requires for the tool's module. When no cached binary exists it
+// is built once per process (and once per machine: builds are serialised by
+// a lock file and installed by rename) with `go build -o` in the tools module,
+// found by walking up from the current directory to the repository root.
+//
+// A missing go command or tools module skips the test (fails it under
+// MODELCAR_E2E=1); a failing build fails it.
+func PeerBinary(t testing.TB, name string) string {
+	t.Helper()
+	tool, ok := peerTools[name]
+	if !ok {
+		t.Fatalf("testenv: unknown peer tool %q (known: crane, oras)", name)
+	}
+	peerBuildsMu.Lock()
+	b := peerBuilds[name]
+	if b == nil {
+		b = &peerBuild{}
+		peerBuilds[name] = b
+	}
+	peerBuildsMu.Unlock()
+	b.once.Do(func() { b.path, b.skip, b.err = findOrBuildPeer(t, name, tool) })
+	if b.skip != "" {
+		missing(t, b.skip)
+	}
+	if b.err != nil {
+		t.Fatalf("testenv: %v", b.err)
+	}
+	return b.path
+}
+
+// toolsBinDir returns the peer binary cache directory.
+func toolsBinDir() (string, error) {
+	if d := os.Getenv(ToolsBinEnv); d != "" {
+		return filepath.Abs(d)
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return "", fmt.Errorf("no %s and no home directory: %w", ToolsBinEnv, err)
+	}
+	return filepath.Join(home, ".cache", "modelcar-testenv", "tools"), nil
+}
+
+// findToolsModule walks up from the working directory (a package directory
+// under go test) to the repository root, looking for tools/go.mod.
+func findToolsModule() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if fi, err := os.Stat(filepath.Join(dir, ToolsModuleDir, "go.mod")); err == nil && fi.Mode().IsRegular() {
+			return filepath.Join(dir, ToolsModuleDir), nil
+		}
+		// The repository root is the last place to look.
+		if _, err := os.Stat(filepath.Join(dir, ".git")); err == nil {
+			break
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			break
+		}
+		dir = parent
+	}
+	return "", fmt.Errorf("no %s/go.mod above the working directory", ToolsModuleDir)
+}
+
+// requiredVersion returns the version go.mod (at path) requires of module.
+// It understands the go.mod require syntax, both single-line and block.
+func requiredVersion(gomod, module string) (string, error) {
+	f, err := os.Open(gomod)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	inBlock := false
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := sc.Text()
+		if i := strings.Index(line, "//"); i >= 0 {
+			line = line[:i]
+		}
+		fields := strings.Fields(line)
+		switch {
+		case len(fields) == 0:
+			continue
+		case inBlock && fields[0] == ")":
+			inBlock = false
+			continue
+		case fields[0] == "require" && len(fields) == 2 && fields[1] == "(":
+			inBlock = true
+			continue
+		case fields[0] == "require":
+			fields = fields[1:]
+		case !inBlock:
+			continue
+		}
+		if len(fields) == 2 && fields[0] == module {
+			return fields[1], nil
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return "", err
+	}
+	return "", fmt.Errorf("%s does not require %s", gomod, module)
+}
+
+// findOrBuildPeer returns the cached binary for tool, building it first when
+// it is missing. skip is set when it cannot be built here for want of tools.
+func findOrBuildPeer(t testing.TB, name string, tool peerTool) (path, skip string, err error) {
+	t.Helper()
+	cache, err := toolsBinDir()
+	if err != nil {
+		return "", "", err
+	}
+	toolsDir, modErr := findToolsModule()
+	version := tool.version
+	if modErr == nil {
+		if version, err = requiredVersion(filepath.Join(toolsDir, "go.mod"), tool.module); err != nil {
+			return "", "", err
+		}
+	}
+	path = filepath.Join(cache, name+"-"+version)
+	if isExecutable(path) {
+		return path, "", nil
+	}
+	if modErr != nil {
+		return "", fmt.Sprintf("testenv: %s %s is not in %s and cannot be built: %v; run %s", name, version, cache, modErr, InstallScript), nil
+	}
+	goBin, err := findGo()
+	if err != nil {
+		return "", fmt.Sprintf("testenv: %s %s is not in %s and cannot be built: %v; run %s", name, version, cache, err, InstallScript), nil
+	}
+	if err := os.MkdirAll(cache, 0o755); err != nil {
+		return "", "", err
+	}
+
+	// Serialise builds of the same binary across processes: go test runs
+	// packages in parallel, and each would otherwise build its own copy.
+	lock, err := os.OpenFile(path+".lock", os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return "", "", err
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		return "", "", fmt.Errorf("locking %s: %w", lock.Name(), err)
+	}
+	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
+	if isExecutable(path) { // another process built it while we waited
+		return path, "", nil
+	}
+
+	tmp := fmt.Sprintf("%s.tmp-%d", path, os.Getpid())
+	defer os.Remove(tmp)
+	begin := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), peerBuildTimeout)
+	defer cancel()
+	r := runIn(ctx, toolsDir, peerBuildEnv(), goBin, "build", "-trimpath", "-o", tmp, tool.pkg)
+	if r.err != nil {
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			r.err = fmt.Errorf("%w (timed out after %v)", r.err, peerBuildTimeout)
+		}
+		return "", "", fmt.Errorf("building %s %s in %s: %s: %v\n%s", name, version, toolsDir,
+			quoteArgs("go", []string{"build", "-trimpath", "-o", tmp, tool.pkg}), r.err, r.combined())
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return "", "", err
+	}
+	t.Logf("testenv: built %s %s into %s in %v", name, version, path, time.Since(begin).Round(time.Millisecond))
+	return path, "", nil
+}
+
+// findGo returns the go command: the one go test runs under (GOROOT/bin is
+// first in its PATH), else the one in GOROOT.
+func findGo() (string, error) {
+	if p, err := lookPathQuiet("go"); err == nil {
+		return p, nil
+	}
+	p := filepath.Join(runtime.GOROOT(), "bin", "go")
+	if isExecutable(p) {
+		return p, nil
+	}
+	return "", errors.New("go command not found in PATH")
+}
+
+func isExecutable(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0
+}
+
+// peerBuildEnv is the environment of `go build` for a peer tool: the
+// caller's, building for this machine (no GOOS/GOARCH from a cross test run),
+// without cgo (static binaries, no C compiler needed), without a workspace,
+// and with -mod=mod so that a go.sum missing a line is completed rather than
+// fatal.
+func peerBuildEnv() []string {
+	var env []string
+	goflags := []string{"-mod=mod"}
+	for _, kv := range os.Environ() {
+		k, v, _ := strings.Cut(kv, "=")
+		switch k {
+		case "GOOS", "GOARCH", "GOARM", "GOAMD64", "CGO_ENABLED", "GOWORK", "GOFLAGS":
+			if k == "GOFLAGS" {
+				for _, f := range strings.Fields(v) {
+					if !strings.HasPrefix(f, "-mod=") && !strings.HasPrefix(f, "-modfile=") {
+						goflags = append(goflags, f)
+					}
+				}
+			}
+			continue
+		}
+		env = append(env, kv)
+	}
+	return append(env, "CGO_ENABLED=0", "GOWORK=off", "GOFLAGS="+strings.Join(goflags, " "))
+}
+
+// peerSandbox is the private HOME and DOCKER_CONFIG one test's peer tools
+// share, so that `crane auth login` or `oras login` in a test are seen by its
+// later calls and by nothing else.
+type peerSandbox struct {
+	env []string
+}
+
+var (
+	peerSandboxesMu sync.Mutex
+	peerSandboxes   = map[testing.TB]*peerSandbox{}
+)
+
+// sandboxFor returns t's peer sandbox, making it on first use.
+func sandboxFor(t testing.TB) *peerSandbox {
+	t.Helper()
+	peerSandboxesMu.Lock()
+	defer peerSandboxesMu.Unlock()
+	if s := peerSandboxes[t]; s != nil {
+		return s
+	}
+	dir := t.TempDir()
+	home := filepath.Join(dir, "home")
+	dockerCfg := filepath.Join(dir, "docker")
+	xdgConfig := filepath.Join(home, ".config")
+	xdgCache := filepath.Join(home, ".cache")
+	tmp := filepath.Join(dir, "tmp")
+	for _, d := range []string{home, dockerCfg, xdgConfig, xdgCache, tmp} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			t.Fatalf("testenv: %v", err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dockerCfg, "config.json"), []byte("{}\n"), 0o600); err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	overrides := map[string]string{
+		"HOME":            home,
+		"DOCKER_CONFIG":   dockerCfg,
+		"XDG_CONFIG_HOME": xdgConfig,
+		"XDG_CACHE_HOME":  xdgCache,
+		"TMPDIR":          tmp,
+	}
+	var env []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		if _, ok := overrides[k]; ok {
+			continue
+		}
+		switch k {
+		// Credentials and caches from elsewhere.
+		case "REGISTRY_AUTH_FILE", "ORAS_CACHE", "XDG_RUNTIME_DIR":
+			continue
+		}
+		env = append(env, kv)
+	}
+	for k, v := range overrides {
+		env = append(env, k+"="+v)
+	}
+	s := &peerSandbox{env: env}
+	peerSandboxes[t] = s
+	t.Cleanup(func() {
+		peerSandboxesMu.Lock()
+		delete(peerSandboxes, t)
+		peerSandboxesMu.Unlock()
+	})
+	return s
+}
+
+// RunPeer runs the pinned peer tool name ("crane" or "oras") with args in the
+// test's peer sandbox and returns its stdout, stderr and error without
+// failing the test: for tests that expect the tool to fail.
+func RunPeer(t testing.TB, name string, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	bin := PeerBinary(t, name)
+	r := run(context.Background(), sandboxFor(t).env, bin, args...)
+	return string(r.stdout), string(r.stderr), r.err
+}
+
+// runPeer is RunPeer that fails the test with the tool's output on error.
+func runPeer(t testing.TB, name string, args ...string) string {
+	t.Helper()
+	stdout, stderr, err := RunPeer(t, name, args...)
+	if err != nil {
+		t.Fatalf("testenv: %s: %v\n%s%s", quoteArgs(name, args), err, stdout, stderr)
+	}
+	return stdout
+}
+
+// Crane runs the pinned crane (see PeerBinary) with args and returns its
+// stdout, or fails the test with its stdout and stderr. HOME, DOCKER_CONFIG
+// and XDG directories point into a temporary directory shared by the test's
+// Crane and Oras calls, so no credentials or configuration leak in or out.
+// For the plain-HTTP registries StartRegistry starts pass --insecure.
+func Crane(t testing.TB, args ...string) string {
+	t.Helper()
+	return runPeer(t, "crane", args...)
+}
+
+// Oras runs the pinned oras (see PeerBinary) like Crane runs crane. For the
+// plain-HTTP registries StartRegistry starts pass --plain-http.
+func Oras(t testing.TB, args ...string) string {
+	t.Helper()
+	return runPeer(t, "oras", args...)
+}
+
+// lookPathQuiet is exec.LookPath made absolute, without LookPath's skip.
+func lookPathQuiet(name string) (string, error) {
+	p, err := exec.LookPath(name)
+	if err != nil {
+		return "", err
+	}
+	return filepath.Abs(p)
+}
+
+// runIn is run (see testenv.go) in directory dir, bounded by ctx alone.
+func runIn(ctx context.Context, dir string, env []string, name string, args ...string) runResult {
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Dir = dir
+	cmd.Env = env
+	cmd.WaitDelay = 10 * time.Second
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout = &stdout
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	return runResult{stdout: stdout.Bytes(), stderr: stderr.Bytes(), err: err}
+}

@@ -1,0 +1,966 @@
+package push
+
+import (
+	"archive/tar"
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"crypto/sha256"
+	"crypto/sha512"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/klauspost/compress/zstd"
+)
+
+// Names and limits used by Extract and ExtractLayer.
+const (
+	defaultExtractPrefix = "/models"
+
+	// stateName is the resume state Extract keeps in the target directory
+	// while it runs; it is removed once every layer is in place.
+	stateName     = ".modelcar-pull.json"
+	stateTempName = ".modelcar-pull.json.tmp"
+
+	// partialSuffix ends the temporary name a file or symlink is written
+	// under until its layer is verified and committed.
+	partialSuffix = ".modelcar-partial"
+
+	maxNameLen    = 4096    // bytes in an entry name or symlink target
+	maxPathDepth  = 128     // components in an entry name
+	maxTempBase   = 200     // bytes of the final name kept in a temporary name
+	copyBufSize   = 1 << 20 // io.CopyBuffer buffer per layer
+	peekBufSize   = 1 << 20 // read-ahead on the compressed stream
+	maxStateBytes = 1 << 20
+)
+
+// estargzMeta are the eStargz metadata entries at the root of a layer tar;
+// they are never model files.
+var estargzMeta = map[string]bool{
+	"stargz.index.json":     true,
+	".prefetch.landmark":    true,
+	".no.prefetch.landmark": true,
+}
+
+var (
+	gzipMagic = []byte{0x1f, 0x8b}
+	zstdMagic = []byte{0x28, 0xb5, 0x2f, 0xfd}
+
+	// errAborted cancels the layers after one that failed: they could not
+	// be committed in manifest order anyway.
+	errAborted = errors.New("aborted: an earlier layer failed")
+)
+
+// ExtractOptions controls Extract.
+type ExtractOptions struct {
+	// Prefix is the directory inside the image holding the model, default
+	// "/models". Only entries under it are extracted, with the prefix
+	// stripped; "/" extracts every entry.
+	Prefix string
+	// Jobs is how many layers are read and extracted in parallel (default
+	// GOMAXPROCS). Whatever its value, layers are committed (their files
+	// renamed to their final names) one at a time in manifest order, so when
+	// two layers write the same file the later layer wins.
+	Jobs int
+	// Progress, when set, is called with the number of bytes read since the
+	// previous call: compressed bytes for tar, tar+gzip and tar+zstd layers,
+	// uncompressed bytes for other layer media types. Layers skipped on
+	// resume are reported with their compressed size. Extract calls it from
+	// several goroutines but never concurrently.
+	Progress func(n int64)
+}
+
+// Extract writes the model files of img into dir: the entries of its layers
+// under opts.Prefix, with the prefix stripped.
+//
+// dir must not exist, or be empty, or hold what a failed Extract of the same
+// image (same manifest digest and prefix) left behind, in which case the
+// layers that Extract had completed are skipped (resume). While it runs,
+// Extract keeps its resume state in dir/.modelcar-pull.json, rewritten
+// atomically after each layer and removed once the last layer is in place.
+//
+// Every layer is read once and verified: for tar, tar+gzip and tar+zstd media
+// types Extract reads Layer.Compressed, checks its digest against
+// Layer.Digest, decompresses it (the compression is recognised from the
+// stream's magic bytes) and checks the tar stream against Layer.DiffID; other
+// media types are read through Layer.Uncompressed and checked against
+// Layer.DiffID. Files and symlinks are written under temporary names and
+// renamed to their final names only once their whole layer has been read and
+// verified, so a failed Extract never leaves a partial or unverified file
+// under its final name.
+//
+// The safety rules of ExtractLayer apply to every layer.
+func Extract(ctx context.Context, img v1.Image, dir string, opts ExtractOptions) error {
+	prefix, err := cleanPrefix(opts.Prefix)
+	if err != nil {
+		return err
+	}
+	manifest, err := img.Digest()
+	if err != nil {
+		return fmt.Errorf("extract: image digest: %w", err)
+	}
+	layers, err := img.Layers()
+	if err != nil {
+		return fmt.Errorf("extract: image layers: %w", err)
+	}
+	infos := make([]layerInfo, len(layers))
+	for i, l := range layers {
+		li := layerInfo{idx: i, total: len(layers), layer: l}
+		if li.digest, err = l.Digest(); err != nil {
+			return fmt.Errorf("extract: layer %d: digest: %w", i+1, err)
+		}
+		if li.diffID, err = l.DiffID(); err != nil {
+			return fmt.Errorf("extract: layer %d %s: diff ID: %w", i+1, li.digest, err)
+		}
+		if li.mediaType, err = l.MediaType(); err != nil {
+			return fmt.Errorf("extract: layer %d %s: media type: %w", i+1, li.digest, err)
+		}
+		if li.size, err = l.Size(); err != nil {
+			li.size = 0 // only used for progress
+		}
+		infos[i] = li
+	}
+
+	e := &extraction{prefix: prefix, jobs: opts.Jobs}
+	if opts.Progress != nil {
+		e.progress = func(n int64) {
+			e.progressMu.Lock()
+			defer e.progressMu.Unlock()
+			opts.Progress(n)
+		}
+	}
+	if err := e.open(dir, manifest, infos); err != nil {
+		return err
+	}
+	defer e.root.Close()
+
+	done := len(e.state.Layers)
+	if e.progress != nil {
+		for _, li := range infos[:done] {
+			if li.size > 0 {
+				e.progress(li.size)
+			}
+		}
+	}
+	if err := e.run(ctx, infos[done:]); err != nil {
+		return fmt.Errorf("extract %s into %s: %w", manifest, dir, err)
+	}
+	if err := e.root.Remove(stateName); err != nil {
+		return fmt.Errorf("extract: removing %s: %w", stateName, err)
+	}
+	return nil
+}
+
+// ExtractLayer extracts one uncompressed tar stream into dir (created if
+// missing; it may already hold files): the entries under prefix ("" means
+// "/models", "/" means every entry), with the prefix stripped. Extract uses
+// it for each layer; it is exported for tools and fuzzing.
+//
+// Every filesystem operation goes through an os.Root opened on dir, so
+// nothing can be written outside dir. On top of that:
+//
+//   - entries whose name is absolute, has a ".." component, contains a NUL,
+//     is longer than 4096 bytes or deeper than 128 components are refused,
+//     wherever they are;
+//   - entries outside prefix, PAX global headers and the eStargz metadata
+//     entries at the root of the tar are skipped;
+//   - under prefix, hard links, device nodes, FIFOs and any other special
+//     entry are refused, and so are OCI whiteouts (.wh.*) and names that
+//     Extract reserves (*.modelcar-partial, .modelcar-pull.json);
+//   - a symlink is allowed only when its target is relative and, resolved
+//     from the link's directory, stays inside dir; it is stored with its
+//     target cleaned, so it can never climb out through another symlink;
+//   - nothing is ever written through a symlink: every parent of an entry
+//     must be a real directory (created 0755 when missing), and files are
+//     created with O_EXCL under a fresh temporary name;
+//   - directories get the entry's permission bits within 0755 (plus owner
+//     rwx), regular files are always 0644;
+//   - a file's content is streamed, and must be exactly as long as its
+//     header says.
+//
+// Files and symlinks are written under temporary names and renamed into
+// place once the whole stream has been read without error; a later entry
+// for the same name replaces an earlier one, but an entry never replaces a
+// directory and a directory entry never replaces a file. On error, the
+// temporary files are removed and no file of the stream is left under its
+// final name. The error names the offending entry.
+func ExtractLayer(ctx context.Context, r io.Reader, dir, prefix string) error {
+	p, err := cleanPrefix(prefix)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	x := newLayerExtractor(root, p, "0")
+	if err := x.extract(ctx, &ctxReader{ctx: ctx, r: r}); err != nil {
+		x.discard()
+		return err
+	}
+	if err := x.commit(); err != nil {
+		x.discard()
+		return err
+	}
+	return nil
+}
+
+// cleanPrefix turns an ExtractOptions.Prefix into the tar-name form: no
+// leading or trailing slash, "" for the whole tar.
+func cleanPrefix(p string) (string, error) {
+	if p == "" {
+		p = defaultExtractPrefix
+	}
+	for _, c := range strings.Split(p, "/") {
+		if c == ".." {
+			return "", fmt.Errorf("extract: prefix %q has a \"..\" component", p)
+		}
+	}
+	if strings.IndexByte(p, 0) >= 0 {
+		return "", fmt.Errorf("extract: prefix %q contains a NUL byte", p)
+	}
+	c := strings.TrimPrefix(path.Clean("/"+p), "/")
+	return c, nil
+}
+
+// EntryError reports a tar entry that ExtractLayer refused or failed to
+// write.
+type EntryError struct {
+	Name string // the entry's name as the tar header gives it
+	Err  error
+}
+
+func (e *EntryError) Error() string { return fmt.Sprintf("entry %q: %v", e.Name, e.Err) }
+func (e *EntryError) Unwrap() error { return e.Err }
+
+// pendingEntry is a file or symlink written under a temporary name.
+type pendingEntry struct {
+	name string // tar entry name, for errors
+	rel  string // final name relative to the root
+	tmp  string // temporary name relative to the root
+}
+
+// layerExtractor writes the entries of one tar stream under a root.
+type layerExtractor struct {
+	root    *os.Root
+	prefix  string
+	tag     string // tells this stream's temporary names from others'
+	buf     []byte
+	seq     int
+	pending []pendingEntry
+	byRel   map[string]int  // rel -> index in pending
+	dirs    map[string]bool // rels verified to be real directories
+}
+
+func newLayerExtractor(root *os.Root, prefix, tag string) *layerExtractor {
+	return &layerExtractor{
+		root:   root,
+		prefix: prefix,
+		tag:    tag,
+		buf:    make([]byte, copyBufSize),
+		byRel:  map[string]int{},
+		dirs:   map[string]bool{},
+	}
+}
+
+// extract reads the tar stream r to its end-of-archive marker, writing
+// entries under temporary names. It does not commit.
+func (x *layerExtractor) extract(ctx context.Context, r io.Reader) error {
+	tr := tar.NewReader(r)
+	last := ""
+	for {
+		if err := context.Cause(ctx); err != nil {
+			return err
+		}
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			return nil
+		}
+		insecure := false
+		if err != nil {
+			// With GODEBUG=tarinsecurepath=0 the reader flags names that
+			// our own checks refuse as well.
+			if hdr == nil || !errors.Is(err, tar.ErrInsecurePath) {
+				if last != "" {
+					return fmt.Errorf("reading tar header after entry %q: %w", last, err)
+				}
+				return fmt.Errorf("reading tar header: %w", err)
+			}
+			insecure = true
+		}
+		last = hdr.Name
+		if err := x.entry(hdr, tr, insecure); err != nil {
+			return &EntryError{Name: hdr.Name, Err: err}
+		}
+	}
+}
+
+// relName checks a tar entry name and returns it relative to the prefix;
+// ok is false for entries to skip.
+func (x *layerExtractor) relName(name string) (rel string, ok bool, err error) {
+	if len(name) > maxNameLen {
+		return "", false, fmt.Errorf("name is %d bytes long, over the %d-byte limit", len(name), maxNameLen)
+	}
+	if strings.IndexByte(name, 0) >= 0 {
+		return "", false, errors.New("name contains a NUL byte")
+	}
+	if strings.HasPrefix(name, "/") {
+		return "", false, errors.New("absolute name refused")
+	}
+	for _, c := range strings.Split(name, "/") {
+		if c == ".." {
+			return "", false, errors.New(`name with a ".." component refused`)
+		}
+	}
+	clean := path.Clean(name)
+	if clean == "." {
+		return "", false, nil
+	}
+	if d := strings.Count(clean, "/") + 1; d > maxPathDepth {
+		return "", false, fmt.Errorf("name is %d components deep, over the %d limit", d, maxPathDepth)
+	}
+	if estargzMeta[clean] {
+		return "", false, nil
+	}
+	switch {
+	case x.prefix == "":
+		return clean, true, nil
+	case clean == x.prefix:
+		return ".", true, nil
+	case strings.HasPrefix(clean, x.prefix+"/"):
+		return clean[len(x.prefix)+1:], true, nil
+	}
+	return "", false, nil
+}
+
+func (x *layerExtractor) entry(hdr *tar.Header, r io.Reader, insecure bool) error {
+	if hdr.Typeflag == tar.TypeXGlobalHeader {
+		return nil
+	}
+	rel, ok, err := x.relName(hdr.Name)
+	if err != nil {
+		return err
+	}
+	if insecure {
+		return errors.New("insecure name refused")
+	}
+	if !ok {
+		return nil
+	}
+	if rel == "." {
+		if hdr.Typeflag != tar.TypeDir {
+			return fmt.Errorf("the prefix /%s itself must be a directory, not type %q", x.prefix, hdr.Typeflag)
+		}
+		return nil
+	}
+	for _, c := range strings.Split(rel, "/") {
+		if strings.HasPrefix(c, ".wh.") {
+			return errors.New("OCI whiteout refused: model layers never delete files")
+		}
+		if strings.HasSuffix(c, partialSuffix) {
+			return fmt.Errorf("names ending in %s are reserved", partialSuffix)
+		}
+	}
+	if rel == stateName || rel == stateTempName {
+		return fmt.Errorf("name %s is reserved", rel)
+	}
+
+	switch hdr.Typeflag {
+	case tar.TypeDir:
+		if err := x.parents(rel); err != nil {
+			return err
+		}
+		return x.dir(rel, fs.FileMode(hdr.Mode)&0o755|0o700)
+	case tar.TypeReg:
+		return x.file(hdr.Name, rel, hdr.Size, r)
+	case tar.TypeSymlink:
+		return x.symlink(hdr.Name, rel, hdr.Linkname)
+	case tar.TypeLink:
+		return fmt.Errorf("hard link to %q refused", hdr.Linkname)
+	case tar.TypeChar:
+		return errors.New("character device refused")
+	case tar.TypeBlock:
+		return errors.New("block device refused")
+	case tar.TypeFifo:
+		return errors.New("FIFO refused")
+	default:
+		return fmt.Errorf("entry type %q refused", hdr.Typeflag)
+	}
+}
+
+// parents makes sure every parent of rel is a real directory, creating
+// missing ones.
+func (x *layerExtractor) parents(rel string) error {
+	for i := 0; i < len(rel); i++ {
+		if rel[i] == '/' {
+			if err := x.dir(rel[:i], 0o755); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// dir makes sure p is a real directory (not a symlink to one), creating it
+// with perm when missing.
+func (x *layerExtractor) dir(p string, perm fs.FileMode) error {
+	if x.dirs[p] {
+		return nil
+	}
+	if _, ok := x.byRel[p]; ok {
+		return fmt.Errorf("%q is a file or symlink earlier in this layer, not a directory", p)
+	}
+	fi, err := x.root.Lstat(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		err = x.root.Mkdir(p, perm)
+		if err == nil {
+			x.dirs[p] = true
+			return nil
+		}
+		if !errors.Is(err, fs.ErrExist) { // else made concurrently by another layer
+			return err
+		}
+		fi, err = x.root.Lstat(p)
+	}
+	if err != nil {
+		return err
+	}
+	switch {
+	case fi.IsDir():
+		x.dirs[p] = true
+		return nil
+	case fi.Mode()&fs.ModeSymlink != 0:
+		return fmt.Errorf("%q is a symlink; refusing to write through it", p)
+	default:
+		return fmt.Errorf("%q exists and is not a directory", p)
+	}
+}
+
+// notDir refuses to put a file or symlink where a directory is.
+func (x *layerExtractor) notDir(rel string) error {
+	if x.dirs[rel] {
+		return fmt.Errorf("%q is a directory; refusing to replace it", rel)
+	}
+	fi, err := x.root.Lstat(rel)
+	if err == nil && fi.IsDir() {
+		return fmt.Errorf("%q is a directory; refusing to replace it", rel)
+	}
+	return nil
+}
+
+func (x *layerExtractor) tempName(rel string) string {
+	dir, base := path.Split(rel)
+	if len(base) > maxTempBase {
+		base = base[:maxTempBase]
+	}
+	x.seq++
+	return dir + "." + base + "." + x.tag + "-" + strconv.Itoa(x.seq) + partialSuffix
+}
+
+// create prepares rel for a new file or symlink and returns the temporary
+// name to write it under.
+func (x *layerExtractor) create(rel string) (string, error) {
+	if err := x.parents(rel); err != nil {
+		return "", err
+	}
+	if err := x.notDir(rel); err != nil {
+		return "", err
+	}
+	tmp := x.tempName(rel)
+	if err := x.root.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return "", err
+	}
+	return tmp, nil
+}
+
+func (x *layerExtractor) file(name, rel string, size int64, r io.Reader) error {
+	if size < 0 {
+		return fmt.Errorf("negative size %d", size)
+	}
+	tmp, err := x.create(rel)
+	if err != nil {
+		return err
+	}
+	// O_EXCL: never opens an existing file, nor follows a symlink.
+	f, err := x.root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return err
+	}
+	// Hide ReadFrom and WriteTo so that the 1 MiB buffer is used.
+	n, err := io.CopyBuffer(struct{ io.Writer }{f}, struct{ io.Reader }{r}, x.buf)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil && n != size {
+		err = fmt.Errorf("header says %d bytes, tar holds %d", size, n)
+	}
+	if err != nil {
+		_ = x.root.Remove(tmp)
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			return fmt.Errorf("truncated: header says %d bytes, stream ended after %d: %w", size, n, err)
+		}
+		return err
+	}
+	x.add(pendingEntry{name: name, rel: rel, tmp: tmp})
+	return nil
+}
+
+func (x *layerExtractor) symlink(name, rel, target string) error {
+	switch {
+	case target == "":
+		return errors.New("symlink with an empty target refused")
+	case len(target) > maxNameLen:
+		return fmt.Errorf("symlink target is %d bytes long, over the %d-byte limit", len(target), maxNameLen)
+	case strings.IndexByte(target, 0) >= 0:
+		return errors.New("symlink target contains a NUL byte")
+	case strings.HasPrefix(target, "/"):
+		return fmt.Errorf("symlink to absolute path %q refused", target)
+	}
+	// Cleaning removes "x/.." pairs that the kernel would resolve through x
+	// if x were itself a symlink; what is left climbs only through the real
+	// directories above the link, then descends.
+	clean := path.Clean(target)
+	resolved := path.Join(path.Dir(rel), clean)
+	if resolved == ".." || strings.HasPrefix(resolved, "../") {
+		return fmt.Errorf("symlink to %q points outside the target directory", target)
+	}
+	tmp, err := x.create(rel)
+	if err != nil {
+		return err
+	}
+	if err := x.root.Symlink(clean, tmp); err != nil {
+		return err
+	}
+	x.add(pendingEntry{name: name, rel: rel, tmp: tmp})
+	return nil
+}
+
+func (x *layerExtractor) add(p pendingEntry) {
+	if i, ok := x.byRel[p.rel]; ok { // a later entry for the same name wins
+		_ = x.root.Remove(x.pending[i].tmp)
+		x.pending[i] = p
+		return
+	}
+	x.byRel[p.rel] = len(x.pending)
+	x.pending = append(x.pending, p)
+}
+
+// commit renames the pending entries to their final names.
+func (x *layerExtractor) commit() error {
+	for i, p := range x.pending {
+		if err := x.root.Rename(p.tmp, p.rel); err != nil {
+			x.pending = x.pending[i:]
+			return &EntryError{Name: p.name, Err: err}
+		}
+	}
+	x.pending = nil
+	clear(x.byRel)
+	return nil
+}
+
+// discard removes the pending entries' temporary files.
+func (x *layerExtractor) discard() {
+	for _, p := range x.pending {
+		_ = x.root.Remove(p.tmp)
+	}
+	x.pending = nil
+	clear(x.byRel)
+}
+
+// ctxReader stops reading once its context is done.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c *ctxReader) Read(p []byte) (int, error) {
+	if err := context.Cause(c.ctx); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
+// progressReader reports the bytes read through it.
+type progressReader struct {
+	r  io.Reader
+	fn func(int64)
+}
+
+func (p *progressReader) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	if n > 0 {
+		p.fn(int64(n))
+	}
+	return n, err
+}
+
+type layerInfo struct {
+	idx, total     int
+	layer          v1.Layer
+	digest, diffID v1.Hash
+	mediaType      types.MediaType
+	size           int64
+}
+
+func (li layerInfo) errorf(err error) error {
+	return fmt.Errorf("layer %d/%d %s: %w", li.idx+1, li.total, li.digest, err)
+}
+
+// pullState is the resume state kept in dir/.modelcar-pull.json.
+type pullState struct {
+	Manifest string   `json:"manifest"`
+	Prefix   string   `json:"prefix"`
+	Layers   []string `json:"layers"` // digests of the completed leading layers, in manifest order
+}
+
+type extraction struct {
+	root       *os.Root
+	prefix     string
+	jobs       int
+	state      pullState
+	progress   func(int64)
+	progressMu sync.Mutex
+}
+
+// open prepares dir and loads or starts the resume state.
+func (e *extraction) open(dir string, manifest v1.Hash, infos []layerInfo) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("extract: %w", err)
+	}
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return fmt.Errorf("extract: %w", err)
+	}
+	e.root = root
+	fail := func(err error) error {
+		root.Close()
+		e.root = nil
+		return err
+	}
+	f, err := root.Open(".")
+	if err != nil {
+		return fail(fmt.Errorf("extract: %w", err))
+	}
+	names, err := f.Readdirnames(-1)
+	f.Close()
+	if err != nil {
+		return fail(fmt.Errorf("extract: reading %s: %w", dir, err))
+	}
+	want := pullState{Manifest: manifest.String(), Prefix: "/" + e.prefix, Layers: []string{}}
+	if len(names) == 0 {
+		e.state = want
+		if err := e.saveState(); err != nil {
+			return fail(err)
+		}
+		return nil
+	}
+	st, err := e.loadState()
+	if errors.Is(err, fs.ErrNotExist) {
+		return fail(fmt.Errorf("extract: %s is not empty and holds no partial pull (%s)", dir, stateName))
+	}
+	if err != nil {
+		return fail(fmt.Errorf("extract: %s: %w", dir, err))
+	}
+	if st.Manifest != want.Manifest || st.Prefix != want.Prefix {
+		return fail(fmt.Errorf("extract: %s holds a partial pull of %s (prefix %s), not of %s (prefix %s); remove it or use another directory",
+			dir, st.Manifest, st.Prefix, want.Manifest, want.Prefix))
+	}
+	if len(st.Layers) > len(infos) {
+		return fail(fmt.Errorf("extract: %s: %s lists %d completed layers, the image has %d", dir, stateName, len(st.Layers), len(infos)))
+	}
+	for i, d := range st.Layers {
+		if d != infos[i].digest.String() {
+			return fail(fmt.Errorf("extract: %s: %s lists layer %d as %s, the image has %s", dir, stateName, i+1, d, infos[i].digest))
+		}
+	}
+	e.state = st
+	if err := e.sweep(); err != nil {
+		return fail(fmt.Errorf("extract: %s: removing partial files: %w", dir, err))
+	}
+	return nil
+}
+
+func (e *extraction) loadState() (pullState, error) {
+	var st pullState
+	fi, err := e.root.Lstat(stateName)
+	if err != nil {
+		return st, err
+	}
+	if !fi.Mode().IsRegular() || fi.Size() > maxStateBytes {
+		return st, fmt.Errorf("%s is not a small regular file", stateName)
+	}
+	b, err := e.root.ReadFile(stateName)
+	if err != nil {
+		return st, err
+	}
+	if err := json.Unmarshal(b, &st); err != nil {
+		return st, fmt.Errorf("%s: %w", stateName, err)
+	}
+	if st.Layers == nil {
+		st.Layers = []string{}
+	}
+	return st, nil
+}
+
+// saveState replaces the state file atomically.
+func (e *extraction) saveState() error {
+	b, err := json.Marshal(e.state)
+	if err != nil {
+		return err
+	}
+	if err := e.root.Remove(stateTempName); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("extract: %w", err)
+	}
+	f, err := e.root.OpenFile(stateTempName, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return fmt.Errorf("extract: %w", err)
+	}
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = e.root.Rename(stateTempName, stateName)
+	}
+	if err != nil {
+		_ = e.root.Remove(stateTempName)
+		return fmt.Errorf("extract: saving %s: %w", stateName, err)
+	}
+	return nil
+}
+
+// sweep removes the temporary files a killed Extract may have left.
+func (e *extraction) sweep() error {
+	var rm []string
+	err := fs.WalkDir(e.root.FS(), ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !d.IsDir() && strings.HasSuffix(d.Name(), partialSuffix) {
+			rm = append(rm, p)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	rm = append(rm, stateTempName)
+	for _, p := range rm {
+		if err := e.root.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+	}
+	return nil
+}
+
+// run extracts the layers in todo, Jobs at a time, committing them in
+// order. A failing layer cancels the layers after it; those before it still
+// complete and are recorded for resume. The error is that of the first
+// failing layer.
+func (e *extraction) run(ctx context.Context, todo []layerInfo) error {
+	n := len(todo)
+	if n == 0 {
+		return nil
+	}
+	jobs := e.jobs
+	if jobs <= 0 {
+		jobs = runtime.GOMAXPROCS(0)
+	}
+	jobs = min(jobs, n)
+
+	ctxs := make([]context.Context, n)
+	cancels := make([]context.CancelCauseFunc, n)
+	for i := range todo {
+		ctxs[i], cancels[i] = context.WithCancelCause(ctx)
+	}
+	defer func() {
+		for _, c := range cancels {
+			c(context.Canceled)
+		}
+	}()
+	turns := make([]chan struct{}, n+1)
+	for i := range turns {
+		turns[i] = make(chan struct{})
+	}
+	close(turns[0])
+	errs := make([]error, n)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range jobs {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n {
+					return
+				}
+				if err := e.layer(ctxs[i], todo[i], turns[i], turns[i+1]); err != nil {
+					errs[i] = err
+					for j := i + 1; j < n; j++ {
+						cancels[j](errAborted)
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// layer extracts one layer, waits for its turn, commits it and records it in
+// the state file.
+func (e *extraction) layer(ctx context.Context, li layerInfo, turn <-chan struct{}, next chan<- struct{}) error {
+	x := newLayerExtractor(e.root, e.prefix, strconv.Itoa(li.idx))
+	if err := e.read(ctx, li, x); err != nil {
+		x.discard()
+		return li.errorf(err)
+	}
+	select {
+	case <-turn:
+	case <-ctx.Done():
+		x.discard()
+		return li.errorf(context.Cause(ctx))
+	}
+	if err := x.commit(); err != nil {
+		x.discard()
+		return li.errorf(err)
+	}
+	e.state.Layers = append(e.state.Layers, li.digest.String())
+	if err := e.saveState(); err != nil {
+		return li.errorf(err)
+	}
+	close(next)
+	return nil
+}
+
+// isTarMediaType reports whether mt is a tar, tar+gzip or tar+zstd layer,
+// whose compressed blob Extract reads and decompresses itself.
+func isTarMediaType(mt types.MediaType) bool {
+	switch mt {
+	case types.OCIUncompressedLayer, types.OCIUncompressedRestrictedLayer, types.DockerUncompressedLayer,
+		types.OCILayer, types.OCIRestrictedLayer, types.DockerLayer, types.DockerForeignLayer,
+		types.OCILayerZStd:
+		return true
+	}
+	s := string(mt)
+	return strings.HasSuffix(s, ".tar") || strings.HasSuffix(s, ".tar+gzip") || strings.HasSuffix(s, ".tar+zstd")
+}
+
+func newHash(h v1.Hash) (hash.Hash, error) {
+	switch h.Algorithm {
+	case "sha256":
+		return sha256.New(), nil
+	case "sha512":
+		return sha512.New(), nil
+	}
+	return nil, fmt.Errorf("unsupported digest algorithm %q", h.Algorithm)
+}
+
+func checkHash(what string, h hash.Hash, want v1.Hash) error {
+	if got := hex.EncodeToString(h.Sum(nil)); got != want.Hex {
+		return fmt.Errorf("%s digest mismatch: read %s:%s, want %s", what, want.Algorithm, got, want)
+	}
+	return nil
+}
+
+// read streams one layer into x and verifies its digests.
+func (e *extraction) read(ctx context.Context, li layerInfo, x *layerExtractor) error {
+	uh, err := newHash(li.diffID)
+	if err != nil {
+		return err
+	}
+	wrap := func(r io.Reader) io.Reader {
+		r = &ctxReader{ctx: ctx, r: r}
+		if e.progress != nil {
+			r = &progressReader{r: r, fn: e.progress}
+		}
+		return r
+	}
+
+	if !isTarMediaType(li.mediaType) {
+		rc, err := li.layer.Uncompressed()
+		if err != nil {
+			return err
+		}
+		defer rc.Close()
+		u := io.TeeReader(wrap(rc), uh)
+		if err := x.extract(ctx, u); err != nil {
+			return err
+		}
+		if _, err := io.CopyBuffer(io.Discard, u, x.buf); err != nil {
+			return err
+		}
+		return checkHash("uncompressed (diff ID)", uh, li.diffID)
+	}
+
+	ch, err := newHash(li.digest)
+	if err != nil {
+		return err
+	}
+	rc, err := li.layer.Compressed()
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	br := bufio.NewReaderSize(io.TeeReader(wrap(rc), ch), peekBufSize)
+	magic, _ := br.Peek(len(zstdMagic)) // a short or empty blob is plain tar, or an error below
+	var dec io.Reader = br
+	switch {
+	case bytes.HasPrefix(magic, gzipMagic):
+		zr, err := gzip.NewReader(br)
+		if err != nil {
+			return fmt.Errorf("gzip: %w", err)
+		}
+		defer zr.Close()
+		dec = zr
+	case bytes.HasPrefix(magic, zstdMagic):
+		zr, err := zstd.NewReader(br)
+		if err != nil {
+			return fmt.Errorf("zstd: %w", err)
+		}
+		defer zr.Close()
+		dec = zr
+	}
+	u := io.TeeReader(dec, uh)
+	if err := x.extract(ctx, u); err != nil {
+		return err
+	}
+	// Hash what follows the end-of-archive marker, then anything left of
+	// the blob, so that both digests cover whole streams.
+	if _, err := io.CopyBuffer(io.Discard, u, x.buf); err != nil {
+		return err
+	}
+	if _, err := io.CopyBuffer(io.Discard, br, x.buf); err != nil {
+		return err
+	}
+	if err := checkHash("blob", ch, li.digest); err != nil {
+		return err
+	}
+	return checkHash("uncompressed (diff ID)", uh, li.diffID)
+}
