@@ -1,0 +1,101 @@
+package pack_test
+
+import (
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/modelcar/modelcar/pack"
+)
+
+// writeBase writes a two-layer base image with a command into a layout.
+func writeBase(t *testing.T) (string, v1.Image) {
+	t.Helper()
+	img := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
+	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
+	for range 2 {
+		l, err := random.Layer(4096, types.OCILayer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if img, err = mutate.AppendLayers(img, l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg = cfg.DeepCopy()
+	cfg.OS, cfg.Architecture = "linux", "amd64"
+	cfg.Config.Cmd = []string{"sh", "-c", "sleep infinity"}
+	if img, err = mutate.ConfigFile(img, cfg); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "base")
+	p, err := layout.Write(dir, empty.Index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.AppendImage(img, layout.WithAnnotations(map[string]string{"org.opencontainers.image.ref.name": "busybox"})); err != nil {
+		t.Fatal(err)
+	}
+	return dir, img
+}
+
+func TestPackOnBaseKeepsModelLayerDigests(t *testing.T) {
+	m := genModel(t, 13, 2<<20, 2)
+	baseDir, baseImg := writeBase(t)
+	plain := packT(t, m.Dir, "oci:"+filepath.Join(t.TempDir(), "plain"))
+	out := filepath.Join(t.TempDir(), "onbase")
+	onBase := packT(t, m.Dir, "oci:"+out, pack.WithBase("oci:"+baseDir+":busybox"))
+	if onBase.BaseLayers != 2 {
+		t.Fatalf("BaseLayers = %d", onBase.BaseLayers)
+	}
+	for i := range plain.Layers {
+		if plain.Layers[i].Digest != onBase.Layers[i].Digest {
+			t.Errorf("model layer %d: %s without base, %s on base", i, plain.Layers[i].Digest, onBase.Layers[i].Digest)
+		}
+	}
+	idx, err := layout.ImageIndexFromPath(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := idx.Image(onBase.Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	layers, _ := img.Layers()
+	if len(layers) != 2+len(plain.Layers) {
+		t.Fatalf("%d layers", len(layers))
+	}
+	baseLayers, _ := baseImg.Layers()
+	for i, bl := range baseLayers {
+		want, _ := bl.Digest()
+		got, _ := layers[i].Digest()
+		if got != want {
+			t.Errorf("base layer %d: %s, want %s", i, got, want)
+		}
+		// The blob is really in the output layout.
+		rc, err := layers[i].Compressed()
+		if err != nil {
+			t.Fatalf("base layer %d not copied: %v", i, err)
+		}
+		rc.Close()
+	}
+	cfg, _ := img.ConfigFile()
+	if strings.Join(cfg.Config.Cmd, " ") != "sh -c sleep infinity" || len(cfg.RootFS.DiffIDs) != len(layers) || len(cfg.History) != len(layers) {
+		t.Errorf("config: cmd %v, %d diffIDs, %d history entries for %d layers", cfg.Config.Cmd, len(cfg.RootFS.DiffIDs), len(cfg.History), len(layers))
+	}
+	if _, err := pack.Pack(context.Background(), m.Dir, "oci:"+filepath.Join(t.TempDir(), "x"), pack.WithBase("oci:"+baseDir+":nope")); err == nil || !strings.Contains(err.Error(), `no image tagged "nope"`) {
+		t.Errorf("missing base tag: %v", err)
+	}
+}
