@@ -1,0 +1,209 @@
+package push
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2"
+	"oras.land/oras-go/v2/content"
+
+	"github.com/modelcar/modelcar/internal/ref"
+)
+
+// Result describes a finished transfer.
+type Result struct {
+	// Reference is the pinned destination: REGISTRY/REPO@sha256:... for
+	// registries, oci:PATH@sha256:... and oci-archive:FILE@sha256:... else.
+	Reference string `json:"reference"`
+	// Tagged is the destination reference with its tag, when it has one.
+	Tagged    string `json:"tagged,omitempty"`
+	Digest    string `json:"digest"`
+	MediaType string `json:"mediaType"`
+	Size      int64  `json:"size"`
+	// Blob counts: copied, skipped (destination had them), mounted.
+	Copied    int   `json:"copied"`
+	Skipped   int   `json:"skipped"`
+	Mounted   int   `json:"mounted"`
+	BytesSent int64 `json:"bytesSent"`
+}
+
+// Copy copies the image src to dst (registry, oci:PATH or oci-archive:FILE
+// on either side) with every manifest and blob byte-identical, so the
+// digest is preserved. Blobs the destination has are skipped; blobs in
+// another repository of the same registry are mounted; large blobs go first.
+// A destination tag is written only after everything it points to is there.
+func Copy(ctx context.Context, src, dst string, opts ...Option) (*Result, error) {
+	o := defaultOptions()
+	for _, opt := range opts {
+		if err := opt(&o); err != nil {
+			return nil, err
+		}
+	}
+	sr, err := ref.Parse(src)
+	if err != nil {
+		return nil, fmt.Errorf("source: %w", err)
+	}
+	dr, err := ref.Parse(dst)
+	if err != nil {
+		return nil, fmt.Errorf("destination: %w", err)
+	}
+	if dr.Digest != nil {
+		return nil, fmt.Errorf("destination %s: name it by repository and optional tag, not by digest", dst)
+	}
+	client, err := o.httpClient()
+	if err != nil {
+		return nil, err
+	}
+	s, err := openSource(ctx, sr, &o, client)
+	if err != nil {
+		return nil, fmt.Errorf("source %s: %w", src, err)
+	}
+	defer s.finish()
+	root, err := s.target.Resolve(ctx, s.refName())
+	if err != nil {
+		return nil, fmt.Errorf("source %s: %w", src, err)
+	}
+	d, err := openDest(ctx, dr, &o, client)
+	if err != nil {
+		return nil, fmt.Errorf("destination %s: %w", dst, err)
+	}
+	tag := dr.Tag
+	if tag == "" && dr.Kind != ref.Registry {
+		tag = sr.Tag // layouts and archives keep the source's name
+	}
+	res, err := copyGraph(ctx, s, d, root, tag, &o)
+	if err != nil {
+		d.abort()
+		return nil, err
+	}
+	if err := d.finish(); err != nil {
+		return nil, fmt.Errorf("destination %s: %w", dst, err)
+	}
+	res.Reference, res.Tagged = pinned(dr, root.Digest.String(), tag)
+	return res, nil
+}
+
+// pinned formats the digest reference, and the tagged one if any.
+func pinned(r ref.Ref, dg, tag string) (string, string) {
+	var base string
+	if r.Kind == ref.Registry {
+		base = r.Name.Context().Name()
+	} else {
+		base = r.Kind.String() + ":" + r.Path
+	}
+	tagged := ""
+	if tag != "" {
+		sep := ":"
+		tagged = base + sep + tag
+	}
+	return base + "@" + dg, tagged
+}
+
+func copyGraph(ctx context.Context, s, d *endpoint, root ocispec.Descriptor, tag string, o *options) (*Result, error) {
+	res := &Result{Digest: root.Digest.String(), MediaType: root.MediaType, Size: root.Size}
+	var mu sync.Mutex
+	count := func(f func()) { mu.Lock(); f(); mu.Unlock() }
+	progress := o.progress
+	o.progress = func(e Event) {
+		if e.Sent > 0 {
+			count(func() { res.BytesSent += e.Sent })
+		}
+		progress(e)
+	}
+	gopts := oras.CopyGraphOptions{
+		Concurrency: o.jobs,
+		// Largest blobs first, so the long transfers start at once.
+		FindSuccessors: func(ctx context.Context, f content.Fetcher, desc ocispec.Descriptor) ([]ocispec.Descriptor, error) {
+			succ, err := content.Successors(ctx, f, desc)
+			if err != nil {
+				return nil, err
+			}
+			slices.SortStableFunc(succ, func(a, b ocispec.Descriptor) int { return int(min(max(b.Size-a.Size, -1), 1)) })
+			return succ, nil
+		},
+		PreCopy: func(ctx context.Context, desc ocispec.Descriptor) error { return nil },
+		PostCopy: func(ctx context.Context, desc ocispec.Descriptor) error {
+			count(func() { res.Copied++ })
+			if d.repo == nil || isManifest(desc.MediaType) {
+				progress(Event{Digest: desc.Digest.String(), Size: desc.Size, Sent: desc.Size, Done: true})
+				count(func() { res.BytesSent += desc.Size })
+			}
+			return nil
+		},
+		OnCopySkipped: func(ctx context.Context, desc ocispec.Descriptor) error {
+			count(func() { res.Skipped++ })
+			progress(Event{Digest: desc.Digest.String(), Size: desc.Size, Skipped: true, Done: true})
+			return nil
+		},
+		OnMounted: func(ctx context.Context, desc ocispec.Descriptor) error {
+			count(func() { res.Mounted++ })
+			progress(Event{Digest: desc.Digest.String(), Size: desc.Size, Mounted: true, Done: true})
+			return nil
+		},
+	}
+	if s.repo != nil && d.repo != nil && s.repo.Reference.Registry == d.repo.Reference.Registry &&
+		s.repo.Reference.Repository != d.repo.Reference.Repository {
+		from := s.repo.Reference.Repository
+		gopts.MountFrom = func(ctx context.Context, desc ocispec.Descriptor) ([]string, error) {
+			return []string{from}, nil
+		}
+	}
+	var err error
+	if tag != "" {
+		_, err = oras.Copy(ctx, s.target, root.Digest.String(), d.target, tag, oras.CopyOptions{CopyGraphOptions: gopts})
+	} else {
+		err = oras.CopyGraph(ctx, s.target, d.target, root, gopts)
+		if err == nil && d.repo == nil {
+			// Layouts list untagged images in index.json.
+			err = d.target.Tag(ctx, root, "")
+		}
+	}
+	if err != nil {
+		return nil, copyError(err)
+	}
+	if o.referrers {
+		if err := copyReferrers(ctx, s, d, root, gopts); err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+// copyError unwraps oras-go's CopyError into which side failed.
+func copyError(err error) error {
+	var ce *oras.CopyError
+	if errors.As(err, &ce) {
+		side := "destination"
+		if ce.Origin == oras.CopyErrorOriginSource {
+			side = "source"
+		}
+		return fmt.Errorf("%s: %s: %w", side, ce.Op, ce.Err)
+	}
+	return err
+}
+
+// copyReferrers copies the artifacts that refer to root (signatures,
+// SBOMs) with their own graphs.
+func copyReferrers(ctx context.Context, s, d *endpoint, root ocispec.Descriptor, gopts oras.CopyGraphOptions) error {
+	lister, ok := s.target.(interface {
+		Referrers(ctx context.Context, desc ocispec.Descriptor, artifactType string, fn func([]ocispec.Descriptor) error) error
+	})
+	if !ok {
+		return fmt.Errorf("--referrers: the source %s cannot list referrers", s.ref)
+	}
+	var refs []ocispec.Descriptor
+	if err := lister.Referrers(ctx, root, "", func(r []ocispec.Descriptor) error { refs = append(refs, r...); return nil }); err != nil {
+		return fmt.Errorf("--referrers: listing referrers of %s: %w", root.Digest, err)
+	}
+	for _, r := range refs {
+		if err := oras.CopyGraph(ctx, s.target, d.target, r, gopts); err != nil {
+			return fmt.Errorf("--referrers: copying %s: %w", r.Digest, copyError(err))
+		}
+	}
+	return nil
+}
+

@@ -1,0 +1,100 @@
+package push_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/modelcar/modelcar/internal/testenv"
+	"github.com/modelcar/modelcar/internal/testmodel"
+	"github.com/modelcar/modelcar/pack"
+	"github.com/modelcar/modelcar/push"
+)
+
+// packed packs a generated model into a layout and returns its reference.
+func packed(t *testing.T, seed int64, size int64, f pack.Format) (*testmodel.Model, *pack.Result) {
+	t.Helper()
+	m, err := testmodel.Generate(filepath.Join(t.TempDir(), "model"), testmodel.Options{Seed: seed, TotalSize: size, Shards: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := pack.Pack(context.Background(), m.Dir, "oci:"+filepath.Join(t.TempDir(), "oci")+":v1", pack.WithFormat(f), pack.WithCacheDir(""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m, res
+}
+
+func copyT(t *testing.T, src, dst string, opts ...push.Option) *push.Result {
+	t.Helper()
+	opts = append([]push.Option{push.WithPlainHTTP(true), push.WithStateDir(t.TempDir())}, opts...)
+	res, err := push.Copy(context.Background(), src, dst, opts...)
+	if err != nil {
+		t.Fatalf("Copy(%s, %s): %v", src, dst, err)
+	}
+	return res
+}
+
+func TestPushToRegistryPeersReadSameDigest(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end: real registry, crane, oras, skopeo")
+	}
+	reg := testenv.StartRegistry(t)
+	_, p := packed(t, 1, 4<<20, pack.FormatTar)
+	dst := reg.Ref("models/llama") + ":v1"
+	res := copyT(t, p.Reference, dst)
+	want := p.Digest.String()
+	if res.Digest != want || res.Reference != reg.Ref("models/llama")+"@"+want {
+		t.Fatalf("result %+v, packed %s", res, want)
+	}
+	if got := strings.TrimSpace(testenv.Crane(t, "digest", "--insecure", dst)); got != want {
+		t.Errorf("crane digest %s, want %s", got, want)
+	}
+	mf := testenv.Oras(t, "manifest", "fetch", "--plain-http", res.Reference)
+	sum := sha256.Sum256([]byte(mf))
+	if "sha256:"+hex.EncodeToString(sum[:]) != want {
+		t.Errorf("oras fetched manifest with another digest")
+	}
+	var insp struct{ Digest string }
+	json.Unmarshal([]byte(testenv.Skopeo(t, "inspect", "--tls-verify=false", "docker://"+dst)), &insp)
+	if insp.Digest != want {
+		t.Errorf("skopeo digest %s, want %s", insp.Digest, want)
+	}
+	// A second push sends no blob again.
+	again := copyT(t, p.Reference, dst)
+	if again.Copied != 0 || again.BytesSent != 0 {
+		t.Errorf("re-push copied %d blobs, %d bytes", again.Copied, again.BytesSent)
+	}
+	// Another repository of the same registry mounts instead of uploading.
+	mounted := copyT(t, res.Reference, reg.Ref("mirror/llama")+":v1")
+	if mounted.Mounted == 0 || mounted.Digest != want {
+		t.Errorf("cross-repo copy: %+v", mounted)
+	}
+}
+
+func TestMirrorRegistryArchiveRegistryKeepsDigest(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end: real registries")
+	}
+	a, b := testenv.StartRegistry(t), testenv.StartRegistry(t)
+	for _, f := range []pack.Format{pack.FormatTar, pack.FormatZstdChunked} {
+		t.Run(string(f), func(t *testing.T) {
+			_, p := packed(t, 2, 3<<20, f)
+			want := p.Digest.String()
+			copyT(t, p.Reference, a.Ref("src/m")+":v1")
+			archive := filepath.Join(t.TempDir(), "m.tar")
+			r1 := copyT(t, a.Ref("src/m")+":v1", "oci-archive:"+archive+":v1")
+			r2 := copyT(t, "oci-archive:"+archive+":v1", b.Ref("airgap/m")+":v1")
+			if r1.Digest != want || r2.Digest != want {
+				t.Fatalf("digests: archive %s, second registry %s, packed %s", r1.Digest, r2.Digest, want)
+			}
+			if got := strings.TrimSpace(testenv.Crane(t, "digest", "--insecure", b.Ref("airgap/m")+":v1")); got != want {
+				t.Errorf("crane digest on the second registry %s, want %s", got, want)
+			}
+		})
+	}
+}

@@ -1,0 +1,297 @@
+package push
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2"
+	"oras.land/oras-go/v2/errdef"
+	"oras.land/oras-go/v2/registry"
+	"oras.land/oras-go/v2/registry/remote"
+	"oras.land/oras-go/v2/registry/remote/auth"
+	"oras.land/oras-go/v2/registry/remote/credentials"
+	"oras.land/oras-go/v2/registry/remote/retry"
+
+	"github.com/modelcar/modelcar/internal/ocilayout"
+	"github.com/modelcar/modelcar/internal/ref"
+)
+
+// maxManifestBytes bounds manifests and indexes read into memory.
+const maxManifestBytes = 8 << 20
+
+// endpoint is one side of a transfer.
+type endpoint struct {
+	ref ref.Ref
+	// target reads (and for destinations writes) content.
+	target oras.Target
+	// repo is the registry repository (registry endpoints only).
+	repo *remote.Repository
+	// finish completes a destination after the root is tagged (archives
+	// are written here); abort discards a failed one.
+	finish func() error
+	abort  func()
+}
+
+// refName is the tag or digest that selects the image at this endpoint.
+func (e *endpoint) refName() string {
+	switch {
+	case e.ref.Digest != nil:
+		return e.ref.Digest.String()
+	case e.ref.Tag != "":
+		return e.ref.Tag
+	}
+	return ""
+}
+
+// httpClient builds the authenticated, retrying client for registries.
+func (o *options) httpClient() (*auth.Client, error) {
+	store := o.creds
+	if store == nil {
+		s, err := credentials.NewStoreFromDocker(credentials.StoreOptions{})
+		if err != nil {
+			return nil, fmt.Errorf("reading docker credentials: %w", err)
+		}
+		store = s
+	}
+	base := http.DefaultTransport.(*http.Transport).Clone()
+	if o.insecure {
+		base.TLSClientConfig = &tls.Config{InsecureSkipVerify: true}
+	}
+	return &auth.Client{
+		Client:     &http.Client{Transport: retry.NewTransport(base)},
+		Cache:      auth.NewCache(),
+		Credential: credentials.Credential(store),
+		Header:     http.Header{"User-Agent": {"modelcar"}},
+	}, nil
+}
+
+func openRegistry(r ref.Ref, o *options, client *auth.Client) (*endpoint, error) {
+	rr, err := registry.ParseReference(r.Name.String())
+	if err != nil {
+		return nil, fmt.Errorf("parsing reference %q: %w", r.Name.String(), err)
+	}
+	repo := &remote.Repository{Client: client, Reference: rr, PlainHTTP: o.plainHTTP, MaxMetadataBytes: maxManifestBytes}
+	up := &uploader{client: client, plainHTTP: o.plainHTTP, chunkSize: o.chunkSize, monolithic: o.monolithic,
+		state: newUploadState(o.stateDir), retries: o.retries, progress: o.progress}
+	if up.chunkSize == 0 {
+		up.chunkSize = DefaultChunkSize
+		if c, ok := knownChunkCaps[rr.Registry]; ok {
+			up.chunkSize = c
+		}
+	}
+	return &endpoint{ref: r, repo: repo, target: &registryTarget{Repository: repo, up: up},
+		finish: func() error { return nil }, abort: func() {}}, nil
+}
+
+// registryTarget is a remote repository whose blob pushes go through the
+// resumable uploader; manifests, tags, reads and mounts are oras-go's.
+type registryTarget struct {
+	*remote.Repository
+	up *uploader
+}
+
+func (t *registryTarget) Push(ctx context.Context, desc ocispec.Descriptor, r io.Reader) error {
+	if isManifest(desc.MediaType) {
+		return t.Repository.Push(ctx, desc, r)
+	}
+	return t.up.upload(ctx, t.Reference, desc, r)
+}
+
+func isManifest(mt string) bool {
+	switch mt {
+	case ocispec.MediaTypeImageManifest, ocispec.MediaTypeImageIndex,
+		"application/vnd.docker.distribution.manifest.v2+json",
+		"application/vnd.docker.distribution.manifest.list.v2+json":
+		return true
+	}
+	return false
+}
+
+// openSource opens a ref for reading.
+func openSource(ctx context.Context, r ref.Ref, o *options, client *auth.Client) (*endpoint, error) {
+	switch r.Kind {
+	case ref.Registry:
+		return openRegistry(r, o, client)
+	case ref.Layout:
+		l, err := ocilayout.Open(r.Path)
+		if err != nil {
+			return nil, err
+		}
+		return &endpoint{ref: r, target: &layoutTarget{l: l}, finish: func() error { return nil }, abort: func() {}}, nil
+	case ref.Archive:
+		a, err := ocilayout.OpenArchive(r.Path)
+		if err != nil {
+			return nil, err
+		}
+		return &endpoint{ref: r, target: &archiveTarget{a: a}, finish: a.Close, abort: func() { a.Close() }}, nil
+	}
+	return nil, fmt.Errorf("unsupported source %s", r)
+}
+
+// openDest opens a ref for writing. Layouts are written in place (blobs
+// appear atomically under their digest; index.json last); archives are
+// staged as a layout next to the file and written out by finish.
+func openDest(ctx context.Context, r ref.Ref, o *options, client *auth.Client) (*endpoint, error) {
+	switch r.Kind {
+	case ref.Registry:
+		return openRegistry(r, o, client)
+	case ref.Layout:
+		l, err := ocilayout.Init(r.Path)
+		if err != nil {
+			return nil, err
+		}
+		return &endpoint{ref: r, target: &layoutTarget{l: l}, finish: func() error { l.Cleanup(); return nil }, abort: l.Cleanup}, nil
+	case ref.Archive:
+		if st, err := os.Stat(r.Path); err == nil && st.IsDir() {
+			return nil, fmt.Errorf("%s is a directory, want an archive file", r.Path)
+		}
+		staging, err := os.MkdirTemp(dirOf(r.Path), "."+baseOf(r.Path)+".modelcar-partial-")
+		if err != nil {
+			return nil, err
+		}
+		l, err := ocilayout.Init(staging)
+		if err != nil {
+			os.RemoveAll(staging)
+			return nil, err
+		}
+		return &endpoint{ref: r, target: &layoutTarget{l: l},
+			finish: func() error {
+				defer os.RemoveAll(staging)
+				l.Cleanup()
+				return ocilayout.WriteArchive(staging, r.Path)
+			},
+			abort: func() { os.RemoveAll(staging) },
+		}, nil
+	}
+	return nil, fmt.Errorf("unsupported destination %s", r)
+}
+
+// layoutTarget adapts an OCI layout to oras-go's Target.
+type layoutTarget struct {
+	l *ocilayout.Layout
+}
+
+func toHash(d digest.Digest) (v1.Hash, error) { return v1.NewHash(d.String()) }
+
+func (t *layoutTarget) Exists(ctx context.Context, desc ocispec.Descriptor) (bool, error) {
+	h, err := toHash(desc.Digest)
+	if err != nil {
+		return false, err
+	}
+	return t.l.Has(h, desc.Size), nil
+}
+
+func (t *layoutTarget) Fetch(ctx context.Context, desc ocispec.Descriptor) (io.ReadCloser, error) {
+	h, err := toHash(desc.Digest)
+	if err != nil {
+		return nil, err
+	}
+	if !t.l.Has(h, -1) {
+		return nil, fmt.Errorf("%s: %w", desc.Digest, errdef.ErrNotFound)
+	}
+	return t.l.OpenBlob(h)
+}
+
+func (t *layoutTarget) Push(ctx context.Context, desc ocispec.Descriptor, r io.Reader) error {
+	h, err := toHash(desc.Digest)
+	if err != nil {
+		return err
+	}
+	return t.l.CopyBlob(ctx, h, desc.Size, r)
+}
+
+func (t *layoutTarget) Resolve(ctx context.Context, reference string) (ocispec.Descriptor, error) {
+	return resolveLocal(t.l, t.l.Dir, reference, t.l.ReadBlob)
+}
+
+func (t *layoutTarget) Tag(ctx context.Context, desc ocispec.Descriptor, reference string) error {
+	h, err := toHash(desc.Digest)
+	if err != nil {
+		return err
+	}
+	d := v1.Descriptor{MediaType: typesOf(desc.MediaType), Digest: h, Size: desc.Size, ArtifactType: desc.ArtifactType}
+	if reference == "" || reference == desc.Digest.String() {
+		return t.l.Tag(d)
+	}
+	return t.l.Tag(d, reference)
+}
+
+// archiveTarget adapts an OCI archive, read in place, to a read-only Target.
+type archiveTarget struct {
+	a *ocilayout.Archive
+}
+
+func (t *archiveTarget) Exists(ctx context.Context, desc ocispec.Descriptor) (bool, error) {
+	h, err := toHash(desc.Digest)
+	if err != nil {
+		return false, err
+	}
+	_, err = t.a.Blob(h)
+	return err == nil, nil
+}
+
+func (t *archiveTarget) Fetch(ctx context.Context, desc ocispec.Descriptor) (io.ReadCloser, error) {
+	h, err := toHash(desc.Digest)
+	if err != nil {
+		return nil, err
+	}
+	s, err := t.a.Blob(h)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", err, errdef.ErrNotFound)
+	}
+	return readSeekNopCloser{s}, nil
+}
+
+type readSeekNopCloser struct{ io.ReadSeeker }
+
+func (readSeekNopCloser) Close() error { return nil }
+
+func (t *archiveTarget) Push(ctx context.Context, desc ocispec.Descriptor, r io.Reader) error {
+	return errors.New("an OCI archive is read-only here")
+}
+
+func (t *archiveTarget) Resolve(ctx context.Context, reference string) (ocispec.Descriptor, error) {
+	return resolveLocal(t.a, t.a.File, reference, t.a.ReadBlob)
+}
+
+func (t *archiveTarget) Tag(ctx context.Context, desc ocispec.Descriptor, reference string) error {
+	return errors.New("an OCI archive is read-only here")
+}
+
+// resolveLocal resolves a tag or digest in a layout or archive. A digest
+// not listed in index.json is looked up as a blob (a child of an index).
+func resolveLocal(r ocilayout.Reader, where, reference string, read func(v1.Hash, int64) ([]byte, error)) (ocispec.Descriptor, error) {
+	var tag string
+	var dg *v1.Hash
+	if strings.Contains(reference, ":") {
+		h, err := v1.NewHash(reference)
+		if err != nil {
+			return ocispec.Descriptor{}, fmt.Errorf("%s: bad digest %q: %w", where, reference, err)
+		}
+		dg = &h
+	} else {
+		tag = reference
+	}
+	d, err := ocilayout.Resolve(r, where, tag, dg)
+	if err != nil && dg != nil {
+		b, rerr := read(*dg, maxManifestBytes)
+		if rerr != nil {
+			return ocispec.Descriptor{}, fmt.Errorf("%w: %w", err, errdef.ErrNotFound)
+		}
+		return ocispec.Descriptor{MediaType: sniffMediaType(b), Digest: digest.Digest(dg.String()), Size: int64(len(b))}, nil
+	}
+	if err != nil {
+		return ocispec.Descriptor{}, fmt.Errorf("%w: %w", err, errdef.ErrNotFound)
+	}
+	return ocispec.Descriptor{MediaType: string(d.MediaType), Digest: digest.Digest(d.Digest.String()), Size: d.Size,
+		ArtifactType: d.ArtifactType}, nil
+}

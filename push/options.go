@@ -1,0 +1,119 @@
+package push
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+
+	"oras.land/oras-go/v2/registry/remote/credentials"
+)
+
+// DefaultChunkSize is the size of each PATCH of a chunked blob upload: an
+// interruption costs at most this much re-sent data, and 64 MiB keeps the
+// request overhead negligible. Registries known to cap chunks get less.
+const DefaultChunkSize int64 = 64 << 20
+
+// knownChunkCaps are registries that reject larger chunks.
+var knownChunkCaps = map[string]int64{
+	"ghcr.io": 4 << 20,
+}
+
+// Option configures Copy, Pull and Verify.
+type Option func(*options) error
+
+type options struct {
+	plainHTTP  bool
+	insecure   bool
+	jobs       int
+	chunkSize  int64
+	stateDir   string
+	creds      credentials.Store
+	progress   func(Event)
+	referrers  bool
+	retries    int
+	monolithic bool
+}
+
+func defaultOptions() options {
+	return options{
+		jobs:      min(max(runtime.GOMAXPROCS(0), 4), 8),
+		chunkSize: 0,
+		stateDir:  defaultStateDir(),
+		progress:  func(Event) {},
+		retries:   6,
+	}
+}
+
+func defaultStateDir() string {
+	d, err := os.UserCacheDir()
+	if err != nil {
+		return ""
+	}
+	return filepath.Join(d, "modelcar", "uploads")
+}
+
+// WithPlainHTTP talks HTTP instead of HTTPS to registries.
+func WithPlainHTTP(b bool) Option { return func(o *options) error { o.plainHTTP = b; return nil } }
+
+// WithInsecure skips TLS certificate verification.
+func WithInsecure(b bool) Option { return func(o *options) error { o.insecure = b; return nil } }
+
+// WithJobs sets how many blobs move at once (default: CPUs, 4 to 8).
+func WithJobs(n int) Option {
+	return func(o *options) error {
+		if n < 1 {
+			return fmt.Errorf("--jobs must be at least 1")
+		}
+		o.jobs = n
+		return nil
+	}
+}
+
+// WithChunkSize sets the PATCH size of blob uploads (default
+// DefaultChunkSize, less for registries known to cap chunks).
+func WithChunkSize(n int64) Option {
+	return func(o *options) error {
+		if n < 0 {
+			return fmt.Errorf("--chunk-size must not be negative")
+		}
+		o.chunkSize = n
+		return nil
+	}
+}
+
+// WithMonolithic uploads every blob in a single PUT (no chunks, no resume
+// inside a blob), for registries that mishandle chunked uploads.
+func WithMonolithic(b bool) Option { return func(o *options) error { o.monolithic = b; return nil } }
+
+// WithStateDir sets where upload sessions are remembered for resume
+// (default $XDG_CACHE_HOME/modelcar/uploads); "" disables cross-run resume.
+func WithStateDir(dir string) Option { return func(o *options) error { o.stateDir = dir; return nil } }
+
+// WithCredentials sets the credential store (default: docker config.json
+// and its credential helpers, as DOCKER_CONFIG selects).
+func WithCredentials(s credentials.Store) Option {
+	return func(o *options) error { o.creds = s; return nil }
+}
+
+// WithReferrers also copies the referrers (signatures, SBOMs) of the image.
+func WithReferrers(b bool) Option { return func(o *options) error { o.referrers = b; return nil } }
+
+// WithRetries sets how many times one blob upload is retried after a
+// failure that made no progress (default 6).
+func WithRetries(n int) Option { return func(o *options) error { o.retries = n; return nil } }
+
+// Event reports transfer progress. Safe to aggregate across goroutines.
+type Event struct {
+	Digest string
+	Size   int64
+	// Sent is bytes moved since the last event for this blob.
+	Sent int64
+	// Start, Done, Skipped (destination had it) and Mounted mark the blob's
+	// life; Resumed is the offset an interrupted upload continued from.
+	Start, Done, Skipped, Mounted bool
+	Resumed                       int64
+}
+
+// WithProgress receives transfer events; fn must be safe for concurrent use.
+func WithProgress(fn func(Event)) Option { return func(o *options) error { o.progress = fn; return nil } }

@@ -1,0 +1,31 @@
+package push
+
+import (
+	"encoding/json"
+	"path/filepath"
+
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+func dirOf(p string) string  { return filepath.Dir(p) }
+func baseOf(p string) string { return filepath.Base(p) }
+
+func typesOf(mt string) types.MediaType { return types.MediaType(mt) }
+
+// sniffMediaType reads the mediaType field of a manifest or index.
+func sniffMediaType(b []byte) string {
+	var m struct {
+		MediaType string `json:"mediaType"`
+		Manifests []any  `json:"manifests"`
+	}
+	if json.Unmarshal(b, &m) == nil {
+		if m.MediaType != "" {
+			return m.MediaType
+		}
+		if m.Manifests != nil {
+			return ocispec.MediaTypeImageIndex
+		}
+	}
+	return ocispec.MediaTypeImageManifest
+}
