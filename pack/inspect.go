@@ -63,7 +63,7 @@ func Inspect(ctx context.Context, s string) (*ImageInfo, error) {
 		defer a.Close()
 		rd = a
 	default:
-		return nil, fmt.Errorf("inspecting %s: registry references are not supported yet; use oci:PATH or oci-archive:FILE", s)
+		return nil, fmt.Errorf("inspecting %s: pack reads only oci:PATH and oci-archive:FILE; registry images are read by push.ReadImage", s)
 	}
 	desc, err := ocilayout.Resolve(rd, s, r.Tag, r.Digest)
 	if err != nil {
@@ -84,15 +84,22 @@ func Inspect(ctx context.Context, s string) (*ImageInfo, error) {
 	if err != nil {
 		return nil, err
 	}
+	return Describe(s, desc.Digest, mb, cb)
+}
+
+// Describe builds the inspection of an image from its raw manifest and
+// config (wherever they were read from).
+func Describe(reference string, dg v1.Hash, manifest, config []byte) (*ImageInfo, error) {
+	var m v1.Manifest
+	if err := json.Unmarshal(manifest, &m); err != nil {
+		return nil, fmt.Errorf("%s: manifest %s: %w", reference, dg, err)
+	}
 	var cfg v1.ConfigFile
-	if err := json.Unmarshal(cb, &cfg); err != nil {
-		return nil, fmt.Errorf("%s: config %s: %w", s, m.Config.Digest, err)
+	if err := json.Unmarshal(config, &cfg); err != nil {
+		return nil, fmt.Errorf("%s: config %s: %w", reference, m.Config.Digest, err)
 	}
-	info := &ImageInfo{Reference: s, Digest: desc.Digest, MediaType: m.MediaType, Size: int64(len(mb)),
+	info := &ImageInfo{Reference: reference, Digest: dg, MediaType: m.MediaType, Size: int64(len(manifest)),
 		Platform: cfg.Platform().String(), Annotations: m.Annotations}
-	if info.MediaType == "" {
-		info.MediaType = desc.MediaType
-	}
 	for i, l := range m.Layers {
 		li := LayerInfo{Digest: l.Digest, Size: l.Size, MediaType: l.MediaType,
 			Format: FormatOf(l.MediaType, l.Annotations), Annotations: l.Annotations}
@@ -106,7 +113,7 @@ func Inspect(ctx context.Context, s string) (*ImageInfo, error) {
 		info.TotalSize += l.Size
 	}
 	if len(cfg.RootFS.DiffIDs) != len(m.Layers) {
-		return info, fmt.Errorf("%s: config lists %d diffIDs for %d layers", s, len(cfg.RootFS.DiffIDs), len(m.Layers))
+		return info, fmt.Errorf("%s: config lists %d diffIDs for %d layers", reference, len(cfg.RootFS.DiffIDs), len(m.Layers))
 	}
 	return info, nil
 }

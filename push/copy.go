@@ -206,4 +206,3 @@ func copyReferrers(ctx context.Context, s, d *endpoint, root ocispec.Descriptor,
 	}
 	return nil
 }
-

@@ -30,40 +30,40 @@ import (
 
 // Names and limits used by Extract and ExtractLayer.
 const (
-	defaultExtractPrefix = "/models"
+	extractDefaultPrefix = "/models"
 
-	// stateName is the resume state Extract keeps in the target directory
+	// extractStateName is the resume state Extract keeps in the target directory
 	// while it runs; it is removed once every layer is in place.
-	stateName     = ".modelcar-pull.json"
-	stateTempName = ".modelcar-pull.json.tmp"
+	extractStateName = ".modelcar-pull.json"
+	extractStateTemp = ".modelcar-pull.json.tmp"
 
-	// partialSuffix ends the temporary name a file or symlink is written
+	// extractPartialSuffix ends the temporary name a file or symlink is written
 	// under until its layer is verified and committed.
-	partialSuffix = ".modelcar-partial"
+	extractPartialSuffix = ".modelcar-partial"
 
-	maxNameLen    = 4096    // bytes in an entry name or symlink target
-	maxPathDepth  = 128     // components in an entry name
-	maxTempBase   = 200     // bytes of the final name kept in a temporary name
-	copyBufSize   = 1 << 20 // io.CopyBuffer buffer per layer
-	peekBufSize   = 1 << 20 // read-ahead on the compressed stream
-	maxStateBytes = 1 << 20
+	extractMaxName     = 4096    // bytes in an entry name or symlink target
+	extractMaxDepth    = 128     // components in an entry name
+	extractMaxTempBase = 200     // bytes of the final name kept in a temporary name
+	extractCopyBuf     = 1 << 20 // io.CopyBuffer buffer per layer
+	extractPeekBuf     = 1 << 20 // read-ahead on the compressed stream
+	extractMaxState    = 1 << 20
 )
 
-// estargzMeta are the eStargz metadata entries at the root of a layer tar;
+// extractSkipNames are the eStargz metadata entries at the root of a layer tar;
 // they are never model files.
-var estargzMeta = map[string]bool{
+var extractSkipNames = map[string]bool{
 	"stargz.index.json":     true,
 	".prefetch.landmark":    true,
 	".no.prefetch.landmark": true,
 }
 
 var (
-	gzipMagic = []byte{0x1f, 0x8b}
-	zstdMagic = []byte{0x28, 0xb5, 0x2f, 0xfd}
+	extractGzipMagic = []byte{0x1f, 0x8b}
+	extractZstdMagic = []byte{0x28, 0xb5, 0x2f, 0xfd}
 
-	// errAborted cancels the layers after one that failed: they could not
+	// errExtractAborted cancels the layers after one that failed: they could not
 	// be committed in manifest order anyway.
-	errAborted = errors.New("aborted: an earlier layer failed")
+	errExtractAborted = errors.New("aborted: an earlier layer failed")
 )
 
 // ExtractOptions controls Extract.
@@ -106,7 +106,7 @@ type ExtractOptions struct {
 //
 // The safety rules of ExtractLayer apply to every layer.
 func Extract(ctx context.Context, img v1.Image, dir string, opts ExtractOptions) error {
-	prefix, err := cleanPrefix(opts.Prefix)
+	prefix, err := extractPrefix(opts.Prefix)
 	if err != nil {
 		return err
 	}
@@ -118,9 +118,9 @@ func Extract(ctx context.Context, img v1.Image, dir string, opts ExtractOptions)
 	if err != nil {
 		return fmt.Errorf("extract: image layers: %w", err)
 	}
-	infos := make([]layerInfo, len(layers))
+	infos := make([]extractLayerInfo, len(layers))
 	for i, l := range layers {
-		li := layerInfo{idx: i, total: len(layers), layer: l}
+		li := extractLayerInfo{idx: i, total: len(layers), layer: l}
 		if li.digest, err = l.Digest(); err != nil {
 			return fmt.Errorf("extract: layer %d: digest: %w", i+1, err)
 		}
@@ -136,7 +136,7 @@ func Extract(ctx context.Context, img v1.Image, dir string, opts ExtractOptions)
 		infos[i] = li
 	}
 
-	e := &extraction{prefix: prefix, jobs: opts.Jobs}
+	e := &extractJob{prefix: prefix, jobs: opts.Jobs}
 	if opts.Progress != nil {
 		e.progress = func(n int64) {
 			e.progressMu.Lock()
@@ -160,8 +160,8 @@ func Extract(ctx context.Context, img v1.Image, dir string, opts ExtractOptions)
 	if err := e.run(ctx, infos[done:]); err != nil {
 		return fmt.Errorf("extract %s into %s: %w", manifest, dir, err)
 	}
-	if err := e.root.Remove(stateName); err != nil {
-		return fmt.Errorf("extract: removing %s: %w", stateName, err)
+	if err := e.root.Remove(extractStateName); err != nil {
+		return fmt.Errorf("extract: removing %s: %w", extractStateName, err)
 	}
 	return nil
 }
@@ -179,8 +179,8 @@ func Extract(ctx context.Context, img v1.Image, dir string, opts ExtractOptions)
 //     wherever they are;
 //   - entries outside prefix, PAX global headers and the eStargz metadata
 //     entries at the root of the tar are skipped;
-//   - under prefix, hard links, device nodes, FIFOs and any other special
-//     entry are refused, and so are OCI whiteouts (.wh.*) and names that
+//   - under prefix, hard links, device nodes, FIFOs, sparse files and any
+//     other special entry are refused, and so are OCI whiteouts (.wh.*) and names that
 //     Extract reserves (*.modelcar-partial, .modelcar-pull.json);
 //   - a symlink is allowed only when its target is relative and, resolved
 //     from the link's directory, stays inside dir; it is stored with its
@@ -200,7 +200,7 @@ func Extract(ctx context.Context, img v1.Image, dir string, opts ExtractOptions)
 // temporary files are removed and no file of the stream is left under its
 // final name. The error names the offending entry.
 func ExtractLayer(ctx context.Context, r io.Reader, dir, prefix string) error {
-	p, err := cleanPrefix(prefix)
+	p, err := extractPrefix(prefix)
 	if err != nil {
 		return err
 	}
@@ -212,8 +212,8 @@ func ExtractLayer(ctx context.Context, r io.Reader, dir, prefix string) error {
 		return err
 	}
 	defer root.Close()
-	x := newLayerExtractor(root, p, "0")
-	if err := x.extract(ctx, &ctxReader{ctx: ctx, r: r}); err != nil {
+	x := newExtractLayer(root, p, "0")
+	if err := x.extract(ctx, &extractCtxReader{ctx: ctx, r: r}); err != nil {
 		x.discard()
 		return err
 	}
@@ -224,11 +224,11 @@ func ExtractLayer(ctx context.Context, r io.Reader, dir, prefix string) error {
 	return nil
 }
 
-// cleanPrefix turns an ExtractOptions.Prefix into the tar-name form: no
+// extractPrefix turns an ExtractOptions.Prefix into the tar-name form: no
 // leading or trailing slash, "" for the whole tar.
-func cleanPrefix(p string) (string, error) {
+func extractPrefix(p string) (string, error) {
 	if p == "" {
-		p = defaultExtractPrefix
+		p = extractDefaultPrefix
 	}
 	for _, c := range strings.Split(p, "/") {
 		if c == ".." {
@@ -252,31 +252,32 @@ type EntryError struct {
 func (e *EntryError) Error() string { return fmt.Sprintf("entry %q: %v", e.Name, e.Err) }
 func (e *EntryError) Unwrap() error { return e.Err }
 
-// pendingEntry is a file or symlink written under a temporary name.
-type pendingEntry struct {
+// extractPending is a file or symlink written under a temporary name.
+type extractPending struct {
 	name string // tar entry name, for errors
 	rel  string // final name relative to the root
 	tmp  string // temporary name relative to the root
+	link bool   // a symlink, not a regular file
 }
 
-// layerExtractor writes the entries of one tar stream under a root.
-type layerExtractor struct {
+// extractLayer writes the entries of one tar stream under a root.
+type extractLayer struct {
 	root    *os.Root
 	prefix  string
 	tag     string // tells this stream's temporary names from others'
 	buf     []byte
 	seq     int
-	pending []pendingEntry
+	pending []extractPending
 	byRel   map[string]int  // rel -> index in pending
 	dirs    map[string]bool // rels verified to be real directories
 }
 
-func newLayerExtractor(root *os.Root, prefix, tag string) *layerExtractor {
-	return &layerExtractor{
+func newExtractLayer(root *os.Root, prefix, tag string) *extractLayer {
+	return &extractLayer{
 		root:   root,
 		prefix: prefix,
 		tag:    tag,
-		buf:    make([]byte, copyBufSize),
+		buf:    make([]byte, extractCopyBuf),
 		byRel:  map[string]int{},
 		dirs:   map[string]bool{},
 	}
@@ -284,7 +285,7 @@ func newLayerExtractor(root *os.Root, prefix, tag string) *layerExtractor {
 
 // extract reads the tar stream r to its end-of-archive marker, writing
 // entries under temporary names. It does not commit.
-func (x *layerExtractor) extract(ctx context.Context, r io.Reader) error {
+func (x *extractLayer) extract(ctx context.Context, r io.Reader) error {
 	tr := tar.NewReader(r)
 	last := ""
 	for {
@@ -316,9 +317,9 @@ func (x *layerExtractor) extract(ctx context.Context, r io.Reader) error {
 
 // relName checks a tar entry name and returns it relative to the prefix;
 // ok is false for entries to skip.
-func (x *layerExtractor) relName(name string) (rel string, ok bool, err error) {
-	if len(name) > maxNameLen {
-		return "", false, fmt.Errorf("name is %d bytes long, over the %d-byte limit", len(name), maxNameLen)
+func (x *extractLayer) relName(name string) (rel string, ok bool, err error) {
+	if len(name) > extractMaxName {
+		return "", false, fmt.Errorf("name is %d bytes long, over the %d-byte limit", len(name), extractMaxName)
 	}
 	if strings.IndexByte(name, 0) >= 0 {
 		return "", false, errors.New("name contains a NUL byte")
@@ -335,10 +336,10 @@ func (x *layerExtractor) relName(name string) (rel string, ok bool, err error) {
 	if clean == "." {
 		return "", false, nil
 	}
-	if d := strings.Count(clean, "/") + 1; d > maxPathDepth {
-		return "", false, fmt.Errorf("name is %d components deep, over the %d limit", d, maxPathDepth)
+	if d := strings.Count(clean, "/") + 1; d > extractMaxDepth {
+		return "", false, fmt.Errorf("name is %d components deep, over the %d limit", d, extractMaxDepth)
 	}
-	if estargzMeta[clean] {
+	if extractSkipNames[clean] {
 		return "", false, nil
 	}
 	switch {
@@ -352,7 +353,7 @@ func (x *layerExtractor) relName(name string) (rel string, ok bool, err error) {
 	return "", false, nil
 }
 
-func (x *layerExtractor) entry(hdr *tar.Header, r io.Reader, insecure bool) error {
+func (x *extractLayer) entry(hdr *tar.Header, r io.Reader, insecure bool) error {
 	if hdr.Typeflag == tar.TypeXGlobalHeader {
 		return nil
 	}
@@ -376,14 +377,20 @@ func (x *layerExtractor) entry(hdr *tar.Header, r io.Reader, insecure bool) erro
 		if strings.HasPrefix(c, ".wh.") {
 			return errors.New("OCI whiteout refused: model layers never delete files")
 		}
-		if strings.HasSuffix(c, partialSuffix) {
-			return fmt.Errorf("names ending in %s are reserved", partialSuffix)
+		if strings.HasSuffix(c, extractPartialSuffix) {
+			return fmt.Errorf("names ending in %s are reserved", extractPartialSuffix)
 		}
 	}
-	if rel == stateName || rel == stateTempName {
+	if rel == extractStateName || rel == extractStateTemp {
 		return fmt.Errorf("name %s is reserved", rel)
 	}
 
+	for k := range hdr.PAXRecords {
+		// The reader expands holes: a few bytes of tar could fill the disk.
+		if strings.HasPrefix(k, "GNU.sparse.") {
+			return errors.New("sparse file refused")
+		}
+	}
 	switch hdr.Typeflag {
 	case tar.TypeDir:
 		if err := x.parents(rel); err != nil {
@@ -409,7 +416,7 @@ func (x *layerExtractor) entry(hdr *tar.Header, r io.Reader, insecure bool) erro
 
 // parents makes sure every parent of rel is a real directory, creating
 // missing ones.
-func (x *layerExtractor) parents(rel string) error {
+func (x *extractLayer) parents(rel string) error {
 	for i := 0; i < len(rel); i++ {
 		if rel[i] == '/' {
 			if err := x.dir(rel[:i], 0o755); err != nil {
@@ -422,12 +429,15 @@ func (x *layerExtractor) parents(rel string) error {
 
 // dir makes sure p is a real directory (not a symlink to one), creating it
 // with perm when missing.
-func (x *layerExtractor) dir(p string, perm fs.FileMode) error {
+func (x *extractLayer) dir(p string, perm fs.FileMode) error {
 	if x.dirs[p] {
 		return nil
 	}
-	if _, ok := x.byRel[p]; ok {
-		return fmt.Errorf("%q is a file or symlink earlier in this layer, not a directory", p)
+	if i, ok := x.byRel[p]; ok {
+		if x.pending[i].link {
+			return fmt.Errorf("%q is a symlink (entry %q); refusing to write through it", p, x.pending[i].name)
+		}
+		return fmt.Errorf("%q is a file (entry %q), not a directory", p, x.pending[i].name)
 	}
 	fi, err := x.root.Lstat(p)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -456,7 +466,7 @@ func (x *layerExtractor) dir(p string, perm fs.FileMode) error {
 }
 
 // notDir refuses to put a file or symlink where a directory is.
-func (x *layerExtractor) notDir(rel string) error {
+func (x *extractLayer) notDir(rel string) error {
 	if x.dirs[rel] {
 		return fmt.Errorf("%q is a directory; refusing to replace it", rel)
 	}
@@ -467,18 +477,18 @@ func (x *layerExtractor) notDir(rel string) error {
 	return nil
 }
 
-func (x *layerExtractor) tempName(rel string) string {
+func (x *extractLayer) tempName(rel string) string {
 	dir, base := path.Split(rel)
-	if len(base) > maxTempBase {
-		base = base[:maxTempBase]
+	if len(base) > extractMaxTempBase {
+		base = base[:extractMaxTempBase]
 	}
 	x.seq++
-	return dir + "." + base + "." + x.tag + "-" + strconv.Itoa(x.seq) + partialSuffix
+	return dir + "." + base + "." + x.tag + "-" + strconv.Itoa(x.seq) + extractPartialSuffix
 }
 
 // create prepares rel for a new file or symlink and returns the temporary
 // name to write it under.
-func (x *layerExtractor) create(rel string) (string, error) {
+func (x *extractLayer) create(rel string) (string, error) {
 	if err := x.parents(rel); err != nil {
 		return "", err
 	}
@@ -492,7 +502,7 @@ func (x *layerExtractor) create(rel string) (string, error) {
 	return tmp, nil
 }
 
-func (x *layerExtractor) file(name, rel string, size int64, r io.Reader) error {
+func (x *extractLayer) file(name, rel string, size int64, r io.Reader) error {
 	if size < 0 {
 		return fmt.Errorf("negative size %d", size)
 	}
@@ -520,16 +530,16 @@ func (x *layerExtractor) file(name, rel string, size int64, r io.Reader) error {
 		}
 		return err
 	}
-	x.add(pendingEntry{name: name, rel: rel, tmp: tmp})
+	x.add(extractPending{name: name, rel: rel, tmp: tmp})
 	return nil
 }
 
-func (x *layerExtractor) symlink(name, rel, target string) error {
+func (x *extractLayer) symlink(name, rel, target string) error {
 	switch {
 	case target == "":
 		return errors.New("symlink with an empty target refused")
-	case len(target) > maxNameLen:
-		return fmt.Errorf("symlink target is %d bytes long, over the %d-byte limit", len(target), maxNameLen)
+	case len(target) > extractMaxName:
+		return fmt.Errorf("symlink target is %d bytes long, over the %d-byte limit", len(target), extractMaxName)
 	case strings.IndexByte(target, 0) >= 0:
 		return errors.New("symlink target contains a NUL byte")
 	case strings.HasPrefix(target, "/"):
@@ -550,11 +560,11 @@ func (x *layerExtractor) symlink(name, rel, target string) error {
 	if err := x.root.Symlink(clean, tmp); err != nil {
 		return err
 	}
-	x.add(pendingEntry{name: name, rel: rel, tmp: tmp})
+	x.add(extractPending{name: name, rel: rel, tmp: tmp, link: true})
 	return nil
 }
 
-func (x *layerExtractor) add(p pendingEntry) {
+func (x *extractLayer) add(p extractPending) {
 	if i, ok := x.byRel[p.rel]; ok { // a later entry for the same name wins
 		_ = x.root.Remove(x.pending[i].tmp)
 		x.pending[i] = p
@@ -565,7 +575,7 @@ func (x *layerExtractor) add(p pendingEntry) {
 }
 
 // commit renames the pending entries to their final names.
-func (x *layerExtractor) commit() error {
+func (x *extractLayer) commit() error {
 	for i, p := range x.pending {
 		if err := x.root.Rename(p.tmp, p.rel); err != nil {
 			x.pending = x.pending[i:]
@@ -578,7 +588,7 @@ func (x *layerExtractor) commit() error {
 }
 
 // discard removes the pending entries' temporary files.
-func (x *layerExtractor) discard() {
+func (x *extractLayer) discard() {
 	for _, p := range x.pending {
 		_ = x.root.Remove(p.tmp)
 	}
@@ -586,26 +596,26 @@ func (x *layerExtractor) discard() {
 	clear(x.byRel)
 }
 
-// ctxReader stops reading once its context is done.
-type ctxReader struct {
+// extractCtxReader stops reading once its context is done.
+type extractCtxReader struct {
 	ctx context.Context
 	r   io.Reader
 }
 
-func (c *ctxReader) Read(p []byte) (int, error) {
+func (c *extractCtxReader) Read(p []byte) (int, error) {
 	if err := context.Cause(c.ctx); err != nil {
 		return 0, err
 	}
 	return c.r.Read(p)
 }
 
-// progressReader reports the bytes read through it.
-type progressReader struct {
+// extractProgressReader reports the bytes read through it.
+type extractProgressReader struct {
 	r  io.Reader
 	fn func(int64)
 }
 
-func (p *progressReader) Read(b []byte) (int, error) {
+func (p *extractProgressReader) Read(b []byte) (int, error) {
 	n, err := p.r.Read(b)
 	if n > 0 {
 		p.fn(int64(n))
@@ -613,7 +623,7 @@ func (p *progressReader) Read(b []byte) (int, error) {
 	return n, err
 }
 
-type layerInfo struct {
+type extractLayerInfo struct {
 	idx, total     int
 	layer          v1.Layer
 	digest, diffID v1.Hash
@@ -621,28 +631,28 @@ type layerInfo struct {
 	size           int64
 }
 
-func (li layerInfo) errorf(err error) error {
+func (li extractLayerInfo) errorf(err error) error {
 	return fmt.Errorf("layer %d/%d %s: %w", li.idx+1, li.total, li.digest, err)
 }
 
-// pullState is the resume state kept in dir/.modelcar-pull.json.
-type pullState struct {
+// extractState is the resume state kept in dir/.modelcar-pull.json.
+type extractState struct {
 	Manifest string   `json:"manifest"`
 	Prefix   string   `json:"prefix"`
 	Layers   []string `json:"layers"` // digests of the completed leading layers, in manifest order
 }
 
-type extraction struct {
+type extractJob struct {
 	root       *os.Root
 	prefix     string
 	jobs       int
-	state      pullState
+	state      extractState
 	progress   func(int64)
 	progressMu sync.Mutex
 }
 
 // open prepares dir and loads or starts the resume state.
-func (e *extraction) open(dir string, manifest v1.Hash, infos []layerInfo) error {
+func (e *extractJob) open(dir string, manifest v1.Hash, infos []extractLayerInfo) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("extract: %w", err)
 	}
@@ -665,7 +675,7 @@ func (e *extraction) open(dir string, manifest v1.Hash, infos []layerInfo) error
 	if err != nil {
 		return fail(fmt.Errorf("extract: reading %s: %w", dir, err))
 	}
-	want := pullState{Manifest: manifest.String(), Prefix: "/" + e.prefix, Layers: []string{}}
+	want := extractState{Manifest: manifest.String(), Prefix: "/" + e.prefix, Layers: []string{}}
 	if len(names) == 0 {
 		e.state = want
 		if err := e.saveState(); err != nil {
@@ -675,7 +685,7 @@ func (e *extraction) open(dir string, manifest v1.Hash, infos []layerInfo) error
 	}
 	st, err := e.loadState()
 	if errors.Is(err, fs.ErrNotExist) {
-		return fail(fmt.Errorf("extract: %s is not empty and holds no partial pull (%s)", dir, stateName))
+		return fail(fmt.Errorf("extract: %s is not empty and holds no partial pull (%s)", dir, extractStateName))
 	}
 	if err != nil {
 		return fail(fmt.Errorf("extract: %s: %w", dir, err))
@@ -685,11 +695,11 @@ func (e *extraction) open(dir string, manifest v1.Hash, infos []layerInfo) error
 			dir, st.Manifest, st.Prefix, want.Manifest, want.Prefix))
 	}
 	if len(st.Layers) > len(infos) {
-		return fail(fmt.Errorf("extract: %s: %s lists %d completed layers, the image has %d", dir, stateName, len(st.Layers), len(infos)))
+		return fail(fmt.Errorf("extract: %s: %s lists %d completed layers, the image has %d", dir, extractStateName, len(st.Layers), len(infos)))
 	}
 	for i, d := range st.Layers {
 		if d != infos[i].digest.String() {
-			return fail(fmt.Errorf("extract: %s: %s lists layer %d as %s, the image has %s", dir, stateName, i+1, d, infos[i].digest))
+			return fail(fmt.Errorf("extract: %s: %s lists layer %d as %s, the image has %s", dir, extractStateName, i+1, d, infos[i].digest))
 		}
 	}
 	e.state = st
@@ -699,21 +709,21 @@ func (e *extraction) open(dir string, manifest v1.Hash, infos []layerInfo) error
 	return nil
 }
 
-func (e *extraction) loadState() (pullState, error) {
-	var st pullState
-	fi, err := e.root.Lstat(stateName)
+func (e *extractJob) loadState() (extractState, error) {
+	var st extractState
+	fi, err := e.root.Lstat(extractStateName)
 	if err != nil {
 		return st, err
 	}
-	if !fi.Mode().IsRegular() || fi.Size() > maxStateBytes {
-		return st, fmt.Errorf("%s is not a small regular file", stateName)
+	if !fi.Mode().IsRegular() || fi.Size() > extractMaxState {
+		return st, fmt.Errorf("%s is not a small regular file", extractStateName)
 	}
-	b, err := e.root.ReadFile(stateName)
+	b, err := e.root.ReadFile(extractStateName)
 	if err != nil {
 		return st, err
 	}
 	if err := json.Unmarshal(b, &st); err != nil {
-		return st, fmt.Errorf("%s: %w", stateName, err)
+		return st, fmt.Errorf("%s: %w", extractStateName, err)
 	}
 	if st.Layers == nil {
 		st.Layers = []string{}
@@ -722,15 +732,15 @@ func (e *extraction) loadState() (pullState, error) {
 }
 
 // saveState replaces the state file atomically.
-func (e *extraction) saveState() error {
+func (e *extractJob) saveState() error {
 	b, err := json.Marshal(e.state)
 	if err != nil {
 		return err
 	}
-	if err := e.root.Remove(stateTempName); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := e.root.Remove(extractStateTemp); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("extract: %w", err)
 	}
-	f, err := e.root.OpenFile(stateTempName, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	f, err := e.root.OpenFile(extractStateTemp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
 		return fmt.Errorf("extract: %w", err)
 	}
@@ -742,23 +752,23 @@ func (e *extraction) saveState() error {
 		err = cerr
 	}
 	if err == nil {
-		err = e.root.Rename(stateTempName, stateName)
+		err = e.root.Rename(extractStateTemp, extractStateName)
 	}
 	if err != nil {
-		_ = e.root.Remove(stateTempName)
-		return fmt.Errorf("extract: saving %s: %w", stateName, err)
+		_ = e.root.Remove(extractStateTemp)
+		return fmt.Errorf("extract: saving %s: %w", extractStateName, err)
 	}
 	return nil
 }
 
 // sweep removes the temporary files a killed Extract may have left.
-func (e *extraction) sweep() error {
+func (e *extractJob) sweep() error {
 	var rm []string
 	err := fs.WalkDir(e.root.FS(), ".", func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
-		if !d.IsDir() && strings.HasSuffix(d.Name(), partialSuffix) {
+		if !d.IsDir() && strings.HasSuffix(d.Name(), extractPartialSuffix) {
 			rm = append(rm, p)
 		}
 		return nil
@@ -766,7 +776,7 @@ func (e *extraction) sweep() error {
 	if err != nil {
 		return err
 	}
-	rm = append(rm, stateTempName)
+	rm = append(rm, extractStateTemp)
 	for _, p := range rm {
 		if err := e.root.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return err
@@ -779,7 +789,7 @@ func (e *extraction) sweep() error {
 // order. A failing layer cancels the layers after it; those before it still
 // complete and are recorded for resume. The error is that of the first
 // failing layer.
-func (e *extraction) run(ctx context.Context, todo []layerInfo) error {
+func (e *extractJob) run(ctx context.Context, todo []extractLayerInfo) error {
 	n := len(todo)
 	if n == 0 {
 		return nil
@@ -818,7 +828,7 @@ func (e *extraction) run(ctx context.Context, todo []layerInfo) error {
 				if err := e.layer(ctxs[i], todo[i], turns[i], turns[i+1]); err != nil {
 					errs[i] = err
 					for j := i + 1; j < n; j++ {
-						cancels[j](errAborted)
+						cancels[j](errExtractAborted)
 					}
 				}
 			}
@@ -835,8 +845,8 @@ func (e *extraction) run(ctx context.Context, todo []layerInfo) error {
 
 // layer extracts one layer, waits for its turn, commits it and records it in
 // the state file.
-func (e *extraction) layer(ctx context.Context, li layerInfo, turn <-chan struct{}, next chan<- struct{}) error {
-	x := newLayerExtractor(e.root, e.prefix, strconv.Itoa(li.idx))
+func (e *extractJob) layer(ctx context.Context, li extractLayerInfo, turn <-chan struct{}, next chan<- struct{}) error {
+	x := newExtractLayer(e.root, e.prefix, strconv.Itoa(li.idx))
 	if err := e.read(ctx, li, x); err != nil {
 		x.discard()
 		return li.errorf(err)
@@ -859,9 +869,9 @@ func (e *extraction) layer(ctx context.Context, li layerInfo, turn <-chan struct
 	return nil
 }
 
-// isTarMediaType reports whether mt is a tar, tar+gzip or tar+zstd layer,
+// extractIsTarMediaType reports whether mt is a tar, tar+gzip or tar+zstd layer,
 // whose compressed blob Extract reads and decompresses itself.
-func isTarMediaType(mt types.MediaType) bool {
+func extractIsTarMediaType(mt types.MediaType) bool {
 	switch mt {
 	case types.OCIUncompressedLayer, types.OCIUncompressedRestrictedLayer, types.DockerUncompressedLayer,
 		types.OCILayer, types.OCIRestrictedLayer, types.DockerLayer, types.DockerForeignLayer,
@@ -872,7 +882,7 @@ func isTarMediaType(mt types.MediaType) bool {
 	return strings.HasSuffix(s, ".tar") || strings.HasSuffix(s, ".tar+gzip") || strings.HasSuffix(s, ".tar+zstd")
 }
 
-func newHash(h v1.Hash) (hash.Hash, error) {
+func extractNewHash(h v1.Hash) (hash.Hash, error) {
 	switch h.Algorithm {
 	case "sha256":
 		return sha256.New(), nil
@@ -882,7 +892,7 @@ func newHash(h v1.Hash) (hash.Hash, error) {
 	return nil, fmt.Errorf("unsupported digest algorithm %q", h.Algorithm)
 }
 
-func checkHash(what string, h hash.Hash, want v1.Hash) error {
+func extractCheckHash(what string, h hash.Hash, want v1.Hash) error {
 	if got := hex.EncodeToString(h.Sum(nil)); got != want.Hex {
 		return fmt.Errorf("%s digest mismatch: read %s:%s, want %s", what, want.Algorithm, got, want)
 	}
@@ -890,20 +900,20 @@ func checkHash(what string, h hash.Hash, want v1.Hash) error {
 }
 
 // read streams one layer into x and verifies its digests.
-func (e *extraction) read(ctx context.Context, li layerInfo, x *layerExtractor) error {
-	uh, err := newHash(li.diffID)
+func (e *extractJob) read(ctx context.Context, li extractLayerInfo, x *extractLayer) error {
+	uh, err := extractNewHash(li.diffID)
 	if err != nil {
 		return err
 	}
 	wrap := func(r io.Reader) io.Reader {
-		r = &ctxReader{ctx: ctx, r: r}
+		r = &extractCtxReader{ctx: ctx, r: r}
 		if e.progress != nil {
-			r = &progressReader{r: r, fn: e.progress}
+			r = &extractProgressReader{r: r, fn: e.progress}
 		}
 		return r
 	}
 
-	if !isTarMediaType(li.mediaType) {
+	if !extractIsTarMediaType(li.mediaType) {
 		rc, err := li.layer.Uncompressed()
 		if err != nil {
 			return err
@@ -916,10 +926,10 @@ func (e *extraction) read(ctx context.Context, li layerInfo, x *layerExtractor) 
 		if _, err := io.CopyBuffer(io.Discard, u, x.buf); err != nil {
 			return err
 		}
-		return checkHash("uncompressed (diff ID)", uh, li.diffID)
+		return extractCheckHash("uncompressed (diff ID)", uh, li.diffID)
 	}
 
-	ch, err := newHash(li.digest)
+	ch, err := extractNewHash(li.digest)
 	if err != nil {
 		return err
 	}
@@ -928,18 +938,18 @@ func (e *extraction) read(ctx context.Context, li layerInfo, x *layerExtractor) 
 		return err
 	}
 	defer rc.Close()
-	br := bufio.NewReaderSize(io.TeeReader(wrap(rc), ch), peekBufSize)
-	magic, _ := br.Peek(len(zstdMagic)) // a short or empty blob is plain tar, or an error below
+	br := bufio.NewReaderSize(io.TeeReader(wrap(rc), ch), extractPeekBuf)
+	magic, _ := br.Peek(len(extractZstdMagic)) // a short or empty blob is plain tar, or an error below
 	var dec io.Reader = br
 	switch {
-	case bytes.HasPrefix(magic, gzipMagic):
+	case bytes.HasPrefix(magic, extractGzipMagic):
 		zr, err := gzip.NewReader(br)
 		if err != nil {
 			return fmt.Errorf("gzip: %w", err)
 		}
 		defer zr.Close()
 		dec = zr
-	case bytes.HasPrefix(magic, zstdMagic):
+	case bytes.HasPrefix(magic, extractZstdMagic):
 		zr, err := zstd.NewReader(br)
 		if err != nil {
 			return fmt.Errorf("zstd: %w", err)
@@ -959,8 +969,8 @@ func (e *extraction) read(ctx context.Context, li layerInfo, x *layerExtractor) 
 	if _, err := io.CopyBuffer(io.Discard, br, x.buf); err != nil {
 		return err
 	}
-	if err := checkHash("blob", ch, li.digest); err != nil {
+	if err := extractCheckHash("blob", ch, li.digest); err != nil {
 		return err
 	}
-	return checkHash("uncompressed (diff ID)", uh, li.diffID)
+	return extractCheckHash("uncompressed (diff ID)", uh, li.diffID)
 }

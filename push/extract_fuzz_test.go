@@ -11,11 +11,11 @@ import (
 )
 
 func FuzzExtractLayer(f *testing.F) {
-	m := newTestModel(f)
+	m := exNewModel(f)
 	f.Add(m.layer1)
-	f.Add(makeTar(f, file("models/config.json", "{}"), symlink("models/a", "config.json"), file("models/a", "replaced")))
-	f.Add(makeTar(f, dirEntry("models/d/"), symlink("models/d/up", ".."), symlink("models/d/self", "."), symlink("models/x", "d/up/d/self")))
-	for _, hc := range hostileCorpus(f) {
+	f.Add(exTar(f, exFile("models/config.json", "{}"), exSymlink("models/a", "config.json"), exFile("models/a", "replaced")))
+	f.Add(exTar(f, exDir("models/d/"), exSymlink("models/d/up", ".."), exSymlink("models/d/self", "."), exSymlink("models/x", "d/up/d/self")))
+	for _, hc := range exHostileCorpus(f) {
 		f.Add(hc.tar)
 	}
 	f.Add([]byte{})
@@ -32,7 +32,7 @@ func FuzzExtractLayer(f *testing.F) {
 			if err != nil && err.Error() == "" {
 				t.Fatal("empty error message")
 			}
-			checkExtracted(t, target, err == nil)
+			exCheckExtracted(t, target, err == nil)
 		}
 		ents, err := os.ReadDir(parent)
 		if err != nil {
@@ -49,16 +49,16 @@ func FuzzExtractLayer(f *testing.F) {
 	})
 }
 
-// checkExtracted checks what ExtractLayer left in target: no partial files,
+// exCheckExtracted checks what ExtractLayer left in target: no partial files,
 // no special files, files 0644, and symlinks that resolve inside target.
 // After a failed ExtractLayer, no regular file or symlink may exist at all.
-func checkExtracted(t *testing.T, target string, ok bool) {
+func exCheckExtracted(t *testing.T, target string, ok bool) {
 	t.Helper()
 	err := filepath.WalkDir(target, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
-		if strings.HasSuffix(d.Name(), partialSuffix) {
+		if strings.HasSuffix(d.Name(), extractPartialSuffix) {
 			t.Errorf("partial file %s left behind", p)
 		}
 		fi, err := os.Lstat(p)
@@ -82,7 +82,7 @@ func checkExtracted(t *testing.T, target string, ok bool) {
 			if !ok {
 				t.Errorf("%s exists after a failed extraction", rel)
 			}
-			if !resolvesInside(t, target, filepath.ToSlash(rel)) {
+			if !exResolvesInside(t, target, filepath.ToSlash(rel)) {
 				l, _ := os.Readlink(p)
 				t.Errorf("symlink %s -> %s resolves outside the target", rel, l)
 			}
@@ -96,9 +96,9 @@ func checkExtracted(t *testing.T, target string, ok bool) {
 	}
 }
 
-// resolvesInside follows rel under root the way the kernel would, and
+// exResolvesInside follows rel under root the way the kernel would, and
 // reports whether it never leaves root.
-func resolvesInside(t *testing.T, root, rel string) bool {
+func exResolvesInside(t *testing.T, root, rel string) bool {
 	var cur []string
 	rest := strings.Split(rel, "/")
 	for hops := 0; len(rest) > 0; {

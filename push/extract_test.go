@@ -28,32 +28,33 @@ import (
 	"github.com/klauspost/compress/zstd"
 )
 
-var updateHostile = flag.Bool("update-hostile", false, "rewrite testdata/hostile from the hostile corpus")
+var exUpdateHostile = flag.Bool("update-hostile", false, "rewrite testdata/hostile from the hostile corpus")
 
-const hostileDir = "../testdata/hostile"
+const exHostileDir = "../testdata/hostile"
 
-// tarEntry is one entry of a hand-made tar.
-type tarEntry struct {
-	name string
-	typ  byte
-	body []byte
-	link string
-	mode int64
+// exEntry is one entry of a hand-made tar.
+type exEntry struct {
+	name   string
+	typ    byte
+	body   []byte
+	link   string
+	mode   int64
+	format tar.Format
 	// size, when non-zero, is written in the header instead of len(body),
 	// and the tar is cut right after the short body (a size lie).
 	size int64
 }
 
-func file(name, body string) tarEntry {
-	return tarEntry{name: name, typ: tar.TypeReg, body: []byte(body)}
+func exFile(name, body string) exEntry {
+	return exEntry{name: name, typ: tar.TypeReg, body: []byte(body)}
 }
-func dirEntry(name string) tarEntry { return tarEntry{name: name, typ: tar.TypeDir, mode: 0o755} }
-func symlink(name, target string) tarEntry {
-	return tarEntry{name: name, typ: tar.TypeSymlink, link: target}
+func exDir(name string) exEntry { return exEntry{name: name, typ: tar.TypeDir, mode: 0o755} }
+func exSymlink(name, target string) exEntry {
+	return exEntry{name: name, typ: tar.TypeSymlink, link: target}
 }
 
-// makeTar writes entries into a deterministic tar stream.
-func makeTar(t testing.TB, entries ...tarEntry) []byte {
+// exTar writes entries into a deterministic tar stream.
+func exTar(t testing.TB, entries ...exEntry) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
@@ -66,7 +67,7 @@ func makeTar(t testing.TB, entries ...tarEntry) []byte {
 		if e.size != 0 {
 			size = e.size
 		}
-		hdr := &tar.Header{Name: e.name, Typeflag: e.typ, Linkname: e.link, Mode: mode, ModTime: time.Unix(0, 0)}
+		hdr := &tar.Header{Name: e.name, Typeflag: e.typ, Linkname: e.link, Mode: mode, ModTime: time.Unix(0, 0), Format: e.format}
 		if e.typ == tar.TypeXGlobalHeader {
 			hdr = &tar.Header{Name: e.name, Typeflag: e.typ, PAXRecords: map[string]string{"comment": "global"}}
 		}
@@ -94,69 +95,107 @@ func makeTar(t testing.TB, entries ...tarEntry) []byte {
 	return buf.Bytes()
 }
 
-// hostileCase is one tar of the hostile corpus: ExtractLayer must refuse
+// exRetype changes the type flag of the tar header block at off and fixes its
+// checksum, for entry types that tar.Writer refuses to write.
+func exRetype(b []byte, off int, typ byte) []byte {
+	h := b[off : off+512]
+	h[156] = typ
+	copy(h[148:156], "        ")
+	sum := 0
+	for _, c := range h {
+		sum += int(c)
+	}
+	copy(h[148:156], fmt.Sprintf("%06o\x00 ", sum))
+	return b
+}
+
+// exPaxSparseTar is a 1 TiB GNU sparse file (PAX format 0.1) in a few blocks
+// of tar; tar.Writer drops GNU.sparse records, so the PAX header is made by
+// hand.
+func exPaxSparseTar(t testing.TB) []byte {
+	var recs string
+	for _, kv := range [][2]string{
+		{"GNU.sparse.major", "0"}, {"GNU.sparse.minor", "1"}, {"GNU.sparse.size", "1099511627776"},
+		{"GNU.sparse.numblocks", "1"}, {"GNU.sparse.map", "1099511627775,1"},
+	} {
+		r := " " + kv[0] + "=" + kv[1] + "\n"
+		n := len(r) + 1
+		for len(fmt.Sprint(n))+len(r) != n {
+			n++
+		}
+		recs += fmt.Sprint(n) + r
+	}
+	pax := exRetype(exTar(t, exFile("PaxHeaders/evil-sparse", recs)), 0, tar.TypeXHeader)
+	pax = pax[:len(pax)-1024] // drop the end-of-archive marker
+	return append(pax, exTar(t, exFile("models/evil-sparse", "x"))...)
+}
+
+// exHostileCase is one tar of the hostile corpus: ExtractLayer must refuse
 // it with an error naming entry.
-type hostileCase struct {
+type exHostileCase struct {
 	name  string // file name under testdata/hostile, without .tar
 	entry string // entry the error must name
 	what  string // substring the error must hold
 	tar   []byte
 }
 
-func hostileCorpus(t testing.TB) []hostileCase {
+func exHostileCorpus(t testing.TB) []exHostileCase {
 	longName := "models/evil-" + strings.Repeat("a", 5000)
 	deep := "models/" + strings.Repeat("d/", 200) + "evil"
-	c := func(name, entry, what string, entries ...tarEntry) hostileCase {
-		return hostileCase{name: name, entry: entry, what: what, tar: makeTar(t, entries...)}
+	c := func(name, entry, what string, entries ...exEntry) exHostileCase {
+		return exHostileCase{name: name, entry: entry, what: what, tar: exTar(t, entries...)}
 	}
-	return []hostileCase{
-		c("dotdot", "../evil", `".."`, file("models/ok", "ok"), file("../evil", "evil")),
-		c("models-dotdot", "models/../../evil", `".."`, file("models/../../evil", "evil")),
-		c("dotdot-inside", "models/../models/evil", `".."`, file("models/../models/evil", "evil")),
-		c("absolute", "/etc/evil", "absolute", file("/etc/evil", "evil")),
-		c("absolute-models", "/models/evil", "absolute", file("/models/evil", "evil")),
+	return []exHostileCase{
+		c("dotdot", "../evil", `".."`, exFile("models/ok", "ok"), exFile("../evil", "evil")),
+		c("models-dotdot", "models/../../evil", `".."`, exFile("models/../../evil", "evil")),
+		c("dotdot-inside", "models/../models/evil", `".."`, exFile("models/../models/evil", "evil")),
+		c("absolute", "/etc/evil", "absolute", exFile("/etc/evil", "evil")),
+		c("absolute-models", "/models/evil", "absolute", exFile("/models/evil", "evil")),
 		c("symlink-escape-write-through", "models/link", "outside",
-			symlink("models/link", "../../outside"), file("models/link/evil", "evil")),
+			exSymlink("models/link", "../../outside"), exFile("models/link/evil", "evil")),
 		c("symlink-etc-write-through", "models/etc", "absolute",
-			symlink("models/etc", "/etc"), file("models/etc/evil", "evil")),
+			exSymlink("models/etc", "/etc"), exFile("models/etc/evil", "evil")),
 		c("symlink-chain-escape", "models/l3", "outside",
-			dirEntry("models/d/"), symlink("models/d/l1", ".."), symlink("models/l3", "d/l1/../../.."), file("models/l3/evil", "evil")),
+			exDir("models/d/"), exSymlink("models/d/l1", ".."), exSymlink("models/l3", "d/l1/../../.."), exFile("models/l3/evil", "evil")),
 		// d/l1/../.. climbs out through l1 when the kernel resolves it; it is
 		// stored cleaned (".") and then nothing is written through it.
-		c("symlink-chain-write-through", "models/l2/evil", "not a directory",
-			dirEntry("models/d/"), symlink("models/d/l1", ".."), symlink("models/l2", "d/l1/../.."), file("models/l2/evil", "evil")),
+		c("symlink-chain-write-through", "models/l2/evil", "symlink",
+			exDir("models/d/"), exSymlink("models/d/l1", ".."), exSymlink("models/l2", "d/l1/../.."), exFile("models/l2/evil", "evil")),
 		c("symlink-inside-write-through", "models/ln/evil", "symlink",
-			dirEntry("models/sub/"), symlink("models/ln", "sub"), file("models/ln/evil", "evil")),
+			exDir("models/sub/"), exSymlink("models/ln", "sub"), exFile("models/ln/evil", "evil")),
 		c("prefix-symlink", "models", "must be a directory",
-			symlink("models", "/"), file("models/evil", "evil")),
+			exSymlink("models", "/"), exFile("models/evil", "evil")),
 		c("hardlink-etc-passwd", "models/evil-passwd", "hard link",
-			tarEntry{name: "models/evil-passwd", typ: tar.TypeLink, link: "/etc/passwd"}),
+			exEntry{name: "models/evil-passwd", typ: tar.TypeLink, link: "/etc/passwd"}),
 		c("hardlink-outside", "models/evil-link", "hard link",
-			tarEntry{name: "models/evil-link", typ: tar.TypeLink, link: "../canary/evil"}),
+			exEntry{name: "models/evil-link", typ: tar.TypeLink, link: "../canary/evil"}),
 		c("hardlink-inside", "models/evil-copy", "hard link",
-			file("models/config.json", "{}"), tarEntry{name: "models/evil-copy", typ: tar.TypeLink, link: "models/config.json"}),
+			exFile("models/config.json", "{}"), exEntry{name: "models/evil-copy", typ: tar.TypeLink, link: "models/config.json"}),
 		c("chardev", "models/evil-null", "character device",
-			tarEntry{name: "models/evil-null", typ: tar.TypeChar, mode: 0o666}),
+			exEntry{name: "models/evil-null", typ: tar.TypeChar, mode: 0o666}),
 		c("blockdev", "models/evil-disk", "block device",
-			tarEntry{name: "models/evil-disk", typ: tar.TypeBlock, mode: 0o660}),
+			exEntry{name: "models/evil-disk", typ: tar.TypeBlock, mode: 0o660}),
 		c("fifo", "models/evil-fifo", "FIFO",
-			tarEntry{name: "models/evil-fifo", typ: tar.TypeFifo}),
+			exEntry{name: "models/evil-fifo", typ: tar.TypeFifo}),
 		c("truncated", "models/evil-big", "truncated",
-			file("models/config.json", "{}"), tarEntry{name: "models/evil-big", typ: tar.TypeReg, body: bytes.Repeat([]byte("e"), 1000), size: 1 << 20}),
-		c("whiteout", "models/.wh.evil", "whiteout", file("models/.wh.evil", "")),
-		c("opaque-whiteout", "models/.wh..wh..opq", "whiteout", file("models/evil", "evil"), file("models/.wh..wh..opq", "")),
-		c("reserved-partial", "models/evil.modelcar-partial", "reserved", file("models/evil.modelcar-partial", "evil")),
-		c("reserved-state", "models/.modelcar-pull.json", "reserved", file("models/.modelcar-pull.json", "{}")),
-		c("long-name", longName, "limit", file(longName, "evil")),
-		c("deep-path", deep, "limit", file(deep, "evil")),
+			exFile("models/config.json", "{}"), exEntry{name: "models/evil-big", typ: tar.TypeReg, body: bytes.Repeat([]byte("e"), 1000), size: 1 << 20}),
+		{name: "sparse-pax", entry: "models/evil-sparse", what: "sparse", tar: exPaxSparseTar(t)},
+		{name: "sparse-gnu", entry: "models/evil-sparse", what: "refused",
+			tar: exRetype(exTar(t, exEntry{name: "models/evil-sparse", typ: tar.TypeReg, body: []byte("x"), format: tar.FormatGNU}), 0, tar.TypeGNUSparse)},
+		c("whiteout", "models/.wh.evil", "whiteout", exFile("models/.wh.evil", "")),
+		c("opaque-whiteout", "models/.wh..wh..opq", "whiteout", exFile("models/evil", "evil"), exFile("models/.wh..wh..opq", "")),
+		c("reserved-partial", "models/evil.modelcar-partial", "reserved", exFile("models/evil.modelcar-partial", "evil")),
+		c("reserved-state", "models/.modelcar-pull.json", "reserved", exFile("models/.modelcar-pull.json", "{}")),
+		c("long-name", longName, "limit", exFile(longName, "evil")),
+		c("deep-path", deep, "limit", exFile(deep, "evil")),
 		c("dir-over-file", "models/evil/", "not a directory",
-			file("models/evil", "x"), dirEntry("models/evil/")),
+			exFile("models/evil", "x"), exDir("models/evil/")),
 	}
 }
 
-// assertConfined checks that nothing but target and an empty canary exist
+// exAssertConfined checks that nothing but target and an empty canary exist
 // in parent, and that no file or directory named *evil* exists anywhere.
-func assertConfined(t *testing.T, parent, target, canary string) {
+func exAssertConfined(t *testing.T, parent, target, canary string) {
 	t.Helper()
 	ents, err := os.ReadDir(parent)
 	if err != nil {
@@ -179,7 +218,7 @@ func assertConfined(t *testing.T, parent, target, canary string) {
 		if strings.Contains(d.Name(), "evil") {
 			t.Errorf("%s exists", p)
 		}
-		if strings.HasSuffix(d.Name(), partialSuffix) {
+		if strings.HasSuffix(d.Name(), extractPartialSuffix) {
 			t.Errorf("partial file %s left behind", p)
 		}
 		return nil
@@ -191,9 +230,9 @@ func assertConfined(t *testing.T, parent, target, canary string) {
 	}
 }
 
-// sandbox returns parent/a/target (not yet created) and an empty
+// exSandbox returns parent/a/target (not yet created) and an empty
 // parent/canary, so that "../../x" from inside target stays under parent.
-func sandbox(t *testing.T) (parent, target, canary string) {
+func exSandbox(t *testing.T) (parent, target, canary string) {
 	parent = t.TempDir()
 	canary = filepath.Join(parent, "canary")
 	if err := os.Mkdir(canary, 0o755); err != nil {
@@ -205,7 +244,7 @@ func sandbox(t *testing.T) (parent, target, canary string) {
 	return parent, filepath.Join(parent, "a", "target"), canary
 }
 
-func assertConfinedSandbox(t *testing.T, parent, target, canary string) {
+func exAssertSandbox(t *testing.T, parent, target, canary string) {
 	t.Helper()
 	a := filepath.Join(parent, "a")
 	ents, _ := os.ReadDir(a)
@@ -214,13 +253,13 @@ func assertConfinedSandbox(t *testing.T, parent, target, canary string) {
 			t.Errorf("%s appeared next to the target", filepath.Join(a, e.Name()))
 		}
 	}
-	assertConfined(t, parent, a, canary)
+	exAssertConfined(t, parent, a, canary)
 }
 
 func TestExtractLayerHostile(t *testing.T) {
-	for _, hc := range hostileCorpus(t) {
+	for _, hc := range exHostileCorpus(t) {
 		t.Run(hc.name, func(t *testing.T) {
-			parent, target, canary := sandbox(t)
+			parent, target, canary := exSandbox(t)
 			err := ExtractLayer(context.Background(), bytes.NewReader(hc.tar), target, "/models")
 			if err == nil {
 				t.Fatal("ExtractLayer succeeded")
@@ -232,7 +271,7 @@ func TestExtractLayerHostile(t *testing.T) {
 			if !errors.As(err, &ee) || ee.Name != hc.entry {
 				t.Errorf("error %v: want *EntryError for %q", err, hc.entry)
 			}
-			assertConfinedSandbox(t, parent, target, canary)
+			exAssertSandbox(t, parent, target, canary)
 			// Nothing of a refused stream is left under its final name.
 			_ = filepath.WalkDir(target, func(p string, d fs.DirEntry, err error) error {
 				if err == nil && !d.IsDir() {
@@ -247,24 +286,24 @@ func TestExtractLayerHostile(t *testing.T) {
 // The hostile corpus is also committed under testdata/hostile; every file
 // there must be refused.
 func TestHostileTestdata(t *testing.T) {
-	corpus := hostileCorpus(t)
-	if *updateHostile {
-		if err := os.MkdirAll(hostileDir, 0o755); err != nil {
+	corpus := exHostileCorpus(t)
+	if *exUpdateHostile {
+		if err := os.MkdirAll(exHostileDir, 0o755); err != nil {
 			t.Fatal(err)
 		}
 		for _, hc := range corpus {
-			if err := os.WriteFile(filepath.Join(hostileDir, hc.name+".tar"), hc.tar, 0o644); err != nil {
+			if err := os.WriteFile(filepath.Join(exHostileDir, hc.name+".tar"), hc.tar, 0o644); err != nil {
 				t.Fatal(err)
 			}
 		}
 	}
-	files, err := filepath.Glob(filepath.Join(hostileDir, "*.tar"))
+	files, err := filepath.Glob(filepath.Join(exHostileDir, "*.tar"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, hc := range corpus {
-		if !slices.Contains(files, filepath.Join(hostileDir, hc.name+".tar")) {
-			t.Errorf("%s.tar missing from %s; run go test ./push -run TestHostileTestdata -update-hostile", hc.name, hostileDir)
+		if !slices.Contains(files, filepath.Join(exHostileDir, hc.name+".tar")) {
+			t.Errorf("%s.tar missing from %s; run go test ./push -run TestHostileTestdata -update-hostile", hc.name, exHostileDir)
 		}
 	}
 	for _, f := range files {
@@ -276,11 +315,11 @@ func TestHostileTestdata(t *testing.T) {
 			if len(b) > 10<<10 {
 				t.Errorf("%d bytes, over 10 KiB", len(b))
 			}
-			parent, target, canary := sandbox(t)
+			parent, target, canary := exSandbox(t)
 			if err := ExtractLayer(context.Background(), bytes.NewReader(b), target, "/models"); err == nil {
 				t.Error("ExtractLayer succeeded")
 			}
-			assertConfinedSandbox(t, parent, target, canary)
+			exAssertSandbox(t, parent, target, canary)
 		})
 	}
 }
@@ -288,12 +327,12 @@ func TestHostileTestdata(t *testing.T) {
 // Every hostile tar, as a layer of an image, fails Extract with an error
 // naming the layer digest and the entry.
 func TestExtractHostileImage(t *testing.T) {
-	good := makeTar(t, dirEntry("models/"), file("models/config.json", `{"a":1}`))
-	for _, hc := range hostileCorpus(t) {
+	good := exTar(t, exDir("models/"), exFile("models/config.json", `{"a":1}`))
+	for _, hc := range exHostileCorpus(t) {
 		t.Run(hc.name, func(t *testing.T) {
-			parent, target, canary := sandbox(t)
+			parent, target, canary := exSandbox(t)
 			bad := static.NewLayer(hc.tar, types.OCIUncompressedLayer)
-			img := testImage(t, static.NewLayer(good, types.OCIUncompressedLayer), bad)
+			img := exImage(t, static.NewLayer(good, types.OCIUncompressedLayer), bad)
 			err := Extract(context.Background(), img, target, ExtractOptions{Jobs: 2})
 			if err == nil {
 				t.Fatal("Extract succeeded")
@@ -302,40 +341,40 @@ func TestExtractHostileImage(t *testing.T) {
 			if !strings.Contains(err.Error(), d.String()) || !strings.Contains(err.Error(), hc.entry) {
 				t.Errorf("error %q does not name layer %s and entry %q", err, d, hc.entry)
 			}
-			assertConfinedSandbox(t, parent, target, canary)
+			exAssertSandbox(t, parent, target, canary)
 		})
 	}
 }
 
 // Two-layer test model: config and tokenizer in layer 1 with a symlink to
 // the weights of layer 2, plus entries Extract must skip.
-type testModel struct {
+type exModel struct {
 	layer1, layer2 []byte
 	want           map[string]string // rel -> content, or "-> target" for symlinks
 }
 
-func newTestModel(t testing.TB) testModel {
+func exNewModel(t testing.TB) exModel {
 	weights := make([]byte, 2<<20)
 	r := rand.NewChaCha8([32]byte{1})
 	_, _ = r.Read(weights)
 	config := `{"architectures":["LlamaForCausalLM"]}`
 	tok := `{"version":"1.0"}`
-	l1 := makeTar(t,
-		tarEntry{name: "pax_global_header", typ: tar.TypeXGlobalHeader},
-		file("stargz.index.json", "{}"),
-		file(".prefetch.landmark", "x"),
-		dirEntry("etc/"),
-		file("etc/hostname", "outside the prefix"),
-		tarEntry{name: "bin/sh", typ: tar.TypeLink, link: "bin/busybox"}, // skipped: outside the prefix
-		dirEntry("models/"),
-		file("./models/config.json", config),
-		dirEntry("models/tokenizer/"),
-		file("models/tokenizer/tokenizer.json", tok),
-		symlink("models/latest.safetensors", "model.safetensors"),
-		symlink("models/tokenizer/config.json", "../config.json"),
+	l1 := exTar(t,
+		exEntry{name: "pax_global_header", typ: tar.TypeXGlobalHeader},
+		exFile("stargz.index.json", "{}"),
+		exFile(".prefetch.landmark", "x"),
+		exDir("etc/"),
+		exFile("etc/hostname", "outside the prefix"),
+		exEntry{name: "bin/sh", typ: tar.TypeLink, link: "bin/busybox"}, // skipped: outside the prefix
+		exDir("models/"),
+		exFile("./models/config.json", config),
+		exDir("models/tokenizer/"),
+		exFile("models/tokenizer/tokenizer.json", tok),
+		exSymlink("models/latest.safetensors", "model.safetensors"),
+		exSymlink("models/tokenizer/config.json", "../config.json"),
 	)
-	l2 := makeTar(t, dirEntry("models/"), tarEntry{name: "models/model.safetensors", typ: tar.TypeReg, body: weights, mode: 0o4755})
-	return testModel{layer1: l1, layer2: l2, want: map[string]string{
+	l2 := exTar(t, exDir("models/"), exEntry{name: "models/model.safetensors", typ: tar.TypeReg, body: weights, mode: 0o4755})
+	return exModel{layer1: l1, layer2: l2, want: map[string]string{
 		"config.json":              config,
 		"tokenizer":                "/",
 		"tokenizer/tokenizer.json": tok,
@@ -345,7 +384,7 @@ func newTestModel(t testing.TB) testModel {
 	}}
 }
 
-func gzipBytes(t testing.TB, b []byte) []byte {
+func exGzip(t testing.TB, b []byte) []byte {
 	var buf bytes.Buffer
 	zw := gzip.NewWriter(&buf)
 	if _, err := zw.Write(b); err != nil {
@@ -357,7 +396,7 @@ func gzipBytes(t testing.TB, b []byte) []byte {
 	return buf.Bytes()
 }
 
-func zstdBytes(t testing.TB, b []byte) []byte {
+func exZstd(t testing.TB, b []byte) []byte {
 	var buf bytes.Buffer
 	zw, err := zstd.NewWriter(&buf)
 	if err != nil {
@@ -372,12 +411,12 @@ func zstdBytes(t testing.TB, b []byte) []byte {
 	return buf.Bytes()
 }
 
-func opener(b []byte) tarball.Opener {
+func exOpener(b []byte) tarball.Opener {
 	return func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
 }
 
-// layerOf makes a layer of tarBytes in the given form.
-func layerOf(t testing.TB, form string, tarBytes []byte) v1.Layer {
+// exLayerOf makes a layer of tarBytes in the given form.
+func exLayerOf(t testing.TB, form string, tarBytes []byte) v1.Layer {
 	t.Helper()
 	var l v1.Layer
 	var err error
@@ -385,14 +424,14 @@ func layerOf(t testing.TB, form string, tarBytes []byte) v1.Layer {
 	case "tar":
 		l = static.NewLayer(tarBytes, types.OCIUncompressedLayer)
 	case "tar-ggcr": // ggcr gzips an uncompressed opener on the fly, whatever the media type
-		l, err = tarball.LayerFromOpener(opener(tarBytes), tarball.WithMediaType(types.OCIUncompressedLayer))
+		l, err = tarball.LayerFromOpener(exOpener(tarBytes), tarball.WithMediaType(types.OCIUncompressedLayer))
 	case "gzip":
-		l, err = tarball.LayerFromOpener(opener(gzipBytes(t, tarBytes)), tarball.WithMediaType(types.OCILayer))
+		l, err = tarball.LayerFromOpener(exOpener(exGzip(t, tarBytes)), tarball.WithMediaType(types.OCILayer))
 	case "zstd":
-		l, err = tarball.LayerFromOpener(opener(zstdBytes(t, tarBytes)), tarball.WithMediaType(types.OCILayerZStd))
+		l, err = tarball.LayerFromOpener(exOpener(exZstd(t, tarBytes)), tarball.WithMediaType(types.OCILayerZStd))
 	case "other": // unknown media type: read through Uncompressed
-		l, err = tarball.LayerFromOpener(opener(gzipBytes(t, tarBytes)))
-		l = &mediaTypeLayer{Layer: l, mt: "application/vnd.example.model.layer"}
+		l, err = tarball.LayerFromOpener(exOpener(exGzip(t, tarBytes)))
+		l = &exMediaTypeLayer{Layer: l, mt: "application/vnd.example.model.layer"}
 	default:
 		t.Fatalf("unknown form %q", form)
 	}
@@ -402,14 +441,14 @@ func layerOf(t testing.TB, form string, tarBytes []byte) v1.Layer {
 	return l
 }
 
-type mediaTypeLayer struct {
+type exMediaTypeLayer struct {
 	v1.Layer
 	mt types.MediaType
 }
 
-func (l *mediaTypeLayer) MediaType() (types.MediaType, error) { return l.mt, nil }
+func (l *exMediaTypeLayer) MediaType() (types.MediaType, error) { return l.mt, nil }
 
-func testImage(t testing.TB, layers ...v1.Layer) v1.Image {
+func exImage(t testing.TB, layers ...v1.Layer) v1.Image {
 	t.Helper()
 	img, err := mutate.AppendLayers(empty.Image, layers...)
 	if err != nil {
@@ -419,15 +458,15 @@ func testImage(t testing.TB, layers ...v1.Layer) v1.Image {
 	return mutate.ConfigMediaType(img, types.OCIConfigJSON)
 }
 
-// wrapImage replaces an image's layers, keeping its manifest.
-type wrapImage struct {
+// exWrapImage replaces an image's layers, keeping its manifest.
+type exWrapImage struct {
 	v1.Image
 	layers []v1.Layer
 }
 
-func (w *wrapImage) Layers() ([]v1.Layer, error) { return w.layers, nil }
+func (w *exWrapImage) Layers() ([]v1.Layer, error) { return w.layers, nil }
 
-func wrapLayers(t testing.TB, img v1.Image, wrap func(i int, l v1.Layer) v1.Layer) v1.Image {
+func exWrapLayers(t testing.TB, img v1.Image, wrap func(i int, l v1.Layer) v1.Layer) v1.Image {
 	ls, err := img.Layers()
 	if err != nil {
 		t.Fatal(err)
@@ -436,12 +475,12 @@ func wrapLayers(t testing.TB, img v1.Image, wrap func(i int, l v1.Layer) v1.Laye
 	for i, l := range ls {
 		out[i] = wrap(i, l)
 	}
-	return &wrapImage{Image: img, layers: out}
+	return &exWrapImage{Image: img, layers: out}
 }
 
-// readTree returns the files, directories and symlinks under dir, in the
-// form of testModel.want.
-func readTree(t *testing.T, dir string) map[string]string {
+// exReadTree returns the files, directories and symlinks under dir, in the
+// form of exModel.want.
+func exReadTree(t *testing.T, dir string) map[string]string {
 	t.Helper()
 	got := map[string]string{}
 	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
@@ -485,9 +524,9 @@ func readTree(t *testing.T, dir string) map[string]string {
 	return got
 }
 
-func assertTree(t *testing.T, dir string, want map[string]string) {
+func exAssertTree(t *testing.T, dir string, want map[string]string) {
 	t.Helper()
-	got := readTree(t, dir)
+	got := exReadTree(t, dir)
 	for k, w := range want {
 		g, ok := got[k]
 		switch {
@@ -505,19 +544,19 @@ func assertTree(t *testing.T, dir string, want map[string]string) {
 }
 
 func TestExtract(t *testing.T) {
-	m := newTestModel(t)
+	m := exNewModel(t)
 	for _, form := range []string{"tar", "tar-ggcr", "gzip", "zstd", "other"} {
 		for _, jobs := range []int{1, 4} {
 			t.Run(fmt.Sprintf("%s/jobs%d", form, jobs), func(t *testing.T) {
-				img := testImage(t, layerOf(t, form, m.layer1), layerOf(t, form, m.layer2))
-				parent, target, canary := sandbox(t)
+				img := exImage(t, exLayerOf(t, form, m.layer1), exLayerOf(t, form, m.layer2))
+				parent, target, canary := exSandbox(t)
 				var progress atomic.Int64
 				opts := ExtractOptions{Jobs: jobs, Progress: func(n int64) { progress.Add(n) }}
 				if err := Extract(context.Background(), img, target, opts); err != nil {
 					t.Fatal(err)
 				}
-				assertTree(t, target, m.want)
-				assertConfinedSandbox(t, parent, target, canary)
+				exAssertTree(t, target, m.want)
+				exAssertSandbox(t, parent, target, canary)
 				var want int64
 				ls, _ := img.Layers()
 				for _, l := range ls {
@@ -535,7 +574,7 @@ func TestExtract(t *testing.T) {
 				if progress.Load() != want {
 					t.Errorf("progress reported %d bytes, want %d", progress.Load(), want)
 				}
-				// A complete extraction is not a partial one: a second run refuses the dir.
+				// A complete extractJob is not a partial one: a second run refuses the dir.
 				if err := Extract(context.Background(), img, target, opts); err == nil || !strings.Contains(err.Error(), "not empty") {
 					t.Errorf("second Extract into a complete dir: %v", err)
 				}
@@ -545,23 +584,23 @@ func TestExtract(t *testing.T) {
 }
 
 func TestExtractPrefix(t *testing.T) {
-	tb := makeTar(t, file("models/config.json", "{}"), file("models/tokenizer/tokenizer.json", "tok"), file("other/x", "x"))
-	img := testImage(t, layerOf(t, "tar", tb))
+	tb := exTar(t, exFile("models/config.json", "{}"), exFile("models/tokenizer/tokenizer.json", "tok"), exFile("other/x", "x"))
+	img := exImage(t, exLayerOf(t, "tar", tb))
 	target := filepath.Join(t.TempDir(), "out")
 	if err := Extract(context.Background(), img, target, ExtractOptions{Prefix: "/models/tokenizer/"}); err != nil {
 		t.Fatal(err)
 	}
-	assertTree(t, target, map[string]string{"tokenizer.json": "tok"})
+	exAssertTree(t, target, map[string]string{"tokenizer.json": "tok"})
 	all := filepath.Join(t.TempDir(), "all")
 	if err := Extract(context.Background(), img, all, ExtractOptions{Prefix: "/"}); err != nil {
 		t.Fatal(err)
 	}
-	assertTree(t, all, map[string]string{"models": "/", "models/config.json": "{}", "models/tokenizer": "/",
+	exAssertTree(t, all, map[string]string{"models": "/", "models/config.json": "{}", "models/tokenizer": "/",
 		"models/tokenizer/tokenizer.json": "tok", "other": "/", "other/x": "x"})
 	// The symlink tokenizer/config.json -> ../config.json climbs out of the
 	// prefix, so it is refused.
 	_ = os.RemoveAll(target)
-	img = testImage(t, layerOf(t, "tar", makeTar(t, symlink("models/tokenizer/config.json", "../config.json"))))
+	img = exImage(t, exLayerOf(t, "tar", exTar(t, exSymlink("models/tokenizer/config.json", "../config.json"))))
 	if err := Extract(context.Background(), img, target, ExtractOptions{Prefix: "models/tokenizer"}); err == nil {
 		t.Error("symlink out of the prefix accepted")
 	}
@@ -573,26 +612,26 @@ func TestExtractPrefix(t *testing.T) {
 // When two layers write the same file, the later layer wins, even when it
 // finishes reading first.
 func TestExtractOverlapLaterLayerWins(t *testing.T) {
-	l1 := makeTar(t, file("models/config.json", "v1"), file("models/a", "a"))
-	l2 := makeTar(t, file("models/config.json", "v2"), file("models/b", "b"))
-	l3 := makeTar(t, file("models/config.json", "v3"), file("models/config.json", "v3 again"), file("models/c", "c"))
+	l1 := exTar(t, exFile("models/config.json", "v1"), exFile("models/a", "a"))
+	l2 := exTar(t, exFile("models/config.json", "v2"), exFile("models/b", "b"))
+	l3 := exTar(t, exFile("models/config.json", "v3"), exFile("models/config.json", "v3 again"), exFile("models/c", "c"))
 	want := map[string]string{"config.json": "v3 again", "a": "a", "b": "b", "c": "c"}
 	for i := range 5 {
-		img := testImage(t, layerOf(t, "tar", l1), layerOf(t, "gzip", l2), layerOf(t, "tar", l3))
+		img := exImage(t, exLayerOf(t, "tar", l1), exLayerOf(t, "gzip", l2), exLayerOf(t, "tar", l3))
 		// Slow down the earlier layers so that later ones finish first.
-		img = wrapLayers(t, img, func(j int, l v1.Layer) v1.Layer {
-			return &hookLayer{Layer: l, delay: time.Duration(2-j) * time.Duration(i) * 10 * time.Millisecond}
+		img = exWrapLayers(t, img, func(j int, l v1.Layer) v1.Layer {
+			return &exHookLayer{Layer: l, delay: time.Duration(2-j) * time.Duration(i) * 10 * time.Millisecond}
 		})
 		target := filepath.Join(t.TempDir(), "out")
 		if err := Extract(context.Background(), img, target, ExtractOptions{Jobs: 3}); err != nil {
 			t.Fatal(err)
 		}
-		assertTree(t, target, want)
+		exAssertTree(t, target, want)
 	}
 }
 
-// hookLayer counts, delays, breaks or replaces the reads of a layer.
-type hookLayer struct {
+// exHookLayer counts, delays, breaks or replaces the reads of a layer.
+type exHookLayer struct {
 	v1.Layer
 	reads     *atomic.Int32
 	delay     time.Duration
@@ -601,9 +640,9 @@ type hookLayer struct {
 	diffID    *v1.Hash
 }
 
-var errInjected = errors.New("injected read failure")
+var errExInjected = errors.New("injected read failure")
 
-func (l *hookLayer) wrap(rc io.ReadCloser, err error) (io.ReadCloser, error) {
+func (l *exHookLayer) wrap(rc io.ReadCloser, err error) (io.ReadCloser, error) {
 	if l.reads != nil {
 		l.reads.Add(1)
 	}
@@ -617,36 +656,36 @@ func (l *hookLayer) wrap(rc io.ReadCloser, err error) (io.ReadCloser, error) {
 		return struct {
 			io.Reader
 			io.Closer
-		}{io.MultiReader(io.LimitReader(rc, l.failAfter), &errReader{errInjected}), rc}, nil
+		}{io.MultiReader(io.LimitReader(rc, l.failAfter), &exErrReader{errExInjected}), rc}, nil
 	}
 	return rc, nil
 }
 
-func (l *hookLayer) Compressed() (io.ReadCloser, error) {
+func (l *exHookLayer) Compressed() (io.ReadCloser, error) {
 	if l.blob != nil {
 		return l.wrap(io.NopCloser(bytes.NewReader(l.blob)), nil)
 	}
 	return l.wrap(l.Layer.Compressed())
 }
 
-func (l *hookLayer) Uncompressed() (io.ReadCloser, error) { return l.wrap(l.Layer.Uncompressed()) }
+func (l *exHookLayer) Uncompressed() (io.ReadCloser, error) { return l.wrap(l.Layer.Uncompressed()) }
 
-func (l *hookLayer) DiffID() (v1.Hash, error) {
+func (l *exHookLayer) DiffID() (v1.Hash, error) {
 	if l.diffID != nil {
 		return *l.diffID, nil
 	}
 	return l.Layer.DiffID()
 }
 
-type errReader struct{ err error }
+type exErrReader struct{ err error }
 
-func (r *errReader) Read([]byte) (int, error) { return 0, r.err }
+func (r *exErrReader) Read([]byte) (int, error) { return 0, r.err }
 
-// nothingFinal asserts that dir holds no file but Extract's state file.
-func nothingFinal(t *testing.T, dir string) {
+// exNothingFinal asserts that dir holds no file but Extract's state file.
+func exNothingFinal(t *testing.T, dir string) {
 	t.Helper()
 	_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err == nil && !d.IsDir() && d.Name() != stateName {
+		if err == nil && !d.IsDir() && d.Name() != extractStateName {
 			t.Errorf("%s exists", p)
 		}
 		return nil
@@ -654,10 +693,10 @@ func nothingFinal(t *testing.T, dir string) {
 }
 
 func TestExtractCorruptLayer(t *testing.T) {
-	m := newTestModel(t)
+	m := exNewModel(t)
 	for _, form := range []string{"tar", "gzip", "zstd"} {
 		t.Run(form, func(t *testing.T) {
-			good := layerOf(t, form, m.layer1)
+			good := exLayerOf(t, form, m.layer1)
 			rc, err := good.Compressed()
 			if err != nil {
 				t.Fatal(err)
@@ -671,8 +710,8 @@ func TestExtractCorruptLayer(t *testing.T) {
 				i = len(blob) / 2
 			}
 			blob[i] ^= 0x20
-			img := wrapLayers(t, testImage(t, good), func(_ int, l v1.Layer) v1.Layer { return &hookLayer{Layer: l, blob: blob} })
-			parent, target, canary := sandbox(t)
+			img := exWrapLayers(t, exImage(t, good), func(_ int, l v1.Layer) v1.Layer { return &exHookLayer{Layer: l, blob: blob} })
+			parent, target, canary := exSandbox(t)
 			err = Extract(context.Background(), img, target, ExtractOptions{})
 			d, _ := good.Digest()
 			if err == nil || !strings.Contains(err.Error(), d.String()) {
@@ -681,57 +720,57 @@ func TestExtractCorruptLayer(t *testing.T) {
 			if form == "tar" && !strings.Contains(err.Error(), "digest mismatch") {
 				t.Errorf("error %q: want a digest mismatch", err)
 			}
-			nothingFinal(t, target)
-			assertConfinedSandbox(t, parent, target, canary)
+			exNothingFinal(t, target)
+			exAssertSandbox(t, parent, target, canary)
 		})
 	}
 	t.Run("diffid", func(t *testing.T) {
 		wrong := v1.Hash{Algorithm: "sha256", Hex: strings.Repeat("0", 64)}
-		img := wrapLayers(t, testImage(t, layerOf(t, "gzip", m.layer1)), func(_ int, l v1.Layer) v1.Layer { return &hookLayer{Layer: l, diffID: &wrong} })
+		img := exWrapLayers(t, exImage(t, exLayerOf(t, "gzip", m.layer1)), func(_ int, l v1.Layer) v1.Layer { return &exHookLayer{Layer: l, diffID: &wrong} })
 		target := filepath.Join(t.TempDir(), "out")
 		err := Extract(context.Background(), img, target, ExtractOptions{})
 		if err == nil || !strings.Contains(err.Error(), "diff ID") {
 			t.Fatalf("Extract with a wrong diff ID: %v", err)
 		}
-		nothingFinal(t, target)
+		exNothingFinal(t, target)
 	})
 }
 
 func TestExtractResume(t *testing.T) {
-	m := newTestModel(t)
-	good := testImage(t, layerOf(t, "gzip", m.layer1), layerOf(t, "zstd", m.layer2))
+	m := exNewModel(t)
+	good := exImage(t, exLayerOf(t, "gzip", m.layer1), exLayerOf(t, "zstd", m.layer2))
 	ls, _ := good.Layers()
 	d2, _ := ls[1].Digest()
-	failing := wrapLayers(t, good, func(i int, l v1.Layer) v1.Layer {
+	failing := exWrapLayers(t, good, func(i int, l v1.Layer) v1.Layer {
 		if i == 1 {
-			return &hookLayer{Layer: l, failAfter: 100 << 10}
+			return &exHookLayer{Layer: l, failAfter: 100 << 10}
 		}
 		return l
 	})
 	target := filepath.Join(t.TempDir(), "out")
 	err := Extract(context.Background(), failing, target, ExtractOptions{Jobs: 1})
-	if !errors.Is(err, errInjected) || !strings.Contains(err.Error(), d2.String()) {
+	if !errors.Is(err, errExInjected) || !strings.Contains(err.Error(), d2.String()) {
 		t.Fatalf("first Extract: %v, want the injected error naming %s", err, d2)
 	}
 	// Layer 1 is complete, layer 2 left nothing under a final name.
-	got := readTree(t, target)
+	got := exReadTree(t, target)
 	if got["config.json"] != m.want["config.json"] {
 		t.Errorf("config.json after the failed run: %q", got["config.json"])
 	}
 	if _, ok := got["model.safetensors"]; ok {
 		t.Error("model.safetensors exists after its layer failed")
 	}
-	if _, ok := got[stateName]; !ok {
-		t.Fatalf("no %s after a failed run", stateName)
+	if _, ok := got[extractStateName]; !ok {
+		t.Fatalf("no %s after a failed run", extractStateName)
 	}
 	// A partial file a killed run would leave is swept on resume.
-	stale := filepath.Join(target, ".model.safetensors.1-1"+partialSuffix)
+	stale := filepath.Join(target, ".model.safetensors.1-1"+extractPartialSuffix)
 	if err := os.WriteFile(stale, []byte("stale"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 
 	// Another image may not resume this directory.
-	other := testImage(t, layerOf(t, "tar", makeTar(t, file("models/x", "x"))))
+	other := exImage(t, exLayerOf(t, "tar", exTar(t, exFile("models/x", "x"))))
 	if err := Extract(context.Background(), other, target, ExtractOptions{}); err == nil || !strings.Contains(err.Error(), "partial pull") {
 		t.Errorf("Extract of another image into a partial dir: %v", err)
 	}
@@ -741,7 +780,7 @@ func TestExtractResume(t *testing.T) {
 	}
 
 	var reads [2]atomic.Int32
-	counted := wrapLayers(t, good, func(i int, l v1.Layer) v1.Layer { return &hookLayer{Layer: l, reads: &reads[i]} })
+	counted := exWrapLayers(t, good, func(i int, l v1.Layer) v1.Layer { return &exHookLayer{Layer: l, reads: &reads[i]} })
 	if err := Extract(context.Background(), counted, target, ExtractOptions{Jobs: 2}); err != nil {
 		t.Fatalf("resumed Extract: %v", err)
 	}
@@ -751,7 +790,7 @@ func TestExtractResume(t *testing.T) {
 	if n := reads[1].Load(); n != 1 {
 		t.Errorf("layer 2 read %d times on resume, want 1", n)
 	}
-	assertTree(t, target, m.want)
+	exAssertTree(t, target, m.want)
 }
 
 // With parallel layers, a failing layer leaves the layers before it
@@ -762,25 +801,25 @@ func TestExtractResumeParallel(t *testing.T) {
 	for i := range parts {
 		name := fmt.Sprintf("part-%d.bin", i)
 		body := strings.Repeat(fmt.Sprint(i), 300<<10)
-		parts[i] = makeTar(t, file("models/"+name, body))
+		parts[i] = exTar(t, exFile("models/"+name, body))
 		want[name] = body
 	}
 	layers := make([]v1.Layer, len(parts))
 	for i, p := range parts {
-		layers[i] = layerOf(t, "gzip", p)
+		layers[i] = exLayerOf(t, "gzip", p)
 	}
-	good := testImage(t, layers...)
-	failing := wrapLayers(t, good, func(i int, l v1.Layer) v1.Layer {
+	good := exImage(t, layers...)
+	failing := exWrapLayers(t, good, func(i int, l v1.Layer) v1.Layer {
 		if i == 2 {
-			return &hookLayer{Layer: l, failAfter: 1000}
+			return &exHookLayer{Layer: l, failAfter: 1000}
 		}
-		return &hookLayer{Layer: l, delay: 20 * time.Millisecond}
+		return &exHookLayer{Layer: l, delay: 20 * time.Millisecond}
 	})
 	target := filepath.Join(t.TempDir(), "out")
-	if err := Extract(context.Background(), failing, target, ExtractOptions{Jobs: 4}); !errors.Is(err, errInjected) {
+	if err := Extract(context.Background(), failing, target, ExtractOptions{Jobs: 4}); !errors.Is(err, errExInjected) {
 		t.Fatalf("first Extract: %v, want the injected error", err)
 	}
-	got := readTree(t, target)
+	got := exReadTree(t, target)
 	for i := range 2 {
 		name := fmt.Sprintf("part-%d.bin", i)
 		if got[name] != want[name] {
@@ -793,7 +832,7 @@ func TestExtractResumeParallel(t *testing.T) {
 		}
 	}
 	var reads [4]atomic.Int32
-	counted := wrapLayers(t, good, func(i int, l v1.Layer) v1.Layer { return &hookLayer{Layer: l, reads: &reads[i]} })
+	counted := exWrapLayers(t, good, func(i int, l v1.Layer) v1.Layer { return &exHookLayer{Layer: l, reads: &reads[i]} })
 	if err := Extract(context.Background(), counted, target, ExtractOptions{Jobs: 4}); err != nil {
 		t.Fatal(err)
 	}
@@ -802,12 +841,12 @@ func TestExtractResumeParallel(t *testing.T) {
 			t.Errorf("layer %d read %d times on resume, want %d", i+1, n, want)
 		}
 	}
-	assertTree(t, target, want)
+	exAssertTree(t, target, want)
 }
 
 func TestExtractRefusesNonEmptyDir(t *testing.T) {
-	m := newTestModel(t)
-	img := testImage(t, layerOf(t, "tar", m.layer1))
+	m := exNewModel(t)
+	img := exImage(t, exLayerOf(t, "tar", m.layer1))
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "README"), []byte("mine"), 0o644); err != nil {
 		t.Fatal(err)
@@ -821,29 +860,29 @@ func TestExtractRefusesNonEmptyDir(t *testing.T) {
 }
 
 func TestExtractCanceled(t *testing.T) {
-	m := newTestModel(t)
-	img := testImage(t, layerOf(t, "gzip", m.layer1), layerOf(t, "gzip", m.layer2))
+	m := exNewModel(t)
+	img := exImage(t, exLayerOf(t, "gzip", m.layer1), exLayerOf(t, "gzip", m.layer2))
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	target := filepath.Join(t.TempDir(), "out")
 	if err := Extract(ctx, img, target, ExtractOptions{}); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Extract with a canceled context: %v", err)
 	}
-	nothingFinal(t, target)
+	exNothingFinal(t, target)
 	if err := Extract(context.Background(), img, target, ExtractOptions{}); err != nil {
 		t.Fatalf("resume after cancel: %v", err)
 	}
-	assertTree(t, target, m.want)
+	exAssertTree(t, target, m.want)
 }
 
 // A symlink committed by an earlier layer is never written through by a
 // later one.
 func TestExtractNoWriteThroughEarlierSymlink(t *testing.T) {
-	l1 := makeTar(t, dirEntry("models/sub/"), symlink("models/ln", "sub"))
-	l2 := makeTar(t, file("models/ln/evil", "evil"))
+	l1 := exTar(t, exDir("models/sub/"), exSymlink("models/ln", "sub"))
+	l2 := exTar(t, exFile("models/ln/evil", "evil"))
 	for _, jobs := range []int{1, 2} {
-		parent, target, canary := sandbox(t)
-		img := testImage(t, layerOf(t, "tar", l1), layerOf(t, "tar", l2))
+		parent, target, canary := exSandbox(t)
+		img := exImage(t, exLayerOf(t, "tar", l1), exLayerOf(t, "tar", l2))
 		err := Extract(context.Background(), img, target, ExtractOptions{Jobs: jobs})
 		// Sequentially, layer 2 refuses to write through the symlink; in
 		// parallel, layer 2 may create a real directory ln first, and then
@@ -851,26 +890,26 @@ func TestExtractNoWriteThroughEarlierSymlink(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "models/ln") {
 			t.Errorf("jobs %d: %v, want an error naming models/ln", jobs, err)
 		}
-		assertConfinedSandbox(t, parent, target, canary)
+		exAssertSandbox(t, parent, target, canary)
 	}
 }
 
 func TestExtractLayerSymlinkStoredClean(t *testing.T) {
 	dir := t.TempDir()
-	tb := makeTar(t, dirEntry("models/d/"), symlink("models/d/l1", ".."), symlink("models/l2", "d/l1/../.."), symlink("models/l3", "./d//../d/l1"))
+	tb := exTar(t, exDir("models/d/"), exSymlink("models/d/l1", ".."), exSymlink("models/l2", "d/l1/../.."), exSymlink("models/l3", "./d//../d/l1"))
 	if err := ExtractLayer(context.Background(), bytes.NewReader(tb), dir, "/models"); err != nil {
 		t.Fatal(err)
 	}
-	assertTree(t, dir, map[string]string{"d": "/", "d/l1": "-> ..", "l2": "-> .", "l3": "-> d/l1"})
+	exAssertTree(t, dir, map[string]string{"d": "/", "d/l1": "-> ..", "l2": "-> .", "l3": "-> d/l1"})
 }
 
 func TestExtractLayerDirModes(t *testing.T) {
 	dir := t.TempDir()
-	tb := makeTar(t,
-		tarEntry{name: "models/locked/", typ: tar.TypeDir, mode: 0o400},
-		file("models/locked/f", "x"),
-		tarEntry{name: "models/wide/", typ: tar.TypeDir, mode: 0o7777},
-		tarEntry{name: "models/suid", typ: tar.TypeReg, body: []byte("x"), mode: 0o6777},
+	tb := exTar(t,
+		exEntry{name: "models/locked/", typ: tar.TypeDir, mode: 0o400},
+		exFile("models/locked/f", "x"),
+		exEntry{name: "models/wide/", typ: tar.TypeDir, mode: 0o7777},
+		exEntry{name: "models/suid", typ: tar.TypeReg, body: []byte("x"), mode: 0o6777},
 	)
 	if err := ExtractLayer(context.Background(), bytes.NewReader(tb), dir, ""); err != nil {
 		t.Fatal(err)

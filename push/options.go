@@ -116,4 +116,6 @@ type Event struct {
 }
 
 // WithProgress receives transfer events; fn must be safe for concurrent use.
-func WithProgress(fn func(Event)) Option { return func(o *options) error { o.progress = fn; return nil } }
+func WithProgress(fn func(Event)) Option {
+	return func(o *options) error { o.progress = fn; return nil }
+}

@@ -6,17 +6,24 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/spf13/cobra"
 
+	"github.com/modelcar/modelcar/internal/ref"
 	"github.com/modelcar/modelcar/pack"
+	"github.com/modelcar/modelcar/push"
 )
 
 func newInspectCmd() *cobra.Command {
-	var jsonOut bool
+	var (
+		jsonOut bool
+		f       transferFlags
+	)
 	cmd := &cobra.Command{
-		Use:   "inspect oci:PATH[:TAG|@DIGEST]|oci-archive:FILE[:TAG]",
+		Use:   "inspect REGISTRY/REPO[:TAG|@DIGEST]|oci:PATH[:TAG|@DIGEST]|oci-archive:FILE[:TAG]",
 		Short: "Show a modelcar's layers, files, sizes, formats and annotations",
 		Example: `  modelcar inspect oci:./llama:v1
+  modelcar inspect localhost:5000/models/llama:v1 --plain-http
   modelcar inspect oci-archive:llama.tar --json | jq '.layers[].files'`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) != 1 {
@@ -25,7 +32,7 @@ func newInspectCmd() *cobra.Command {
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			info, err := pack.Inspect(cmd.Context(), args[0])
+			info, err := inspect(cmd, &f, args[0])
 			if err != nil {
 				return err
 			}
@@ -53,7 +60,28 @@ func newInspectCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "print JSON")
+	f.register(cmd, false)
 	return cmd
+}
+
+// inspect reads local images with pack and registry images through push.
+func inspect(cmd *cobra.Command, f *transferFlags, s string) (*pack.ImageInfo, error) {
+	r, err := ref.Parse(s)
+	if err != nil {
+		return nil, err
+	}
+	if r.Kind != ref.Registry {
+		return pack.Inspect(cmd.Context(), s)
+	}
+	opts, err := f.options(cmd, s)
+	if err != nil {
+		return nil, err
+	}
+	dg, m, c, err := push.ReadImage(cmd.Context(), s, v1.Platform{OS: "linux", Architecture: "amd64"}, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return pack.Describe(s, dg, m, c)
 }
 
 func humanBytes(n int64) string {

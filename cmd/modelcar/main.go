@@ -52,7 +52,7 @@ Results (digests, JSON) go to stdout; progress goes to stderr when it is a termi
 		SilenceErrors: true,
 	}
 	root.SetVersionTemplate("modelcar {{.Version}}\n")
-	root.AddCommand(newPackCmd(), newInspectCmd())
+	root.AddCommand(newPackCmd(), newInspectCmd(), newPushCmd(), newPullCmd(), newMirrorCmd(), newVerifyCmd(), newLoginCmd())
 	return root
 }
 

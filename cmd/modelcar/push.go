@@ -1,0 +1,250 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
+	"oras.land/oras-go/v2/registry/remote/auth"
+	"oras.land/oras-go/v2/registry/remote/credentials"
+
+	"github.com/modelcar/modelcar/internal/ref"
+	"github.com/modelcar/modelcar/push"
+)
+
+// transferFlags are shared by commands that talk to registries.
+type transferFlags struct {
+	plainHTTP, insecure, monolithic, quiet, jsonOut, passwordStdin bool
+	jobs                                                           int
+	chunkSize, digestFile, username                                string
+}
+
+func (f *transferFlags) register(cmd *cobra.Command, transfer bool) {
+	fl := cmd.Flags()
+	fl.BoolVar(&f.plainHTTP, "plain-http", false, "talk HTTP, not HTTPS, to registries")
+	fl.BoolVar(&f.insecure, "insecure", false, "skip TLS certificate verification")
+	fl.StringVarP(&f.username, "username", "u", "", "registry user name (with --password-stdin); not saved")
+	fl.BoolVar(&f.passwordStdin, "password-stdin", false, "read the registry password or token from stdin")
+	if !transfer {
+		return
+	}
+	fl.IntVar(&f.jobs, "jobs", 0, "blobs transferred at once (default: CPUs, 4 to 8)")
+	fl.StringVar(&f.chunkSize, "chunk-size", "", "upload chunk size, e.g. 4MiB (default 64MiB; 4MiB for ghcr.io)")
+	fl.BoolVar(&f.monolithic, "monolithic", false, "upload each blob in one PUT (for registries that mishandle chunks)")
+	fl.BoolVar(&f.jsonOut, "json", false, "print the result as JSON")
+	fl.StringVar(&f.digestFile, "digest-file", "", "also write the manifest digest to this file")
+	fl.BoolVarP(&f.quiet, "quiet", "q", false, "no progress output")
+}
+
+// options turns the flags into push options; refs are the references the
+// command talks to, used to scope --username credentials.
+func (f *transferFlags) options(cmd *cobra.Command, refs ...string) ([]push.Option, error) {
+	opts := []push.Option{push.WithPlainHTTP(f.plainHTTP), push.WithInsecure(f.insecure), push.WithMonolithic(f.monolithic)}
+	if f.jobs > 0 {
+		opts = append(opts, push.WithJobs(f.jobs))
+	}
+	if f.chunkSize != "" {
+		n, err := parseSize(f.chunkSize)
+		if err != nil {
+			return nil, usageError{fmt.Errorf("--chunk-size: %w", err)}
+		}
+		opts = append(opts, push.WithChunkSize(n))
+	}
+	if f.username != "" || f.passwordStdin {
+		if f.username == "" || !f.passwordStdin {
+			return nil, usageError{fmt.Errorf("--username and --password-stdin go together")}
+		}
+		pw, err := readPassword(cmd.InOrStdin())
+		if err != nil {
+			return nil, err
+		}
+		store := credentials.NewMemoryStore()
+		for _, r := range refs {
+			if p, err := ref.Parse(r); err == nil && p.Kind == ref.Registry {
+				host := credentials.ServerAddressFromRegistry(p.Name.Context().RegistryStr())
+				store.Put(cmd.Context(), host, auth.Credential{Username: f.username, Password: pw})
+			}
+		}
+		opts = append(opts, push.WithCredentials(store))
+	}
+	return opts, nil
+}
+
+func readPassword(r io.Reader) (string, error) {
+	line, err := bufio.NewReader(r).ReadString('\n')
+	if err != nil && err != io.EOF {
+		return "", fmt.Errorf("reading password from stdin: %w", err)
+	}
+	pw := strings.TrimRight(line, "\r\n")
+	if pw == "" {
+		return "", fmt.Errorf("--password-stdin: stdin is empty")
+	}
+	return pw, nil
+}
+
+// transferProgress renders a byte bar on stderr when it is a terminal.
+type transferProgress struct {
+	mu    sync.Mutex
+	bar   *progressbar.ProgressBar
+	total int64
+	seen  map[string]bool
+}
+
+func newTransferProgress(w io.Writer, quiet bool, what string) *transferProgress {
+	if quiet || !isTerminal(w) {
+		return nil
+	}
+	return &transferProgress{seen: map[string]bool{}, bar: progressbar.NewOptions64(-1,
+		progressbar.OptionSetWriter(w), progressbar.OptionShowBytes(true), progressbar.OptionSetDescription(what),
+		progressbar.OptionThrottle(100_000_000), progressbar.OptionShowCount(), progressbar.OptionClearOnFinish())}
+}
+
+func (p *transferProgress) event(e push.Event) {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.seen[e.Digest] {
+		p.seen[e.Digest] = true
+		p.total += e.Size
+		p.bar.ChangeMax64(p.total)
+	}
+	switch {
+	case e.Resumed > 0:
+		p.bar.Add64(e.Resumed)
+	case e.Skipped || e.Mounted:
+		p.bar.Add64(e.Size)
+	case e.Sent > 0:
+		p.bar.Add64(e.Sent)
+	}
+}
+
+func (p *transferProgress) finish() {
+	if p != nil {
+		p.bar.Finish()
+	}
+}
+
+// printResult writes the pinned reference (or JSON) and the digest file.
+func (f *transferFlags) printResult(cmd *cobra.Command, res *push.Result) error {
+	if f.digestFile != "" {
+		if err := os.WriteFile(f.digestFile, []byte(res.Digest+"\n"), 0o644); err != nil {
+			return fmt.Errorf("--digest-file: %w", err)
+		}
+	}
+	if f.jsonOut {
+		enc := json.NewEncoder(cmd.OutOrStdout())
+		enc.SetIndent("", "  ")
+		return enc.Encode(res)
+	}
+	fmt.Fprintln(cmd.OutOrStdout(), res.Reference)
+	return nil
+}
+
+func copyCmd(use, short, long, example string) *cobra.Command {
+	var f transferFlags
+	cmd := &cobra.Command{
+		Use:     use,
+		Short:   short,
+		Long:    long,
+		Example: example,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) != 2 {
+				return usageError{fmt.Errorf("%s takes SRC and DST, got %d arguments", cmd.Name(), len(args))}
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			opts, err := f.options(cmd, args...)
+			if err != nil {
+				return err
+			}
+			prog := newTransferProgress(cmd.ErrOrStderr(), f.quiet, cmd.Name())
+			opts = append(opts, push.WithProgress(prog.event))
+			res, err := push.Copy(cmd.Context(), args[0], args[1], opts...)
+			prog.finish()
+			if err != nil {
+				return err
+			}
+			return f.printResult(cmd, res)
+		},
+	}
+	f.register(cmd, true)
+	return cmd
+}
+
+func newPushCmd() *cobra.Command {
+	return copyCmd("push SRC DST",
+		"Push a modelcar to a registry and print its pinned reference",
+		`Push copies an image from an OCI layout or archive (or another registry) to a
+registry, byte for byte, and prints the pinned reference REGISTRY/REPO@sha256:...
+on stdout. Blobs the registry has are skipped, blobs in another repository of the
+same registry are mounted, the largest blobs go first, and uploads are chunked,
+retried with backoff (5xx, 429 with Retry-After, dropped connections) and
+resumed: re-running an interrupted push, even after kill -9, sends no finished
+blob again and continues a partial one from the offset the registry acknowledged.
+The tag is written last, only when everything it points to is there.
+
+Credentials come from docker's config.json and credential helpers (DOCKER_CONFIG),
+from 'modelcar login', or from --username with --password-stdin.`,
+		`  # Push and record the digest for deployment
+  modelcar push oci:./llama:v1 registry.example.com/models/llama:v1 --digest-file llama.digest
+
+  # A local test registry over plain HTTP
+  modelcar push oci-archive:llama.tar localhost:5000/models/llama:v1 --plain-http
+
+  # CI with a token
+  echo "$TOKEN" | modelcar push oci:./llama:v1 ghcr.io/acme/llama:v1 -u ci --password-stdin`)
+}
+
+func newMirrorCmd() *cobra.Command {
+	return copyCmd("mirror SRC DST",
+		"Copy a modelcar between registries, OCI layouts and archives, keeping its digest",
+		`Mirror copies an image between any pair of registry, oci:PATH and
+oci-archive:FILE, keeping every manifest byte so the digest is the same on
+both sides. It skips what DST has, so re-running it is incremental. Archives
+are read in place and written next to the target, then renamed: memory use
+does not grow with the image.`,
+		`  # Into an air gap: registry -> archive on a disk -> private registry
+  modelcar mirror registry.example.com/models/llama:v1 oci-archive:/mnt/usb/llama.tar
+  modelcar mirror oci-archive:/mnt/usb/llama.tar registry.airgap.local/models/llama:v1`)
+}
+
+func newLoginCmd() *cobra.Command {
+	var f transferFlags
+	cmd := &cobra.Command{
+		Use:   "login REGISTRY -u USER --password-stdin",
+		Short: "Save registry credentials in docker's config.json (or its credential helper)",
+		Example: `  echo "$TOKEN" | modelcar login ghcr.io -u ci --password-stdin
+  modelcar login localhost:5000 -u admin --password-stdin --plain-http < password.txt`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) != 1 {
+				return usageError{fmt.Errorf("login takes one registry host, got %d arguments", len(args))}
+			}
+			if f.username == "" || !f.passwordStdin {
+				return usageError{fmt.Errorf("login needs --username and --password-stdin (passwords are never taken as flags)")}
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			pw, err := readPassword(cmd.InOrStdin())
+			if err != nil {
+				return err
+			}
+			if err := push.Login(cmd.Context(), args[0], f.username, pw, push.WithPlainHTTP(f.plainHTTP), push.WithInsecure(f.insecure)); err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.ErrOrStderr(), "Login succeeded")
+			return nil
+		},
+	}
+	f.register(cmd, false)
+	return cmd
+}

@@ -1,0 +1,154 @@
+package push
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/partial"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2/content"
+
+	"github.com/modelcar/modelcar/internal/ref"
+)
+
+// fetchManifest reads a manifest or index, verifying size and digest.
+func fetchManifest(ctx context.Context, f content.Fetcher, desc ocispec.Descriptor) ([]byte, error) {
+	if desc.Size > maxManifestBytes {
+		return nil, fmt.Errorf("manifest %s is %d bytes, more than %d", desc.Digest, desc.Size, maxManifestBytes)
+	}
+	b, err := content.FetchAll(ctx, f, desc)
+	if err != nil {
+		return nil, fmt.Errorf("fetching %s: %w", desc.Digest, err)
+	}
+	return b, nil
+}
+
+// imageOf returns the image at desc, picking the platform from an index.
+func imageOf(ctx context.Context, f content.Fetcher, desc ocispec.Descriptor, platform v1.Platform) (v1.Image, error) {
+	b, err := fetchManifest(ctx, f, desc)
+	if err != nil {
+		return nil, err
+	}
+	mt := desc.MediaType
+	if mt == "" {
+		mt = sniffMediaType(b)
+	}
+	if types.MediaType(mt).IsIndex() {
+		var idx v1.IndexManifest
+		if err := json.Unmarshal(b, &idx); err != nil {
+			return nil, fmt.Errorf("index %s: %w", desc.Digest, err)
+		}
+		var have []string
+		for _, m := range idx.Manifests {
+			if len(idx.Manifests) == 1 || (m.Platform != nil && m.Platform.Satisfies(platform)) {
+				return imageOf(ctx, f, ocispec.Descriptor{MediaType: string(m.MediaType), Digest: digest.Digest(m.Digest.String()), Size: m.Size}, platform)
+			}
+			if m.Platform != nil {
+				have = append(have, m.Platform.String())
+			}
+		}
+		return nil, fmt.Errorf("index %s has no image for %s (have %v)", desc.Digest, platform.String(), have)
+	}
+	var m v1.Manifest
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, fmt.Errorf("manifest %s: %w", desc.Digest, err)
+	}
+	cfg, err := fetchManifest(ctx, f, ocispec.Descriptor{MediaType: string(m.Config.MediaType), Digest: digest.Digest(m.Config.Digest.String()), Size: m.Config.Size})
+	if err != nil {
+		return nil, fmt.Errorf("config of %s: %w", desc.Digest, err)
+	}
+	core := &fetchedImage{ctx: ctx, f: f, raw: b, manifest: &m, config: cfg, mt: types.MediaType(mt)}
+	return partial.CompressedToImage(core)
+}
+
+// fetchedImage is a go-containerregistry image whose blobs come from an
+// oras-go fetcher (registry, layout or archive).
+type fetchedImage struct {
+	ctx      context.Context
+	f        content.Fetcher
+	raw      []byte
+	manifest *v1.Manifest
+	config   []byte
+	mt       types.MediaType
+}
+
+func (i *fetchedImage) RawConfigFile() ([]byte, error)      { return i.config, nil }
+func (i *fetchedImage) MediaType() (types.MediaType, error) { return i.mt, nil }
+func (i *fetchedImage) RawManifest() ([]byte, error)        { return i.raw, nil }
+
+func (i *fetchedImage) LayerByDigest(h v1.Hash) (partial.CompressedLayer, error) {
+	for _, l := range i.manifest.Layers {
+		if l.Digest == h {
+			return &fetchedLayer{img: i, desc: l}, nil
+		}
+	}
+	if i.manifest.Config.Digest == h {
+		return &fetchedLayer{img: i, desc: i.manifest.Config}, nil
+	}
+	return nil, fmt.Errorf("blob %s is not in manifest", h)
+}
+
+type fetchedLayer struct {
+	img  *fetchedImage
+	desc v1.Descriptor
+}
+
+func (l *fetchedLayer) Digest() (v1.Hash, error)            { return l.desc.Digest, nil }
+func (l *fetchedLayer) Size() (int64, error)                { return l.desc.Size, nil }
+func (l *fetchedLayer) MediaType() (types.MediaType, error) { return l.desc.MediaType, nil }
+func (l *fetchedLayer) Compressed() (io.ReadCloser, error) {
+	if l.desc.Digest == l.img.manifest.Config.Digest {
+		return io.NopCloser(bytes.NewReader(l.img.config)), nil
+	}
+	return l.img.f.Fetch(l.img.ctx, ocispec.Descriptor{MediaType: string(l.desc.MediaType),
+		Digest: digest.Digest(l.desc.Digest.String()), Size: l.desc.Size})
+}
+
+// ReadImage returns the manifest digest, manifest and config bytes of the
+// image src (any reference kind), for inspection. An index is resolved to
+// the platform's image.
+func ReadImage(ctx context.Context, src string, platform v1.Platform, opts ...Option) (v1.Hash, []byte, []byte, error) {
+	o := defaultOptions()
+	for _, opt := range opts {
+		if err := opt(&o); err != nil {
+			return v1.Hash{}, nil, nil, err
+		}
+	}
+	sr, err := ref.Parse(src)
+	if err != nil {
+		return v1.Hash{}, nil, nil, err
+	}
+	client, err := o.httpClient()
+	if err != nil {
+		return v1.Hash{}, nil, nil, err
+	}
+	s, err := openSource(ctx, sr, &o, client)
+	if err != nil {
+		return v1.Hash{}, nil, nil, fmt.Errorf("%s: %w", src, err)
+	}
+	defer s.finish()
+	root, err := s.target.Resolve(ctx, s.refName())
+	if err != nil {
+		return v1.Hash{}, nil, nil, fmt.Errorf("%s: %w", src, err)
+	}
+	img, err := imageOf(ctx, s.target, root, platform)
+	if err != nil {
+		return v1.Hash{}, nil, nil, fmt.Errorf("%s: %w", src, err)
+	}
+	d, err := img.Digest()
+	if err != nil {
+		return v1.Hash{}, nil, nil, err
+	}
+	m, err := img.RawManifest()
+	if err != nil {
+		return v1.Hash{}, nil, nil, err
+	}
+	c, err := img.RawConfigFile()
+	return d, m, c, err
+}

@@ -1,0 +1,66 @@
+package push
+
+import (
+	"context"
+	"fmt"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/modelcar/modelcar/internal/ref"
+)
+
+// PullOptions selects what Pull extracts.
+type PullOptions struct {
+	// Prefix is the model directory inside the image (default /models).
+	Prefix string
+	// Platform picks an image from an index (default linux/amd64).
+	Platform v1.Platform
+	// Progress receives bytes read.
+	Progress func(n int64)
+}
+
+// Pull extracts the model files of the image src (registry, oci:PATH or
+// oci-archive:FILE) into dir: layers downloaded in parallel, streamed into
+// place, every blob digest and diffID verified, nothing written outside dir.
+// Re-running an interrupted pull skips the layers already in place.
+// It returns the manifest digest extracted.
+func Pull(ctx context.Context, src, dir string, po PullOptions, opts ...Option) (string, error) {
+	o := defaultOptions()
+	for _, opt := range opts {
+		if err := opt(&o); err != nil {
+			return "", err
+		}
+	}
+	if po.Platform.OS == "" {
+		po.Platform = v1.Platform{OS: "linux", Architecture: "amd64"}
+	}
+	sr, err := ref.Parse(src)
+	if err != nil {
+		return "", err
+	}
+	client, err := o.httpClient()
+	if err != nil {
+		return "", err
+	}
+	s, err := openSource(ctx, sr, &o, client)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", src, err)
+	}
+	defer s.finish()
+	root, err := s.target.Resolve(ctx, s.refName())
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", src, err)
+	}
+	img, err := imageOf(ctx, s.target, root, po.Platform)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", src, err)
+	}
+	if err := Extract(ctx, img, dir, ExtractOptions{Prefix: po.Prefix, Jobs: o.jobs, Progress: po.Progress}); err != nil {
+		return "", fmt.Errorf("pulling %s into %s: %w", src, dir, err)
+	}
+	d, err := img.Digest()
+	if err != nil {
+		return "", err
+	}
+	return d.String(), nil
+}

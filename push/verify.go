@@ -1,0 +1,226 @@
+package push
+
+import (
+	"archive/tar"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2/content"
+
+	"github.com/modelcar/modelcar/internal/ref"
+)
+
+// VerifyResult says what Verify checked.
+type VerifyResult struct {
+	Digest string `json:"digest"`
+	Blobs  int    `json:"blobs"`
+	Bytes  int64  `json:"bytes"`
+	// Files compared with the --against directory.
+	Files int `json:"files,omitempty"`
+}
+
+// Verify re-reads every manifest and blob of the image ref and checks each
+// against its descriptor's digest and size. With against set, it also
+// compares the model files in the layers (under prefix) with that
+// directory, file by file.
+func Verify(ctx context.Context, src, against, prefix string, opts ...Option) (*VerifyResult, error) {
+	o := defaultOptions()
+	for _, opt := range opts {
+		if err := opt(&o); err != nil {
+			return nil, err
+		}
+	}
+	sr, err := ref.Parse(src)
+	if err != nil {
+		return nil, err
+	}
+	client, err := o.httpClient()
+	if err != nil {
+		return nil, err
+	}
+	s, err := openSource(ctx, sr, &o, client)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", src, err)
+	}
+	defer s.finish()
+	root, err := s.target.Resolve(ctx, s.refName())
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", src, err)
+	}
+	res := &VerifyResult{Digest: root.Digest.String()}
+	var (
+		mu   sync.Mutex
+		seen = map[string]bool{}
+		wg   sync.WaitGroup
+		errs []error
+		sem  = make(chan struct{}, o.jobs)
+	)
+	var walk func(desc ocispec.Descriptor)
+	walk = func(desc ocispec.Descriptor) {
+		mu.Lock()
+		if seen[desc.Digest.String()] {
+			mu.Unlock()
+			return
+		}
+		seen[desc.Digest.String()] = true
+		mu.Unlock()
+		if isManifest(desc.MediaType) {
+			// content.Successors fetches and verifies the manifest.
+			succ, err := content.Successors(ctx, s.target, desc)
+			mu.Lock()
+			if err != nil {
+				errs = append(errs, fmt.Errorf("manifest %s: %w", desc.Digest, err))
+			} else {
+				res.Blobs++
+				res.Bytes += desc.Size
+			}
+			mu.Unlock()
+			for _, c := range succ {
+				walk(c)
+			}
+			return
+		}
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			err := verifyBlob(ctx, s.target, desc)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs = append(errs, err)
+				return
+			}
+			res.Blobs++
+			res.Bytes += desc.Size
+		})
+	}
+	walk(root)
+	wg.Wait()
+	if len(errs) > 0 {
+		sort.Slice(errs, func(i, j int) bool { return errs[i].Error() < errs[j].Error() })
+		return nil, fmt.Errorf("%s: %d of %d blobs failed verification: %w", src, len(errs), len(seen), errs[0])
+	}
+	if against != "" {
+		n, err := compareFiles(ctx, s.target, root, against, prefix)
+		if err != nil {
+			return nil, fmt.Errorf("%s against %s: %w", src, against, err)
+		}
+		res.Files = n
+	}
+	return res, nil
+}
+
+func verifyBlob(ctx context.Context, f content.Fetcher, desc ocispec.Descriptor) error {
+	rc, err := f.Fetch(ctx, desc)
+	if err != nil {
+		return fmt.Errorf("blob %s: %w", desc.Digest, err)
+	}
+	defer rc.Close()
+	h := sha256.New()
+	n, err := io.CopyBuffer(h, io.LimitReader(rc, desc.Size+1), make([]byte, 1<<20))
+	if err != nil {
+		return fmt.Errorf("blob %s: reading: %w", desc.Digest, err)
+	}
+	if n != desc.Size {
+		return fmt.Errorf("blob %s: %d bytes, descriptor says %d", desc.Digest, n, desc.Size)
+	}
+	if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != desc.Digest.String() {
+		return fmt.Errorf("blob %s: content hashes to %s", desc.Digest, got)
+	}
+	return nil
+}
+
+// compareFiles hashes every regular file under prefix in the image's
+// layers and every regular file of dir (following symlinks), and reports
+// the first difference.
+func compareFiles(ctx context.Context, f content.Fetcher, root ocispec.Descriptor, dir, prefix string) (int, error) {
+	if prefix == "" {
+		prefix = "/models"
+	}
+	prefix = strings.Trim(path.Clean("/"+prefix), "/")
+	img, err := imageOf(ctx, f, root, v1.Platform{OS: "linux", Architecture: "amd64"})
+	if err != nil {
+		return 0, err
+	}
+	layers, err := img.Layers()
+	if err != nil {
+		return 0, err
+	}
+	inImage := map[string]string{}
+	for _, l := range layers {
+		rc, err := l.Uncompressed()
+		if err != nil {
+			return 0, err
+		}
+		tr := tar.NewReader(rc)
+		for {
+			h, err := tr.Next()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				rc.Close()
+				return 0, err
+			}
+			name := strings.TrimPrefix(path.Clean("/"+h.Name), "/")
+			rel, ok := strings.CutPrefix(name, prefix+"/")
+			if !ok || h.Typeflag != tar.TypeReg {
+				continue
+			}
+			hs := sha256.New()
+			if _, err := io.Copy(hs, tr); err != nil {
+				rc.Close()
+				return 0, err
+			}
+			inImage[rel] = hex.EncodeToString(hs.Sum(nil))
+		}
+		rc.Close()
+	}
+	inDir := map[string]bool{}
+	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		rel = filepath.ToSlash(rel)
+		inDir[rel] = true
+		want, ok := inImage[rel]
+		if !ok {
+			return fmt.Errorf("%s is in the directory but not in the image", rel)
+		}
+		fh, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		defer fh.Close()
+		hs := sha256.New()
+		if _, err := io.Copy(hs, fh); err != nil {
+			return err
+		}
+		if hex.EncodeToString(hs.Sum(nil)) != want {
+			return fmt.Errorf("%s differs between the directory and the image", rel)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	for rel := range inImage {
+		if !inDir[rel] {
+			return 0, fmt.Errorf("%s is in the image but not in the directory", rel)
+		}
+	}
+	return len(inImage), nil
+}
