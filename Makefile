@@ -30,19 +30,11 @@ test: deps
 test-short:
 	go test -short ./...
 
-# Packs the embedded default model (generated, deterministic) in two layouts
-# and inspects them; needs no external service.
+# The main job end to end on the embedded default model, no external
+# service: generate, pack, push to an in-process registry, mirror through an
+# archive, pull and verify (internal/cmd/demo).
 demo: build
-	@rm -rf $(WORK)/demo && mkdir -p $(WORK)/demo
-	go run ./internal/cmd/genmodel -out $(WORK)/demo/model -size 256MiB -shards 4 -seed 1
-	@echo; echo '$$ modelcar pack $(WORK)/demo/model --output oci:$(WORK)/demo/oci:v1'
-	@time $(BIN) pack $(WORK)/demo/model --output oci:$(WORK)/demo/oci:v1
-	@echo; echo '$$ modelcar pack $(WORK)/demo/model --format estargz --output oci-archive:$(WORK)/demo/model-estargz.tar:v1'
-	@time $(BIN) pack $(WORK)/demo/model --format estargz --output oci-archive:$(WORK)/demo/model-estargz.tar:v1
-	@echo; echo '$$ modelcar pack (again: unchanged files come from the digest cache)'
-	@time $(BIN) pack $(WORK)/demo/model --output oci:$(WORK)/demo/oci:v1
-	@echo; $(BIN) inspect oci:$(WORK)/demo/oci:v1
-	@echo; $(BIN) inspect oci-archive:$(WORK)/demo/model-estargz.tar:v1
+	go run ./internal/cmd/demo -modelcar $(BIN) -work $(WORK)/demo
 
 # Pack throughput per format against the parallel SHA-256 limit measured in
 # the same run, with peak RSS. SIZE=4GiB make bench for a larger model.

@@ -63,7 +63,14 @@ func imageOf(ctx context.Context, f content.Fetcher, desc ocispec.Descriptor, pl
 	if err != nil {
 		return nil, fmt.Errorf("config of %s: %w", desc.Digest, err)
 	}
-	core := &fetchedImage{ctx: ctx, f: f, raw: b, manifest: &m, config: cfg, mt: types.MediaType(mt)}
+	var cf v1.ConfigFile
+	if err := json.Unmarshal(cfg, &cf); err != nil {
+		return nil, fmt.Errorf("config of %s: %w", desc.Digest, err)
+	}
+	if len(cf.RootFS.DiffIDs) != len(m.Layers) {
+		return nil, fmt.Errorf("image %s: config lists %d diffIDs for %d layers", desc.Digest, len(cf.RootFS.DiffIDs), len(m.Layers))
+	}
+	core := &fetchedImage{ctx: ctx, f: f, raw: b, manifest: &m, config: cfg, diffIDs: cf.RootFS.DiffIDs, mt: types.MediaType(mt)}
 	return partial.CompressedToImage(core)
 }
 
@@ -75,6 +82,7 @@ type fetchedImage struct {
 	raw      []byte
 	manifest *v1.Manifest
 	config   []byte
+	diffIDs  []v1.Hash
 	mt       types.MediaType
 }
 
@@ -83,9 +91,9 @@ func (i *fetchedImage) MediaType() (types.MediaType, error) { return i.mt, nil }
 func (i *fetchedImage) RawManifest() ([]byte, error)        { return i.raw, nil }
 
 func (i *fetchedImage) LayerByDigest(h v1.Hash) (partial.CompressedLayer, error) {
-	for _, l := range i.manifest.Layers {
+	for k, l := range i.manifest.Layers {
 		if l.Digest == h {
-			return &fetchedLayer{img: i, desc: l}, nil
+			return &fetchedLayer{img: i, desc: l, diffID: i.diffIDs[k]}, nil
 		}
 	}
 	if i.manifest.Config.Digest == h {
@@ -95,9 +103,13 @@ func (i *fetchedImage) LayerByDigest(h v1.Hash) (partial.CompressedLayer, error)
 }
 
 type fetchedLayer struct {
-	img  *fetchedImage
-	desc v1.Descriptor
+	img    *fetchedImage
+	desc   v1.Descriptor
+	diffID v1.Hash
 }
+
+// DiffID comes from the config, so nothing is read to learn it.
+func (l *fetchedLayer) DiffID() (v1.Hash, error) { return l.diffID, nil }
 
 func (l *fetchedLayer) Digest() (v1.Hash, error)            { return l.desc.Digest, nil }
 func (l *fetchedLayer) Size() (int64, error)                { return l.desc.Size, nil }
