@@ -13,9 +13,11 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
+	"oras.land/oras-go/v2/registry/remote/auth"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -62,12 +64,29 @@ func main() {
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "Error:", err)
+		if hint := hintFor(err); hint != "" {
+			fmt.Fprintln(os.Stderr, "Hint:", hint)
+		}
 		var ue usageError
 		if errors.As(err, &ue) {
 			os.Exit(2)
 		}
 		os.Exit(1)
 	}
+}
+
+// hintFor suggests the fix for errors users meet often.
+func hintFor(err error) string {
+	msg := err.Error()
+	switch {
+	case errors.Is(err, auth.ErrBasicCredentialNotFound), strings.Contains(msg, "401 Unauthorized"), strings.Contains(msg, "unauthorized"):
+		return "the registry wants credentials: run 'modelcar login REGISTRY -u USER --password-stdin', or pass --username with --password-stdin"
+	case strings.Contains(msg, "server gave HTTP response to HTTPS client"):
+		return "the registry speaks plain HTTP: add --plain-http"
+	case strings.Contains(msg, "x509:") || strings.Contains(msg, "tls: failed to verify certificate"):
+		return "the registry's certificate is not trusted: add its CA to the system store, or use --insecure for a test registry"
+	}
+	return ""
 }
 
 // usageError marks errors in how a command was called (exit status 2).

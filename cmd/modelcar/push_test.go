@@ -1,0 +1,94 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/modelcar/modelcar/internal/testenv"
+)
+
+// runWith runs modelcar with extra environment and stdin.
+func runWith(t *testing.T, env []string, stdin string, args ...string) result {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	var so, se bytes.Buffer
+	cmd.Stdout, cmd.Stderr, cmd.Stdin = &so, &se, strings.NewReader(stdin)
+	cmd.Env = append(append(os.Environ(), "XDG_CACHE_HOME="+t.TempDir()), env...)
+	err := cmd.Run()
+	r := result{stdout: so.String(), stderr: se.String()}
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		r.code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// TestPushLoginPullWithAuth: against a registry with htpasswd auth, an
+// anonymous push fails clearly, login saves credentials, push prints the
+// pinned reference and writes the digest file, pull and verify work, and
+// the password never appears in any output.
+func TestPushLoginPullWithAuth(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end: real registry with htpasswd auth")
+	}
+	const user, secret = "ci-bot", "pa55-w0rd-never-printed"
+	reg := testenv.StartRegistry(t, testenv.WithHtpasswd(user, secret))
+	m := genModel(t)
+	layout := "oci:" + filepath.Join(t.TempDir(), "oci") + ":v1"
+	var outputs []string
+	check := func(r result) result {
+		outputs = append(outputs, r.stdout, r.stderr)
+		return r
+	}
+	pack := check(run(t, nil, "pack", m.Dir, "--output", layout))
+	digest := strings.TrimSpace(pack.stdout)
+	dst := reg.Ref("models/m") + ":v1"
+
+	anon := check(runWith(t, []string{"DOCKER_CONFIG=" + t.TempDir()}, "", "push", layout, dst, "--plain-http"))
+	if anon.code != 1 || !strings.Contains(anon.stderr, "modelcar login") {
+		t.Errorf("anonymous push: %+v", anon)
+	}
+	dockerConfig := []string{"DOCKER_CONFIG=" + t.TempDir()}
+	bad := check(runWith(t, dockerConfig, "wrong\n", "login", reg.Addr, "-u", user, "--password-stdin", "--plain-http"))
+	if bad.code != 1 {
+		t.Errorf("login with a wrong password: %+v", bad)
+	}
+	login := check(runWith(t, dockerConfig, secret+"\n", "login", reg.Addr, "-u", user, "--password-stdin", "--plain-http"))
+	if login.code != 0 {
+		t.Fatalf("login: %+v", login)
+	}
+	digestFile := filepath.Join(t.TempDir(), "digest")
+	p := check(runWith(t, dockerConfig, "", "push", layout, dst, "--plain-http", "--digest-file", digestFile))
+	if p.code != 0 || strings.TrimSpace(p.stdout) != reg.Ref("models/m")+"@"+digest {
+		t.Fatalf("push: %+v (want %s@%s)", p, reg.Ref("models/m"), digest)
+	}
+	if b, _ := os.ReadFile(digestFile); strings.TrimSpace(string(b)) != digest {
+		t.Errorf("digest file holds %q", b)
+	}
+	// One-off credentials, nothing saved.
+	p2 := check(runWith(t, []string{"DOCKER_CONFIG=" + t.TempDir()}, secret+"\n", "push", layout, reg.Ref("other/m")+":v1", "--plain-http", "-u", user, "--password-stdin"))
+	if p2.code != 0 {
+		t.Errorf("push with --password-stdin: %+v", p2)
+	}
+	dir := filepath.Join(t.TempDir(), "pulled")
+	pl := check(runWith(t, dockerConfig, "", "pull", strings.TrimSpace(p.stdout), dir, "--plain-http"))
+	if pl.code != 0 || strings.TrimSpace(pl.stdout) != digest {
+		t.Errorf("pull: %+v", pl)
+	}
+	v := check(runWith(t, dockerConfig, "", "verify", dst, "--plain-http", "--against", m.Dir))
+	if v.code != 0 || !strings.Contains(v.stdout, "files match") {
+		t.Errorf("verify: %+v", v)
+	}
+	for _, o := range outputs {
+		if strings.Contains(o, secret) {
+			t.Errorf("the password appears in output: %q", o)
+		}
+	}
+}
