@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -96,5 +97,39 @@ func TestMirrorRegistryArchiveRegistryKeepsDigest(t *testing.T) {
 				t.Errorf("crane digest on the second registry %s, want %s", got, want)
 			}
 		})
+	}
+}
+
+func TestMirrorSplitArchiveVolumes(t *testing.T) {
+	m, p := packed(t, 6, 3<<20, pack.FormatTar)
+	archive := filepath.Join(t.TempDir(), "m.tar")
+	r := copyT(t, p.Reference, "oci-archive:"+archive, push.WithSplitSize(1<<20))
+	if _, err := os.Stat(archive); !os.IsNotExist(err) {
+		t.Errorf("a split archive also wrote %s", archive)
+	}
+	vols, _ := filepath.Glob(archive + ".*")
+	if len(vols) < 3 {
+		t.Fatalf("volumes %v", vols)
+	}
+	for _, v := range vols[:len(vols)-1] {
+		if st, _ := os.Stat(v); st.Size() != 1<<20 {
+			t.Errorf("%s is %d bytes", v, st.Size())
+		}
+	}
+	// Read back from the volumes, and from their plain concatenation.
+	dir := filepath.Join(t.TempDir(), "out")
+	if _, err := push.Pull(context.Background(), "oci-archive:"+archive, dir, push.PullOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	sameTree(t, m.Dir, dir)
+	joined := filepath.Join(t.TempDir(), "joined.tar")
+	var all []byte
+	for _, v := range vols {
+		b, _ := os.ReadFile(v)
+		all = append(all, b...)
+	}
+	os.WriteFile(joined, all, 0o644)
+	if vr, err := push.Verify(context.Background(), "oci-archive:"+joined, "", ""); err != nil || vr.Digest != r.Digest {
+		t.Errorf("joined archive: %+v %v", vr, err)
 	}
 }

@@ -167,7 +167,7 @@ func openDest(ctx context.Context, r ref.Ref, o *options, client *auth.Client) (
 			finish: func() error {
 				defer os.RemoveAll(staging)
 				l.Cleanup()
-				return ocilayout.WriteArchive(staging, r.Path)
+				return ocilayout.WriteArchiveSplit(staging, r.Path, o.splitSize)
 			},
 			abort: func() { os.RemoveAll(staging) },
 		}, nil

@@ -33,6 +33,7 @@ type options struct {
 	referrers  bool
 	retries    int
 	monolithic bool
+	splitSize  int64
 }
 
 func defaultOptions() options {
@@ -94,6 +95,19 @@ func WithStateDir(dir string) Option { return func(o *options) error { o.stateDi
 // and its credential helpers, as DOCKER_CONFIG selects).
 func WithCredentials(s credentials.Store) Option {
 	return func(o *options) error { o.creds = s; return nil }
+}
+
+// WithSplitSize cuts an oci-archive destination into volumes FILE.000,
+// FILE.001... of at most n bytes (for media with file size limits); an
+// archive source named FILE is read from its volumes when FILE is absent.
+func WithSplitSize(n int64) Option {
+	return func(o *options) error {
+		if n < 0 {
+			return fmt.Errorf("--split-size must not be negative")
+		}
+		o.splitSize = n
+		return nil
+	}
 }
 
 // WithReferrers also copies the referrers (signatures, SBOMs) of the image.

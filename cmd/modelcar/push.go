@@ -148,36 +148,109 @@ func (f *transferFlags) printResult(cmd *cobra.Command, res *push.Result) error 
 	return nil
 }
 
-func copyCmd(use, short, long, example string) *cobra.Command {
-	var f transferFlags
+func copyCmd(use, short, long, example string, mirror bool) *cobra.Command {
+	var (
+		f               transferFlags
+		fromFile, split string
+		referrers       bool
+	)
 	cmd := &cobra.Command{
 		Use:     use,
 		Short:   short,
 		Long:    long,
 		Example: example,
 		Args: func(cmd *cobra.Command, args []string) error {
+			if fromFile != "" {
+				if len(args) != 0 {
+					return usageError{fmt.Errorf("--from-file takes no SRC and DST arguments")}
+				}
+				return nil
+			}
 			if len(args) != 2 {
 				return usageError{fmt.Errorf("%s takes SRC and DST, got %d arguments", cmd.Name(), len(args))}
 			}
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			opts, err := f.options(cmd, args...)
+			pairs := [][2]string{}
+			if fromFile != "" {
+				var err error
+				if pairs, err = readPairs(fromFile); err != nil {
+					return err
+				}
+			} else {
+				pairs = append(pairs, [2]string{args[0], args[1]})
+			}
+			var all []string
+			for _, p := range pairs {
+				all = append(all, p[0], p[1])
+			}
+			opts, err := f.options(cmd, all...)
 			if err != nil {
 				return err
 			}
-			prog := newTransferProgress(cmd.ErrOrStderr(), f.quiet, cmd.Name())
-			opts = append(opts, push.WithProgress(prog.event))
-			res, err := push.Copy(cmd.Context(), args[0], args[1], opts...)
-			prog.finish()
-			if err != nil {
-				return err
+			if split != "" {
+				n, err := parseSize(split)
+				if err != nil {
+					return usageError{fmt.Errorf("--split-size: %w", err)}
+				}
+				opts = append(opts, push.WithSplitSize(n))
 			}
-			return f.printResult(cmd, res)
+			opts = append(opts, push.WithReferrers(referrers))
+			failed := 0
+			for _, p := range pairs {
+				prog := newTransferProgress(cmd.ErrOrStderr(), f.quiet, cmd.Name())
+				res, err := push.Copy(cmd.Context(), p[0], p[1], append(opts, push.WithProgress(prog.event))...)
+				prog.finish()
+				if err != nil {
+					if len(pairs) == 1 {
+						return err
+					}
+					failed++
+					fmt.Fprintf(cmd.ErrOrStderr(), "Error: %s -> %s: %v\n", p[0], p[1], err)
+					continue
+				}
+				if err := f.printResult(cmd, res); err != nil {
+					return err
+				}
+			}
+			if failed > 0 {
+				return fmt.Errorf("%d of %d copies failed", failed, len(pairs))
+			}
+			return nil
 		},
 	}
 	f.register(cmd, true)
+	cmd.Flags().BoolVar(&referrers, "referrers", false, "also copy the image's referrers (signatures, SBOMs)")
+	if mirror {
+		cmd.Flags().StringVar(&fromFile, "from-file", "", "copy every 'SRC DST' pair listed in this file (one per line, # comments)")
+		cmd.Flags().StringVar(&split, "split-size", "", "cut an oci-archive destination into volumes FILE.000, FILE.001... of this size (e.g. 4GiB)")
+	}
 	return cmd
+}
+
+// readPairs reads "SRC DST" lines.
+func readPairs(file string) ([][2]string, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("--from-file: %w", err)
+	}
+	var pairs [][2]string
+	for i, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		fields := strings.Fields(line)
+		if len(fields) != 2 {
+			return nil, usageError{fmt.Errorf("--from-file %s line %d: want 'SRC DST', got %q", file, i+1, line)}
+		}
+		pairs = append(pairs, [2]string{fields[0], fields[1]})
+	}
+	if len(pairs) == 0 {
+		return nil, usageError{fmt.Errorf("--from-file %s: no 'SRC DST' lines", file)}
+	}
+	return pairs, nil
 }
 
 func newPushCmd() *cobra.Command {
@@ -201,7 +274,7 @@ from 'modelcar login', or from --username with --password-stdin.`,
   modelcar push oci-archive:llama.tar localhost:5000/models/llama:v1 --plain-http
 
   # CI with a token
-  echo "$TOKEN" | modelcar push oci:./llama:v1 ghcr.io/acme/llama:v1 -u ci --password-stdin`)
+  echo "$TOKEN" | modelcar push oci:./llama:v1 ghcr.io/acme/llama:v1 -u ci --password-stdin`, false)
 }
 
 func newMirrorCmd() *cobra.Command {
@@ -214,7 +287,14 @@ are read in place and written next to the target, then renamed: memory use
 does not grow with the image.`,
 		`  # Into an air gap: registry -> archive on a disk -> private registry
   modelcar mirror registry.example.com/models/llama:v1 oci-archive:/mnt/usb/llama.tar
-  modelcar mirror oci-archive:/mnt/usb/llama.tar registry.airgap.local/models/llama:v1`)
+  modelcar mirror oci-archive:/mnt/usb/llama.tar registry.airgap.local/models/llama:v1
+
+  # Onto media with a 4 GiB file limit, then back (cat llama.tar.* > llama.tar also joins)
+  modelcar mirror registry.example.com/models/llama:v1 oci-archive:/mnt/fat32/llama.tar --split-size 4GiB
+  modelcar mirror oci-archive:/mnt/fat32/llama.tar registry.airgap.local/models/llama:v1
+
+  # Many images; signatures and SBOMs too
+  modelcar mirror --from-file images.txt --referrers`, true)
 }
 
 func newLoginCmd() *cobra.Command {

@@ -19,7 +19,16 @@ import (
 // WriteArchive writes the layout in dir as an OCI archive (a tar of the
 // layout, as skopeo's oci-archive transport reads it) to file, atomically:
 // the tar is written next to file and renamed over it only when complete.
-func WriteArchive(dir, file string) (err error) {
+func WriteArchive(dir, file string) error { return WriteArchiveSplit(dir, file, 0) }
+
+// VolumeName is the name of volume i of a split archive: FILE.000, FILE.001...
+// `cat FILE.* > FILE` joins them into the plain archive.
+func VolumeName(file string, i int) string { return fmt.Sprintf("%s.%03d", file, i) }
+
+// WriteArchiveSplit is WriteArchive cut into volumes of at most volume
+// bytes (0: one file). Volumes are renamed into place only when all are
+// complete, the first last, so FILE.000 existing means the set is whole.
+func WriteArchiveSplit(dir, file string, volume int64) (err error) {
 	var names []string
 	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -54,14 +63,10 @@ func WriteArchive(dir, file string) (err error) {
 		}
 		return names[i] < names[j]
 	})
-	f, err := os.CreateTemp(filepath.Dir(file), "."+filepath.Base(file)+".partial-*")
-	if err != nil {
-		return fmt.Errorf("writing archive %s: %w", file, err)
-	}
+	f := &volumeWriter{file: file, size: volume}
 	defer func() {
 		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
+			f.abort()
 		}
 	}()
 	tw := tar.NewWriter(f)
@@ -96,41 +101,106 @@ func WriteArchive(dir, file string) (err error) {
 	if err := tw.Close(); err != nil {
 		return fmt.Errorf("writing archive %s: %w", file, err)
 	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("writing archive %s: %w", file, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("writing archive %s: %w", file, err)
-	}
-	if err := os.Chmod(f.Name(), 0o644); err != nil {
-		return err
-	}
-	if err := os.Rename(f.Name(), file); err != nil {
+	if err := f.commit(); err != nil {
 		return fmt.Errorf("writing archive %s: %w", file, err)
 	}
 	return nil
 }
 
+// volumeWriter writes temporary volume files and renames them at commit.
+type volumeWriter struct {
+	file  string
+	size  int64 // 0: one volume
+	vols  []*os.File
+	inCur int64
+}
+
+func (v *volumeWriter) Write(p []byte) (int, error) {
+	n := 0
+	for len(p) > 0 {
+		if len(v.vols) == 0 || (v.size > 0 && v.inCur == v.size) {
+			f, err := os.CreateTemp(filepath.Dir(v.file), "."+filepath.Base(v.file)+".partial-*")
+			if err != nil {
+				return n, err
+			}
+			v.vols = append(v.vols, f)
+			v.inCur = 0
+		}
+		chunk := p
+		if v.size > 0 && int64(len(chunk)) > v.size-v.inCur {
+			chunk = chunk[:v.size-v.inCur]
+		}
+		m, err := v.vols[len(v.vols)-1].Write(chunk)
+		n += m
+		v.inCur += int64(m)
+		if err != nil {
+			return n, err
+		}
+		p = p[m:]
+	}
+	return n, nil
+}
+
+func (v *volumeWriter) commit() error {
+	for _, f := range v.vols {
+		if err := f.Close(); err != nil {
+			return err
+		}
+		if err := os.Chmod(f.Name(), 0o644); err != nil {
+			return err
+		}
+	}
+	if v.size == 0 {
+		return os.Rename(v.vols[0].Name(), v.file)
+	}
+	// Stale volumes of an earlier, longer set would corrupt a join.
+	for i := len(v.vols); ; i++ {
+		if os.Remove(VolumeName(v.file, i)) != nil {
+			break
+		}
+	}
+	os.Remove(VolumeName(v.file, 0))
+	for i := len(v.vols) - 1; i >= 0; i-- {
+		if err := os.Rename(v.vols[i].Name(), VolumeName(v.file, i)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (v *volumeWriter) abort() {
+	for _, f := range v.vols {
+		f.Close()
+		os.Remove(f.Name())
+	}
+}
+
 type onlyReader struct{ io.Reader }
 
 // Archive is an OCI archive opened in place: its entries are indexed once
-// and blobs are read as sections of the tar file.
+// and blobs are read as sections of the tar file (or of its volumes).
 type Archive struct {
 	File    string
-	f       *os.File
+	f       readerAtCloser
 	entries map[string]section
+}
+
+type readerAtCloser interface {
+	io.ReaderAt
+	io.Closer
 }
 
 type section struct{ off, size int64 }
 
 // OpenArchive indexes the tar file's entries.
+// A split archive is opened by its base name when FILE.000 exists.
 func OpenArchive(file string) (*Archive, error) {
-	f, err := os.Open(file)
+	f, size, err := openVolumes(file)
 	if err != nil {
 		return nil, fmt.Errorf("opening archive: %w", err)
 	}
 	a := &Archive{File: file, f: f, entries: map[string]section{}}
-	cr := &offsetReader{r: f}
+	cr := &offsetReader{r: io.NewSectionReader(f, 0, size)}
 	tr := tar.NewReader(cr)
 	for {
 		h, err := tr.Next()
@@ -201,4 +271,81 @@ func (o *offsetReader) Seek(offset int64, whence int) (int64, error) {
 		o.off = n
 	}
 	return n, err
+}
+
+// openVolumes opens file, or its volumes FILE.000, FILE.001... as one.
+func openVolumes(file string) (readerAtCloser, int64, error) {
+	if f, err := os.Open(file); err == nil {
+		st, err := f.Stat()
+		if err != nil {
+			f.Close()
+			return nil, 0, err
+		}
+		return f, st.Size(), nil
+	} else if !os.IsNotExist(err) {
+		return nil, 0, err
+	}
+	var m multiFile
+	for i := 0; ; i++ {
+		f, err := os.Open(VolumeName(file, i))
+		if os.IsNotExist(err) && i > 0 {
+			break
+		}
+		if err != nil {
+			m.Close()
+			if i == 0 {
+				return nil, 0, fmt.Errorf("%s: no such file (nor volumes %s...)", file, VolumeName(file, 0))
+			}
+			return nil, 0, err
+		}
+		st, err := f.Stat()
+		if err != nil {
+			f.Close()
+			m.Close()
+			return nil, 0, err
+		}
+		m.files = append(m.files, f)
+		m.offs = append(m.offs, m.size)
+		m.size += st.Size()
+	}
+	return &m, m.size, nil
+}
+
+// multiFile reads volumes as one file.
+type multiFile struct {
+	files []*os.File
+	offs  []int64
+	size  int64
+}
+
+func (m *multiFile) ReadAt(p []byte, off int64) (int, error) {
+	n := 0
+	for n < len(p) {
+		pos := off + int64(n)
+		if pos >= m.size {
+			return n, io.EOF
+		}
+		i := sort.Search(len(m.offs), func(i int) bool { return m.offs[i] > pos }) - 1
+		end := m.size
+		if i+1 < len(m.offs) {
+			end = m.offs[i+1]
+		}
+		want := min(int64(len(p)-n), end-pos)
+		k, err := m.files[i].ReadAt(p[n:n+int(want)], pos-m.offs[i])
+		n += k
+		if err != nil && err != io.EOF {
+			return n, err
+		}
+		if int64(k) < want {
+			return n, io.ErrUnexpectedEOF
+		}
+	}
+	return n, nil
+}
+
+func (m *multiFile) Close() error {
+	for _, f := range m.files {
+		f.Close()
+	}
+	return nil
 }
