@@ -203,6 +203,16 @@ func copyReferrers(ctx context.Context, s, d *endpoint, root ocispec.Descriptor,
 		if err := oras.CopyGraph(ctx, s.target, d.target, r, gopts); err != nil {
 			return fmt.Errorf("--referrers: copying %s: %w", r.Digest, copyError(err))
 		}
+		if d.repo == nil {
+			// Layouts keep referrers as untagged entries of index.json.
+			if err := d.target.Tag(ctx, r, ""); err != nil {
+				return fmt.Errorf("--referrers: recording %s: %w", r.Digest, err)
+			}
+		}
+		// Referrers of referrers (a signature of an SBOM) come along too.
+		if err := copyReferrers(ctx, s, d, r, gopts); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -133,3 +133,24 @@ func TestMirrorSplitArchiveVolumes(t *testing.T) {
 		t.Errorf("joined archive: %+v %v", vr, err)
 	}
 }
+
+// TestMirrorKeepsReferrers: a signature attached with oras survives
+// registry -> archive -> registry with --referrers.
+func TestMirrorKeepsReferrers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end: real registries and oras")
+	}
+	a, b := testenv.StartRegistry(t), testenv.StartRegistry(t)
+	_, p := packed(t, 7, 1<<20, pack.FormatTar)
+	src := copyT(t, p.Reference, a.Ref("models/m")+":v1")
+	sig := filepath.Join(t.TempDir(), "sig.json")
+	os.WriteFile(sig, []byte(`{"signed":"yes"}`), 0o644)
+	testenv.Oras(t, "attach", "--plain-http", "--disable-path-validation", "--artifact-type", "application/vnd.example.signature", src.Reference, sig+":application/json")
+	archive := filepath.Join(t.TempDir(), "m.tar")
+	copyT(t, a.Ref("models/m")+":v1", "oci-archive:"+archive, push.WithReferrers(true))
+	copyT(t, "oci-archive:"+archive, b.Ref("airgap/m")+":v1", push.WithReferrers(true))
+	out := testenv.Oras(t, "discover", "--plain-http", "--format", "json", b.Ref("airgap/m")+"@"+src.Digest)
+	if !strings.Contains(out, "application/vnd.example.signature") {
+		t.Errorf("the signature did not survive the mirror: %s", out)
+	}
+}

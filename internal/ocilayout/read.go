@@ -50,7 +50,7 @@ func (a *Archive) ReadBlob(h v1.Hash, max int64) ([]byte, error) {
 }
 
 // Resolve picks the index.json entry named by tag or digest. With neither,
-// a store holding exactly one image yields it.
+// a store holding exactly one image, or exactly one tagged image, yields it.
 func Resolve(r Reader, where, tag string, dgst *v1.Hash) (v1.Descriptor, error) {
 	idx, err := r.Index()
 	if err != nil {
@@ -74,6 +74,17 @@ func Resolve(r Reader, where, tag string, dgst *v1.Hash) (v1.Descriptor, error) 
 	}
 	if len(idx.Manifests) == 1 {
 		return idx.Manifests[0], nil
+	}
+	// Untagged entries beside one tagged image are usually its referrers
+	// (signatures, SBOMs): the tagged image is the one meant.
+	var tagged []v1.Descriptor
+	for _, d := range idx.Manifests {
+		if _, ok := d.Annotations[AnnotationRefName]; ok {
+			tagged = append(tagged, d)
+		}
+	}
+	if len(tagged) == 1 {
+		return tagged[0], nil
 	}
 	if len(idx.Manifests) == 0 {
 		return v1.Descriptor{}, fmt.Errorf("%s: holds no image", where)
