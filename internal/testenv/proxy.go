@@ -294,6 +294,13 @@ func (p *Proxy) Requests() []RequestLog {
 	return out
 }
 
+// ClearFaults disarms every fault (requests already held stay held).
+func (p *Proxy) ClearFaults() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.faults = nil
+}
+
 // Reset clears the statistics and the request log. Armed faults stay.
 // Requests running during Reset are counted partly.
 func (p *Proxy) Reset() {
