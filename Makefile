@@ -37,10 +37,13 @@ demo: build
 	go run ./internal/cmd/demo -modelcar $(BIN) -work $(WORK)/demo
 
 # Pack throughput per format against the parallel SHA-256 limit measured in
-# the same run, with peak RSS. SIZE=4GiB make bench for a larger model.
-bench: build
+# the same run, then push/pull/mirror against crane, oras, skopeo and the
+# registry's raw ingest limit, with peak RSS. SIZE=4GiB make bench for more.
+bench: build deps
 	go build -o bin/packbench ./internal/cmd/packbench
 	./bin/packbench -modelcar $(BIN) -work $(WORK)/bench -size $(SIZE) -json $(WORK)/bench/results.json
+	go build -o bin/pushbench ./internal/cmd/pushbench
+	./bin/pushbench -modelcar $(BIN) -work $(WORK)/pushbench -size $(SIZE) -json $(WORK)/pushbench/results.json
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

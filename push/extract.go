@@ -957,7 +957,12 @@ func (e *extractJob) read(ctx context.Context, li extractLayerInfo, x *extractLa
 		defer zr.Close()
 		dec = zr
 	}
-	u := io.TeeReader(dec, uh)
+	// An uncompressed layer's diffID is its digest: hash it once.
+	same := dec == io.Reader(br) && li.digest == li.diffID
+	u := dec
+	if !same {
+		u = io.TeeReader(dec, uh)
+	}
 	if err := x.extract(ctx, u); err != nil {
 		return err
 	}
@@ -971,6 +976,9 @@ func (e *extractJob) read(ctx context.Context, li extractLayerInfo, x *extractLa
 	}
 	if err := extractCheckHash("blob", ch, li.digest); err != nil {
 		return err
+	}
+	if same {
+		return nil
 	}
 	return extractCheckHash("uncompressed (diff ID)", uh, li.diffID)
 }
