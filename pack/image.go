@@ -116,9 +116,9 @@ func loadBase(img v1.Image) (*baseParts, error) {
 }
 
 // copyBaseBlobs streams the base layers into the output layout.
-func copyBaseBlobs(ctx context.Context, bp *baseParts, out *ocilayout.Layout) error {
+func copyBaseBlobs(ctx context.Context, bp *baseParts, out Store) error {
 	for _, d := range bp.layers {
-		if out.Has(d.Digest, d.Size) {
+		if out.Has(ctx, d.Digest, d.Size) {
 			continue
 		}
 		l, err := bp.img.LayerByDigest(d.Digest)
@@ -129,7 +129,7 @@ func copyBaseBlobs(ctx context.Context, bp *baseParts, out *ocilayout.Layout) er
 		if err != nil {
 			return fmt.Errorf("--base: layer %s: %w", d.Digest, err)
 		}
-		err = out.CopyBlob(ctx, d.Digest, d.Size, rc)
+		err = out.PutBlob(ctx, d.Digest, d.Size, rc)
 		rc.Close()
 		if err != nil {
 			return fmt.Errorf("--base: %w", err)

@@ -1,6 +1,7 @@
 package pack
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -80,9 +81,31 @@ func Pack(ctx context.Context, dir string, dst string, opts ...Option) (*Result,
 		}
 	}
 	if out.Kind == ref.Registry {
-		return nil, fmt.Errorf("--output %s: packing straight to a registry is not available yet; pack to oci:PATH or oci-archive:FILE", dst)
+		return nil, fmt.Errorf("--output %s: pack writes oci:PATH and oci-archive:FILE; a registry store comes from push.Pack", dst)
 	}
+	r := out
+	r.Tag = tags[0]
+	return packTo(ctx, dir, r.String(), func() (Store, error) { return openTarget(out) }, tags, &o)
+}
 
+// PackTo packs the model directory dir into store, publishing it under
+// tags; reference names the destination in the result.
+func PackTo(ctx context.Context, dir string, store Store, reference string, tags []string, opts ...Option) (*Result, error) {
+	o := defaults()
+	for _, opt := range opts {
+		if err := opt(&o); err != nil {
+			return nil, err
+		}
+	}
+	if o.levelSet {
+		if err := o.format.checkLevel(o.level); err != nil {
+			return nil, err
+		}
+	}
+	return packTo(ctx, dir, reference, func() (Store, error) { return store, nil }, tags, &o)
+}
+
+func packTo(ctx context.Context, dir, reference string, open func() (Store, error), tags []string, o *options) (*Result, error) {
 	files, err := Scan(ctx, dir, o.scan)
 	if err != nil {
 		return nil, err
@@ -109,28 +132,26 @@ func Pack(ctx context.Context, dir string, dst string, opts ...Option) (*Result,
 		}
 	}
 
-	tgt, err := openTarget(out)
+	store, err := open()
 	if err != nil {
 		return nil, err
 	}
-	res, err := build(ctx, tgt.layout, plans, base, &o)
+	res, manifest, err := build(ctx, store, plans, base, o)
 	if err != nil {
-		tgt.abort()
+		store.Abort()
 		return nil, err
 	}
 	desc := v1.Descriptor{MediaType: res.MediaType, Digest: res.Digest, Size: res.Size}
-	if err := tgt.finish(desc, tags); err != nil {
-		tgt.abort()
+	if err := store.Publish(ctx, desc, manifest, tags); err != nil {
+		store.Abort()
 		return nil, err
 	}
-	r := out
-	r.Tag = tags[0]
-	res.Reference = r.String()
+	res.Reference = reference
 	return res, nil
 }
 
 // build writes every blob into l and returns the image.
-func build(ctx context.Context, l *ocilayout.Layout, plans []layerPlan, base *baseParts, o *options) (*Result, error) {
+func build(ctx context.Context, l Store, plans []layerPlan, base *baseParts, o *options) (*Result, []byte, error) {
 	var cache *layerCache
 	if o.cacheDir != "" {
 		cache = &layerCache{dir: o.cacheDir}
@@ -189,10 +210,10 @@ feed:
 	close(next)
 	wg.Wait()
 	if firstErr != nil {
-		return nil, firstErr
+		return nil, nil, firstErr
 	}
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 
 	var (
@@ -201,7 +222,7 @@ feed:
 	)
 	if base != nil {
 		if err := copyBaseBlobs(ctx, base, l); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		cfg = base.config
 		layerDesc = append(layerDesc, base.layers...)
@@ -230,11 +251,14 @@ feed:
 	}
 	cfgBytes, err := json.Marshal(cfg)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	cfgDigest, err := l.WriteBlob(cfgBytes)
+	cfgDigest, _, err := v1.SHA256(bytes.NewReader(cfgBytes))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
+	}
+	if err := l.PutBlob(ctx, cfgDigest, int64(len(cfgBytes)), bytes.NewReader(cfgBytes)); err != nil {
+		return nil, nil, err
 	}
 	m := v1.Manifest{
 		SchemaVersion: 2,
@@ -245,17 +269,17 @@ feed:
 	}
 	mBytes, err := json.Marshal(m)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	mDigest, err := l.WriteBlob(mBytes)
+	mDigest, _, err := v1.SHA256(bytes.NewReader(mBytes))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	res := &Result{Digest: mDigest, Size: int64(len(mBytes)), MediaType: m.MediaType, Layers: layers}
 	if base != nil {
 		res.BaseLayers = len(base.layers)
 	}
-	return res, nil
+	return res, mBytes, nil
 }
 
 func historyFiles(files []string) string {
@@ -267,7 +291,7 @@ func historyFiles(files []string) string {
 
 // buildOne builds plan i into l, or reuses it from the digest cache when the
 // layout already holds the blob.
-func buildOne(ctx context.Context, l *ocilayout.Layout, i int, p layerPlan, o *options, cache *layerCache) (builtLayer, bool, error) {
+func buildOne(ctx context.Context, l Store, i int, p layerPlan, o *options, cache *layerCache) (builtLayer, bool, error) {
 	var prioritized []string
 	if p.Small && (o.format == FormatEstargz || o.format == FormatZstdChunked) {
 		for _, e := range p.Entries {
@@ -283,23 +307,51 @@ func buildOne(ctx context.Context, l *ocilayout.Layout, i int, p layerPlan, o *o
 		level = o.format.defaultLevel(p.Small)
 	}
 	key := newCacheKey(p, o.format, level, o.epoch.Unix(), prioritized)
-	if v, ok := cache.get(key); ok && l.Has(v.Desc.Digest, v.Desc.Size) {
+	if v, ok := cache.get(key); ok && l.Has(ctx, v.Desc.Digest, v.Desc.Size) {
 		done := ev
 		done.Done, done.Reused = true, true
 		o.progress(done)
 		return builtLayer{Desc: v.Desc, DiffID: v.DiffID}, true, nil
 	}
+	// A store failure (a dropped upload) rebuilds the layer from the files:
+	// the bytes are the same every time.
+	var (
+		bl  builtLayer
+		err error
+	)
+	for attempt := 1; ; attempt++ {
+		bl, err = buildLayerOnce(ctx, l, i, p, level, prioritized, o, ev)
+		var ie *InputError
+		if err == nil || attempt == storeAttempts || errors.As(err, &ie) || ctx.Err() != nil {
+			break
+		}
+	}
+	if err != nil {
+		return builtLayer{}, false, err
+	}
+	cache.put(key, cacheValue{Desc: bl.Desc, DiffID: bl.DiffID})
+	done := ev
+	done.Done = true
+	o.progress(done)
+	return bl, false, nil
+}
+
+// storeAttempts bounds how often one layer is rebuilt after store failures.
+const storeAttempts = 3
+
+// buildLayerOnce encodes plan p into a new blob of l and commits it.
+func buildLayerOnce(ctx context.Context, l Store, i int, p layerPlan, level int, prioritized []string, o *options, ev ProgressEvent) (builtLayer, error) {
 	ts, err := newTarStream(p.Entries, o.epoch)
 	if err != nil {
-		return builtLayer{}, false, err
+		return builtLayer{}, err
 	}
 	if err := ts.open(); err != nil {
-		return builtLayer{}, false, err
+		return builtLayer{}, err
 	}
 	defer ts.close()
-	w, err := l.NewBlob()
+	w, err := l.NewBlob(ctx)
 	if err != nil {
-		return builtLayer{}, false, err
+		return builtLayer{}, err
 	}
 	bl, err := encodeLayer(ctx, ts, o.format, level, prioritized, w, func(n int64) {
 		if n > 0 {
@@ -312,34 +364,23 @@ func buildOne(ctx context.Context, l *ocilayout.Layout, i int, p layerPlan, o *o
 		w.Abort()
 		var ie *InputError
 		if errors.As(err, &ie) || errors.Is(err, context.Canceled) {
-			return builtLayer{}, false, err
+			return builtLayer{}, err
 		}
-		return builtLayer{}, false, fmt.Errorf("layer %d (%s): %w", i, historyFiles(p.files()), err)
+		return builtLayer{}, fmt.Errorf("layer %d (%s): %w", i, historyFiles(p.files()), err)
 	}
 	if bl.Desc.Size > o.maxLayerSize {
 		w.Abort()
-		return builtLayer{}, false, &InputError{File: strings.Join(p.files(), ", "),
+		return builtLayer{}, &InputError{File: strings.Join(p.files(), ", "),
 			Err: fmt.Errorf("%s layer is %d bytes, over --max-layer-size %d", o.format, bl.Desc.Size, o.maxLayerSize)}
 	}
-	if _, err := w.Commit(bl.Desc.Digest); err != nil {
-		return builtLayer{}, false, err
+	if err := w.Commit(ctx, bl.Desc.Digest); err != nil {
+		return builtLayer{}, fmt.Errorf("layer %d (%s): storing: %w", i, historyFiles(p.files()), err)
 	}
-	cache.put(key, cacheValue{Desc: bl.Desc, DiffID: bl.DiffID})
-	done := ev
-	done.Done = true
-	o.progress(done)
-	return bl, false, nil
+	return bl, nil
 }
 
-// target is where a pack writes: a layout directory, staged when it must
-// not be visible before it is complete.
-type target struct {
-	layout *ocilayout.Layout
-	finish func(desc v1.Descriptor, tags []string) error
-	abort  func()
-}
-
-func openTarget(r ref.Ref) (*target, error) {
+// openTarget opens the layout store for an oci: or oci-archive: output.
+func openTarget(r ref.Ref) (*layoutStore, error) {
 	switch r.Kind {
 	case ref.Layout:
 		if ocilayout.IsLayout(r.Path) {
@@ -350,10 +391,7 @@ func openTarget(r ref.Ref) (*target, error) {
 			if err != nil {
 				return nil, err
 			}
-			return &target{layout: l,
-				finish: func(d v1.Descriptor, tags []string) error { defer l.Cleanup(); return l.Tag(d, tags...) },
-				abort:  l.Cleanup,
-			}, nil
+			return &layoutStore{l: l, finish: func() error { return nil }, abort: l.Cleanup}, nil
 		}
 		if ents, err := os.ReadDir(r.Path); err == nil && len(ents) > 0 {
 			return nil, fmt.Errorf("--output %s: directory exists, is not empty and is not an OCI image layout", r.Path)
@@ -367,12 +405,8 @@ func openTarget(r ref.Ref) (*target, error) {
 			os.RemoveAll(staging)
 			return nil, err
 		}
-		return &target{layout: l,
-			finish: func(d v1.Descriptor, tags []string) error {
-				if err := l.Tag(d, tags...); err != nil {
-					return err
-				}
-				l.Cleanup()
+		return &layoutStore{l: l,
+			finish: func() error {
 				os.Remove(r.Path) // an empty directory given as output
 				if err := os.Rename(staging, r.Path); err != nil {
 					return fmt.Errorf("--output %s: %w", r.Path, err)
@@ -394,13 +428,9 @@ func openTarget(r ref.Ref) (*target, error) {
 			os.RemoveAll(staging)
 			return nil, err
 		}
-		return &target{layout: l,
-			finish: func(d v1.Descriptor, tags []string) error {
+		return &layoutStore{l: l,
+			finish: func() error {
 				defer os.RemoveAll(staging)
-				if err := l.Tag(d, tags...); err != nil {
-					return err
-				}
-				l.Cleanup()
 				return ocilayout.WriteArchive(staging, r.Path)
 			},
 			abort: func() { os.RemoveAll(staging) },

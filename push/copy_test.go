@@ -154,3 +154,43 @@ func TestMirrorKeepsReferrers(t *testing.T) {
 		t.Errorf("the signature did not survive the mirror: %s", out)
 	}
 }
+
+// TestPackStraightToRegistry: pack streams layers to the registry, with the
+// same digest as packing to a layout, each layer uploaded exactly once.
+func TestPackStraightToRegistry(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end: real registry")
+	}
+	reg := testenv.StartRegistry(t)
+	proxy := testenv.StartProxy(t, reg.Addr)
+	for _, f := range []pack.Format{pack.FormatTar, pack.FormatZstd, pack.FormatEstargz} {
+		t.Run(string(f), func(t *testing.T) {
+			m, p := packed(t, 10, 3<<20, f)
+			dst := proxy.Ref("direct/"+string(f)) + ":v1"
+			res, err := push.Pack(context.Background(), m.Dir, dst, []pack.Option{pack.WithFormat(f), pack.WithCacheDir("")},
+				push.WithPlainHTTP(true), push.WithStateDir(t.TempDir()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Digest != p.Digest || res.Reference != proxy.Ref("direct/"+string(f))+"@"+p.Digest.String() {
+				t.Fatalf("packed to registry %s (%s), to layout %s", res.Digest, res.Reference, p.Digest)
+			}
+			for _, l := range res.Layers {
+				if n := proxy.BytesUpFor(l.Digest.String()); n != l.Size {
+					t.Errorf("layer %v: %d bytes uploaded for %d", l.Files, n, l.Size)
+				}
+			}
+			if _, err := push.Verify(context.Background(), reg.Ref("direct/"+string(f))+":v1", m.Dir, "", push.WithPlainHTTP(true)); err != nil {
+				t.Errorf("verify: %v", err)
+			}
+		})
+	}
+	// A dropped upload is retried by rebuilding the layer.
+	m, p := packed(t, 11, 3<<20, pack.FormatTar)
+	proxy.Inject(testenv.Fault{Method: "PATCH", PathContains: "/blobs/uploads/", ResetAfterBytes: 100 << 10})
+	res, err := push.Pack(context.Background(), m.Dir, proxy.Ref("direct/retry")+":v1", []pack.Option{pack.WithCacheDir("")},
+		push.WithPlainHTTP(true), push.WithStateDir(t.TempDir()))
+	if err != nil || res.Digest != p.Digest {
+		t.Fatalf("pack through a dropped connection: %v", err)
+	}
+}

@@ -1,7 +1,9 @@
 package push
 
 import (
+	"bytes"
 	"encoding/json"
+	"io"
 	"path/filepath"
 
 	"github.com/google/go-containerregistry/pkg/v1/types"
@@ -29,3 +31,5 @@ func sniffMediaType(b []byte) string {
 	}
 	return ocispec.MediaTypeImageManifest
 }
+
+func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }

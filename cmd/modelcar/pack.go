@@ -10,7 +10,9 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/modelcar/modelcar/internal/ref"
 	"github.com/modelcar/modelcar/pack"
+	"github.com/modelcar/modelcar/push"
 )
 
 func newPackCmd() *cobra.Command {
@@ -19,9 +21,10 @@ func newPackCmd() *cobra.Command {
 		include, exclude, annotations, tags                                   []string
 		level, jobs                                                           int
 		jsonOut, quiet, noCache                                               bool
+		tf                                                                    transferFlags
 	)
 	cmd := &cobra.Command{
-		Use:   "pack DIR --output oci:PATH[:TAG]|oci-archive:FILE[:TAG]",
+		Use:   "pack DIR --output oci:PATH[:TAG]|oci-archive:FILE[:TAG]|REGISTRY/REPO[:TAG]",
 		Short: "Pack a model directory into a reproducible, load-ordered OCI image",
 		Long: `Pack validates a Hugging Face model directory (safetensors headers, shard
 indexes, JSON files) and writes a runnable OCI image with the files under
@@ -31,7 +34,10 @@ layer per weight file in the order the index names them.
 The same file contents always give the same digest, whatever the mtimes,
 owners, paths or machine. Timestamps are the Unix epoch, or SOURCE_DATE_EPOCH.
 Nothing is written until validation passes, and the output appears only when
-complete. Prints the manifest digest on stdout (--json for details).`,
+complete. Prints the manifest digest on stdout (--json for details).
+
+With a registry as output, layers stream to the registry while they are built:
+one read of the model, nothing written to local disk, the tag pushed last.`,
 		Example: `  # Plain tar layers (fastest pack and unpack), tagged v1
   modelcar pack ./Qwen2.5-7B-Instruct --output oci:./qwen:v1
 
@@ -41,6 +47,9 @@ complete. Prints the manifest digest on stdout (--json for details).`,
 
   # On a base with a shell, for KServe's modelcar sidecar (storageUri: oci://...)
   modelcar pack ./model --base oci:./busybox --output oci:./model:kserve
+
+  # Straight to a registry from CI, no local copy
+  modelcar pack ./model --output registry.example.com/models/qwen:v1
 
   # Only safetensors weights and configs; machine-readable result
   modelcar pack ./model --exclude '*.bin' --exclude 'original/' --output oci:out --json`,
@@ -103,10 +112,23 @@ complete. Prints the manifest digest on stdout (--json for details).`,
 			}
 			prog := newPackProgress(cmd.ErrOrStderr(), quiet)
 			opts = append(opts, pack.WithProgress(prog.event))
-			res, err := pack.Pack(cmd.Context(), args[0], output, opts...)
-			prog.finish()
-			if err != nil {
-				return err
+			var res *pack.Result
+			if r, err := ref.Parse(output); err == nil && r.Kind == ref.Registry {
+				popts, err := tf.options(cmd, output)
+				if err != nil {
+					return err
+				}
+				res, err = push.Pack(cmd.Context(), args[0], output, opts, popts...)
+				prog.finish()
+				if err != nil {
+					return err
+				}
+			} else {
+				res, err = pack.Pack(cmd.Context(), args[0], output, opts...)
+				prog.finish()
+				if err != nil {
+					return err
+				}
 			}
 			if jsonOut {
 				enc := json.NewEncoder(cmd.OutOrStdout())
@@ -117,8 +139,9 @@ complete. Prints the manifest digest on stdout (--json for details).`,
 			return nil
 		},
 	}
+	tf.register(cmd, false)
 	fl := cmd.Flags()
-	fl.StringVarP(&output, "output", "o", "", "where to write: oci:PATH[:TAG] or oci-archive:FILE[:TAG] (tag defaults to latest)")
+	fl.StringVarP(&output, "output", "o", "", "where to write: oci:PATH[:TAG], oci-archive:FILE[:TAG] (tag defaults to latest) or REGISTRY/REPO[:TAG]")
 	fl.StringVar(&format, "format", string(pack.FormatTar), "layer format: tar, gzip, zstd, estargz or zstd-chunked")
 	fl.IntVar(&level, "compression-level", 0, "compression level for every layer (default: gzip/estargz 6 for text and -2, Huffman-only, for weights; zstd/zstd-chunked 3)")
 	fl.StringVar(&prefix, "prefix", pack.DefaultPrefix, "directory the model files land in inside the image")

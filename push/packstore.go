@@ -1,0 +1,179 @@
+package push
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"hash"
+	"io"
+	"net/http"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2/registry/remote/auth"
+
+	"github.com/modelcar/modelcar/internal/ref"
+	"github.com/modelcar/modelcar/pack"
+)
+
+// Pack packs the model directory dir straight into the registry
+// repository dst: each layer streams to the registry while it is built and
+// hashed, in one read of the model and without touching local disk; the
+// manifest is pushed (and tagged) last. Layers the digest cache knows and
+// the registry has are not read at all.
+func Pack(ctx context.Context, dir, dst string, packOpts []pack.Option, opts ...Option) (*pack.Result, error) {
+	o := defaultOptions()
+	for _, opt := range opts {
+		if err := opt(&o); err != nil {
+			return nil, err
+		}
+	}
+	r, err := ref.Parse(dst)
+	if err != nil {
+		return nil, fmt.Errorf("--output: %w", err)
+	}
+	if r.Kind != ref.Registry || r.Digest != nil {
+		return nil, fmt.Errorf("--output %s: want REGISTRY/REPO[:TAG]", dst)
+	}
+	client, err := o.httpClient()
+	if err != nil {
+		return nil, err
+	}
+	e, err := openRegistry(r, &o, client)
+	if err != nil {
+		return nil, err
+	}
+	s := &registryStore{e: e, up: e.target.(*registryTarget).up}
+	var tags []string
+	if r.Tag != "" {
+		tags = []string{r.Tag}
+	}
+	res, err := pack.PackTo(ctx, dir, s, r.Name.Context().Name(), tags, packOpts...)
+	if err != nil {
+		return nil, err
+	}
+	res.Reference = r.Name.Context().Name() + "@" + res.Digest.String()
+	return res, nil
+}
+
+// registryStore is a pack.Store that uploads to a registry repository.
+type registryStore struct {
+	e  *endpoint
+	up *uploader
+}
+
+func ociDesc(h v1.Hash, size int64, mt string) ocispec.Descriptor {
+	return ocispec.Descriptor{MediaType: mt, Digest: digest.Digest(h.String()), Size: size}
+}
+
+func (s *registryStore) Has(ctx context.Context, h v1.Hash, size int64) bool {
+	ok, err := s.e.repo.Blobs().Exists(ctx, ociDesc(h, size, "application/octet-stream"))
+	return err == nil && ok
+}
+
+func (s *registryStore) PutBlob(ctx context.Context, h v1.Hash, size int64, r io.Reader) error {
+	if s.Has(ctx, h, size) {
+		return nil
+	}
+	return s.up.upload(ctx, s.e.repo.Reference, ociDesc(h, size, "application/octet-stream"), r)
+}
+
+func (s *registryStore) Publish(ctx context.Context, desc v1.Descriptor, manifest []byte, tags []string) error {
+	d := ociDesc(desc.Digest, desc.Size, string(desc.MediaType))
+	if len(tags) == 0 {
+		return s.e.repo.Push(ctx, d, bytesReader(manifest))
+	}
+	for _, t := range tags {
+		if err := s.e.repo.PushReference(ctx, d, bytesReader(manifest), t); err != nil {
+			return fmt.Errorf("pushing manifest %s as %s: %w", desc.Digest, t, err)
+		}
+	}
+	return nil
+}
+
+func (s *registryStore) Abort() {}
+
+// NewBlob opens an upload session and streams what is written into one
+// PATCH with no length (a streamed upload); Commit ends it with the digest.
+func (s *registryStore) NewBlob(ctx context.Context) (pack.BlobWriter, error) {
+	ctx = auth.AppendRepositoryScope(ctx, s.e.repo.Reference, "pull", "push")
+	loc, err := s.up.open(ctx, s.e.repo.Reference)
+	if err != nil {
+		return nil, fmt.Errorf("starting upload: %w", err)
+	}
+	pr, pw := io.Pipe()
+	b := &streamBlob{s: s, pw: pw, h: sha256.New(), done: make(chan struct{})}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPatch, loc, pr)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/octet-stream")
+	go func() {
+		defer close(b.done)
+		resp, err := s.up.client.Do(req)
+		if err != nil {
+			b.err = err
+			pr.CloseWithError(err)
+			return
+		}
+		defer drain(resp)
+		if resp.StatusCode != http.StatusAccepted {
+			b.err = httpError("streaming layer", resp)
+			pr.CloseWithError(b.err)
+			return
+		}
+		if l, err := location(req.URL, resp); err == nil {
+			b.loc = l
+		} else {
+			b.loc = loc
+		}
+	}()
+	return b, nil
+}
+
+type streamBlob struct {
+	s    *registryStore
+	pw   *io.PipeWriter
+	h    hash.Hash
+	n    int64
+	done chan struct{}
+	err  error
+	loc  string
+}
+
+func (b *streamBlob) Write(p []byte) (int, error) {
+	n, err := b.pw.Write(p)
+	b.h.Write(p[:n])
+	b.n += int64(n)
+	return n, err
+}
+
+func (b *streamBlob) Digest() v1.Hash {
+	return v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(b.h.Sum(nil))}
+}
+
+func (b *streamBlob) Size() int64 { return b.n }
+
+func (b *streamBlob) Commit(ctx context.Context, want v1.Hash) error {
+	b.pw.Close()
+	<-b.done
+	if b.err != nil {
+		return b.err
+	}
+	if got := b.Digest(); got != want {
+		return fmt.Errorf("streamed %s, expected %s", got, want)
+	}
+	ctx = auth.AppendRepositoryScope(ctx, b.s.e.repo.Reference, "pull", "push")
+	if err := b.s.up.commit(ctx, b.loc, ociDesc(want, b.n, "application/octet-stream")); err != nil {
+		return err
+	}
+	b.s.up.progress(Event{Digest: want.String(), Size: b.n, Sent: 0, Done: true})
+	return nil
+}
+
+func (b *streamBlob) Abort() {
+	b.pw.CloseWithError(fmt.Errorf("layer aborted"))
+	<-b.done
+}
