@@ -50,16 +50,9 @@ type LayerResult struct {
 // model has been scanned and validated; a failed pack leaves no output that
 // looks complete.
 func Pack(ctx context.Context, dir string, dst string, opts ...Option) (*Result, error) {
-	o := defaults()
-	for _, opt := range opts {
-		if err := opt(&o); err != nil {
-			return nil, err
-		}
-	}
-	if o.levelSet {
-		if err := o.format.checkLevel(o.level); err != nil {
-			return nil, err
-		}
+	o, err := parseOptions(opts)
+	if err != nil {
+		return nil, err
 	}
 	out, err := ref.Parse(dst)
 	if err != nil {
@@ -85,12 +78,21 @@ func Pack(ctx context.Context, dir string, dst string, opts ...Option) (*Result,
 	}
 	r := out
 	r.Tag = tags[0]
-	return packTo(ctx, dir, r.String(), func() (Store, error) { return openTarget(out) }, tags, &o)
+	return packTo(ctx, dir, r.String(), func() (Store, error) { return openTarget(out) }, tags, o)
 }
 
 // PackTo packs the model directory dir into store, publishing it under
 // tags; reference names the destination in the result.
 func PackTo(ctx context.Context, dir string, store Store, reference string, tags []string, opts ...Option) (*Result, error) {
+	o, err := parseOptions(opts)
+	if err != nil {
+		return nil, err
+	}
+	return packTo(ctx, dir, reference, func() (Store, error) { return store, nil }, tags, o)
+}
+
+// parseOptions applies opts over the defaults and checks them.
+func parseOptions(opts []Option) (*options, error) {
 	o := defaults()
 	for _, opt := range opts {
 		if err := opt(&o); err != nil {
@@ -102,7 +104,7 @@ func PackTo(ctx context.Context, dir string, store Store, reference string, tags
 			return nil, err
 		}
 	}
-	return packTo(ctx, dir, reference, func() (Store, error) { return store, nil }, tags, &o)
+	return &o, nil
 }
 
 func packTo(ctx context.Context, dir, reference string, open func() (Store, error), tags []string, o *options) (*Result, error) {

@@ -37,11 +37,9 @@ type Result struct {
 // another repository of the same registry are mounted; large blobs go first.
 // A destination tag is written only after everything it points to is there.
 func Copy(ctx context.Context, src, dst string, opts ...Option) (*Result, error) {
-	o := defaultOptions()
-	for _, opt := range opts {
-		if err := opt(&o); err != nil {
-			return nil, err
-		}
+	o, err := newOptions(opts)
+	if err != nil {
+		return nil, err
 	}
 	sr, err := ref.Parse(src)
 	if err != nil {
@@ -58,7 +56,7 @@ func Copy(ctx context.Context, src, dst string, opts ...Option) (*Result, error)
 	if err != nil {
 		return nil, err
 	}
-	s, err := openSource(ctx, sr, &o, client)
+	s, err := openSource(ctx, sr, o, client)
 	if err != nil {
 		return nil, fmt.Errorf("source %s: %w", src, err)
 	}
@@ -67,7 +65,7 @@ func Copy(ctx context.Context, src, dst string, opts ...Option) (*Result, error)
 	if err != nil {
 		return nil, fmt.Errorf("source %s: %w", src, err)
 	}
-	d, err := openDest(ctx, dr, &o, client)
+	d, err := openDest(ctx, dr, o, client)
 	if err != nil {
 		return nil, fmt.Errorf("destination %s: %w", dst, err)
 	}
@@ -75,7 +73,7 @@ func Copy(ctx context.Context, src, dst string, opts ...Option) (*Result, error)
 	if tag == "" && dr.Kind != ref.Registry {
 		tag = sr.Tag // layouts and archives keep the source's name
 	}
-	res, err := copyGraph(ctx, s, d, root, tag, &o)
+	res, err := copyGraph(ctx, s, d, root, tag, o)
 	if err != nil {
 		d.abort()
 		return nil, err

@@ -126,11 +126,9 @@ func (l *fetchedLayer) Compressed() (io.ReadCloser, error) {
 // image src (any reference kind), for inspection. An index is resolved to
 // the platform's image.
 func ReadImage(ctx context.Context, src string, platform v1.Platform, opts ...Option) (v1.Hash, []byte, []byte, error) {
-	o := defaultOptions()
-	for _, opt := range opts {
-		if err := opt(&o); err != nil {
-			return v1.Hash{}, nil, nil, err
-		}
+	o, err := newOptions(opts)
+	if err != nil {
+		return v1.Hash{}, nil, nil, err
 	}
 	sr, err := ref.Parse(src)
 	if err != nil {
@@ -140,7 +138,7 @@ func ReadImage(ctx context.Context, src string, platform v1.Platform, opts ...Op
 	if err != nil {
 		return v1.Hash{}, nil, nil, err
 	}
-	s, err := openSource(ctx, sr, &o, client)
+	s, err := openSource(ctx, sr, o, client)
 	if err != nil {
 		return v1.Hash{}, nil, nil, fmt.Errorf("%s: %w", src, err)
 	}

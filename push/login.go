@@ -13,11 +13,9 @@ import (
 // saves them where docker would: its credential helper or config.json
 // (DOCKER_CONFIG selects the directory). The password is never logged.
 func Login(ctx context.Context, host, user, password string, opts ...Option) error {
-	o := defaultOptions()
-	for _, opt := range opts {
-		if err := opt(&o); err != nil {
-			return err
-		}
+	o, err := newOptions(opts)
+	if err != nil {
+		return err
 	}
 	store, err := credentials.NewStoreFromDocker(credentials.StoreOptions{AllowPlaintextPut: true})
 	if err != nil {

@@ -46,6 +46,17 @@ func defaultOptions() options {
 	}
 }
 
+// newOptions applies opts over the defaults.
+func newOptions(opts []Option) (*options, error) {
+	o := defaultOptions()
+	for _, opt := range opts {
+		if err := opt(&o); err != nil {
+			return nil, err
+		}
+	}
+	return &o, nil
+}
+
 func defaultStateDir() string {
 	d, err := os.UserCacheDir()
 	if err != nil {

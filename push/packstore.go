@@ -24,11 +24,9 @@ import (
 // manifest is pushed (and tagged) last. Layers the digest cache knows and
 // the registry has are not read at all.
 func Pack(ctx context.Context, dir, dst string, packOpts []pack.Option, opts ...Option) (*pack.Result, error) {
-	o := defaultOptions()
-	for _, opt := range opts {
-		if err := opt(&o); err != nil {
-			return nil, err
-		}
+	o, err := newOptions(opts)
+	if err != nil {
+		return nil, err
 	}
 	r, err := ref.Parse(dst)
 	if err != nil {
@@ -41,7 +39,7 @@ func Pack(ctx context.Context, dir, dst string, packOpts []pack.Option, opts ...
 	if err != nil {
 		return nil, err
 	}
-	e, err := openRegistry(r, &o, client)
+	e, err := openRegistry(r, o, client)
 	if err != nil {
 		return nil, err
 	}

@@ -25,11 +25,9 @@ type PullOptions struct {
 // Re-running an interrupted pull skips the layers already in place.
 // It returns the manifest digest extracted.
 func Pull(ctx context.Context, src, dir string, po PullOptions, opts ...Option) (string, error) {
-	o := defaultOptions()
-	for _, opt := range opts {
-		if err := opt(&o); err != nil {
-			return "", err
-		}
+	o, err := newOptions(opts)
+	if err != nil {
+		return "", err
 	}
 	if po.Platform.OS == "" {
 		po.Platform = v1.Platform{OS: "linux", Architecture: "amd64"}
@@ -42,7 +40,7 @@ func Pull(ctx context.Context, src, dir string, po PullOptions, opts ...Option) 
 	if err != nil {
 		return "", err
 	}
-	s, err := openSource(ctx, sr, &o, client)
+	s, err := openSource(ctx, sr, o, client)
 	if err != nil {
 		return "", fmt.Errorf("%s: %w", src, err)
 	}

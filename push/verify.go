@@ -36,11 +36,9 @@ type VerifyResult struct {
 // compares the model files in the layers (under prefix) with that
 // directory, file by file.
 func Verify(ctx context.Context, src, against, prefix string, opts ...Option) (*VerifyResult, error) {
-	o := defaultOptions()
-	for _, opt := range opts {
-		if err := opt(&o); err != nil {
-			return nil, err
-		}
+	o, err := newOptions(opts)
+	if err != nil {
+		return nil, err
 	}
 	sr, err := ref.Parse(src)
 	if err != nil {
@@ -50,7 +48,7 @@ func Verify(ctx context.Context, src, against, prefix string, opts ...Option) (*
 	if err != nil {
 		return nil, err
 	}
-	s, err := openSource(ctx, sr, &o, client)
+	s, err := openSource(ctx, sr, o, client)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", src, err)
 	}
