@@ -14,8 +14,9 @@ import (
 )
 
 // DefaultExcludes are the patterns left out of every model unless an
-// --include names them: version control, download caches and lock files.
-var DefaultExcludes = []string{".git/", ".cache/", ".huggingface/", "*.lock", "*.incomplete"}
+// --include names them: version control, download caches, lock files and
+// the stamp modelcar pull leaves in a directory it filled.
+var DefaultExcludes = []string{".git/", ".cache/", ".huggingface/", "*.lock", "*.incomplete", ".modelcar-pull.json"}
 
 // ScanOptions selects which files of a model directory are packed.
 type ScanOptions struct {

@@ -33,7 +33,7 @@ const (
 	extractDefaultPrefix = "/models"
 
 	// extractStateName is the resume state Extract keeps in the target directory
-	// while it runs; it is removed once every layer is in place.
+	// while it runs and, listing every layer, stamps DIR as a complete pull after.
 	extractStateName = ".modelcar-pull.json"
 	extractStateTemp = ".modelcar-pull.json.tmp"
 
@@ -92,7 +92,7 @@ type ExtractOptions struct {
 // image (same manifest digest and prefix) left behind, in which case the
 // layers that Extract had completed are skipped (resume). While it runs,
 // Extract keeps its resume state in dir/.modelcar-pull.json, rewritten
-// atomically after each layer and removed once the last layer is in place.
+// atomically after each layer; once it lists every layer it stamps DIR as a complete pull, so pulling the same image again is instant.
 //
 // Every layer is read once and verified: for tar, tar+gzip and tar+zstd media
 // types Extract reads Layer.Compressed, checks its digest against
@@ -160,9 +160,9 @@ func Extract(ctx context.Context, img v1.Image, dir string, opts ExtractOptions)
 	if err := e.run(ctx, infos[done:]); err != nil {
 		return fmt.Errorf("extract %s into %s: %w", manifest, dir, err)
 	}
-	if err := e.root.Remove(extractStateName); err != nil {
-		return fmt.Errorf("extract: removing %s: %w", extractStateName, err)
-	}
+	// The state file stays, listing every layer: it stamps DIR as a complete
+	// pull of this manifest, so pulling it again (an init container on a
+	// node-local cache path, or a re-run after a kill) is instant.
 	return nil
 }
 
@@ -676,6 +676,10 @@ func (e *extractJob) open(dir string, manifest v1.Hash, infos []extractLayerInfo
 		return fail(fmt.Errorf("extract: reading %s: %w", dir, err))
 	}
 	want := extractState{Manifest: manifest.String(), Prefix: "/" + e.prefix, Layers: []string{}}
+	if len(names) == 1 && names[0] == extractStateTemp {
+		// Killed while writing the first state file: nothing else was written.
+		names = nil
+	}
 	if len(names) == 0 {
 		e.state = want
 		if err := e.saveState(); err != nil {

@@ -9,6 +9,10 @@ import (
 	"github.com/modelcar/modelcar/internal/ref"
 )
 
+// PullStamp is the file Pull keeps in DIR: its resume state while it runs,
+// then the record that DIR holds a complete pull of that manifest.
+const PullStamp = extractStateName
+
 // PullOptions selects what Pull extracts.
 type PullOptions struct {
 	// Prefix is the model directory inside the image (default /models).
@@ -22,7 +26,8 @@ type PullOptions struct {
 // Pull extracts the model files of the image src (registry, oci:PATH or
 // oci-archive:FILE) into dir: layers downloaded in parallel, streamed into
 // place, every blob digest and diffID verified, nothing written outside dir.
-// Re-running an interrupted pull skips the layers already in place.
+// Re-running an interrupted pull skips the layers already in place, and
+// pulling an image DIR already holds returns at once (see PullStamp).
 // It returns the manifest digest extracted.
 func Pull(ctx context.Context, src, dir string, po PullOptions, opts ...Option) (string, error) {
 	o, err := newOptions(opts)

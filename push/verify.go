@@ -193,6 +193,9 @@ func compareFiles(ctx context.Context, f content.Fetcher, root ocispec.Descripto
 		}
 		rel, _ := filepath.Rel(dir, p)
 		rel = filepath.ToSlash(rel)
+		if rel == PullStamp {
+			return nil
+		}
 		inDir[rel] = true
 		want, ok := inImage[rel]
 		if !ok {
