@@ -175,17 +175,19 @@ func (u *uploader) sendChunks(ctx context.Context, ref registry.Reference, loc s
 	dg := desc.Digest.String()
 	for offset < desc.Size {
 		n := min(u.chunkSize, desc.Size-offset)
-		body := &countingReader{r: io.LimitReader(src, n), fn: func(k int64) { u.progress(Event{Digest: dg, Size: desc.Size, Sent: k}) }}
+		sent := func(k int64) { u.progress(Event{Digest: dg, Size: desc.Size, Sent: k}) }
+		body := &countingReader{r: io.LimitReader(src, n), fn: sent}
 		req, err := http.NewRequestWithContext(ctx, http.MethodPatch, loc, body)
 		if err != nil {
 			return loc, offset, err
 		}
+		src.replayable(req, offset, n, &body, sent)
 		req.ContentLength = n
 		req.Header.Set("Content-Type", "application/octet-stream")
 		req.Header.Set("Content-Range", fmt.Sprintf("%d-%d", offset, offset+n-1))
 		resp, err := u.client.Do(req)
 		if err != nil {
-			src.dirty = true
+			src.dirty = src.dirty || body.n > 0
 			return loc, offset, err
 		}
 		drain(resp)
@@ -240,11 +242,13 @@ func (u *uploader) putWhole(ctx context.Context, loc string, desc ocispec.Descri
 		return err
 	}
 	dg := desc.Digest.String()
-	body := &countingReader{r: io.LimitReader(src, desc.Size), fn: func(k int64) { u.progress(Event{Digest: dg, Size: desc.Size, Sent: k}) }}
+	sent := func(k int64) { u.progress(Event{Digest: dg, Size: desc.Size, Sent: k}) }
+	body := &countingReader{r: io.LimitReader(src, desc.Size), fn: sent}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPut, withDigest(loc, dg), body)
 	if err != nil {
 		return err
 	}
+	src.replayable(req, 0, desc.Size, &body, sent)
 	req.ContentLength = desc.Size
 	req.Header.Set("Content-Type", "application/octet-stream")
 	resp, err := u.client.Do(req)
@@ -298,6 +302,29 @@ func (s *sourceReader) seekTo(off int64) error {
 	}
 	s.pos, s.dirty = off, false
 	return nil
+}
+
+// replayable lets the auth client resend req after a 401 (an expired
+// token): the same body if the registry read none of it, else a fresh one
+// from off when the source can seek. For a source that cannot, it asks the
+// registry to answer before the body is sent (Expect: 100-continue).
+func (s *sourceReader) replayable(req *http.Request, off, n int64, body **countingReader, fn func(int64)) {
+	first := *body
+	req.GetBody = func() (io.ReadCloser, error) {
+		if first.n == 0 && *body == first {
+			return io.NopCloser(first), nil
+		}
+		s.dirty = true
+		if err := s.seekTo(off); err != nil {
+			return nil, err
+		}
+		nb := &countingReader{r: io.LimitReader(s, n), fn: fn}
+		*body = nb
+		return io.NopCloser(nb), nil
+	}
+	if _, ok := s.r.(io.Seeker); !ok {
+		req.Header.Set("Expect", "100-continue")
+	}
 }
 
 type countingReader struct {

@@ -32,13 +32,15 @@ type Registry struct {
 	LogFile string
 	// Config is the config.yml the registry runs with.
 	Config string
-	// User and Password are the basic-auth credentials WithHtpasswd set;
-	// both are empty when the registry accepts anonymous requests.
+	// User and Password are the basic-auth credentials WithHtpasswd (or
+	// WithTokenAuth) set; both are empty when the registry accepts anonymous
+	// requests.
 	User, Password string
 
-	bin  string
-	dir  string
-	proc *registryProcess
+	bin    string
+	dir    string
+	proc   *registryProcess
+	tokens *tokenServer // WithTokenAuth's token server, else nil
 }
 
 // registryProcess is one run of the registry binary.
@@ -53,6 +55,9 @@ type RegistryOption func(*registryOptions)
 
 type registryOptions struct {
 	user, password string
+	// auth, when set (WithTokenAuth), prepares the registry's auth in r.dir
+	// and returns the config's auth section, which replaces htpasswd's.
+	auth func(t testing.TB, r *Registry) []string
 }
 
 // WithHtpasswd makes the registry require HTTP basic auth with user and
@@ -70,7 +75,7 @@ const registryStartTimeout = 30 * time.Second
 // registryConfig renders a distribution 2.8 (config version 0.1)
 // configuration. Upload purging is off: it would delete uploads older than a
 // week at startup and then every day, on a timer tests don't control.
-func registryConfig(root, addr, htpasswd string) string {
+func registryConfig(root, addr, htpasswd string, auth ...string) string {
 	q := strconv.Quote
 	lines := []string{
 		`version: 0.1`,
@@ -92,7 +97,9 @@ func registryConfig(root, addr, htpasswd string) string {
 		`  headers:`,
 		`    X-Content-Type-Options: [nosniff]`,
 	}
-	if htpasswd != "" {
+	if len(auth) > 0 {
+		lines = append(lines, auth...)
+	} else if htpasswd != "" {
 		lines = append(lines,
 			`auth:`,
 			`  htpasswd:`,
@@ -176,7 +183,10 @@ func StartRegistry(t testing.TB, opts ...RegistryOption) *Registry {
 		t.Fatalf("testenv: %v", err)
 	}
 	htpasswd := ""
-	if o.user != "" || o.password != "" {
+	var authLines []string
+	if o.auth != nil {
+		authLines = o.auth(t, r)
+	} else if o.user != "" || o.password != "" {
 		if o.user == "" || strings.ContainsAny(o.user, ":\n") {
 			t.Fatalf("testenv: WithHtpasswd: invalid user name %q", o.user)
 		}
@@ -198,7 +208,7 @@ func StartRegistry(t testing.TB, opts ...RegistryOption) *Registry {
 	const attempts = 3
 	for attempt := 1; ; attempt++ {
 		r.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(freeLoopbackPort(t)))
-		if err := os.WriteFile(r.Config, []byte(registryConfig(r.Root, r.Addr, htpasswd)), 0o644); err != nil {
+		if err := os.WriteFile(r.Config, []byte(registryConfig(r.Root, r.Addr, htpasswd, authLines...)), 0o644); err != nil {
 			t.Fatalf("testenv: %v", err)
 		}
 		err := r.start(t)
