@@ -1,0 +1,260 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/modelcar/modelcar/measure"
+)
+
+func newMeasureCmd() *cobra.Command {
+	var (
+		from, format, output, container string
+		pods                            []string
+	)
+	cmd := &cobra.Command{
+		Use:   "measure --from DIR [--format text|md|json|svg] [-o FILE]",
+		Short: "Split pod cold starts into provision, image pull, model load and warm-up",
+		Long: `Measure reads a bundle of what Kubernetes and vLLM recorded about pods
+starting, and splits each pod's time from creation to Ready into four phases:
+
+  provision  pod created → scheduled (with a new node: waiting for scale-up,
+             node boot, Ready → GPU allocatable, scheduling)
+  pull       the union of the pod's image pulls, from kubelet events
+  load       serving container started → vLLM's weights loaded
+  warmup     weights loaded → pod Ready (profiling, KV cache, torch.compile,
+             graph capture, warm-up probe, readiness probe)
+
+Time no source explains is reported as unattributed, so the phases add up to
+the total exactly; missing data is listed, never guessed. The report names the
+dominant phase and the lever that fixes it.
+
+A bundle is a directory a user can make with kubectl alone:
+
+  pods.json    kubectl get pods -n NS -o json
+  events.json  kubectl get events -n NS -o json (core/v1 and/or events.k8s.io/v1)
+  nodes.json   kubectl get nodes -o json
+  logs/NAMESPACE_POD_CONTAINER.log
+               kubectl logs -n NS POD -c CONTAINER --timestamps
+
+Compare two JSON reports with 'modelcar measure compare' to gate CI on
+regressions. The report goes to stdout, or to -o FILE.`,
+		Example: `  # Record a bundle for the pods of a deployment, then measure them
+  mkdir -p bundle/logs
+  kubectl get pods -n llm -l app=vllm -o json > bundle/pods.json
+  kubectl get events -n llm -o json > bundle/events.json
+  kubectl get nodes -o json > bundle/nodes.json
+  for p in $(kubectl get pods -n llm -l app=vllm -o name); do
+    kubectl logs -n llm "$p" -c vllm --timestamps > "bundle/logs/llm_${p#pod/}_vllm.log"
+  done
+  modelcar measure --from bundle
+
+  # A Markdown report for a pull request, and the JSON to compare later
+  modelcar measure --from bundle --format md > report.md
+  modelcar measure --from bundle -o cold-start.json
+
+  # A waterfall chart
+  modelcar measure --from bundle --format svg -o cold-start.svg`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) != 0 {
+				return usageError{fmt.Errorf("measure takes no arguments, got %q (did you mean 'modelcar measure compare'?)", args)}
+			}
+			if from == "" {
+				return usageError{fmt.Errorf("--from DIR is required: a bundle of pods.json, events.json, nodes.json and logs/")}
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			f, err := reportFormat(cmd, format, output)
+			if err != nil {
+				return err
+			}
+			var opts []measure.Option
+			if len(pods) > 0 {
+				opts = append(opts, measure.WithPods(pods...))
+			}
+			if container != "" {
+				opts = append(opts, measure.WithContainer(container))
+			}
+			b, err := measure.ReadBundle(from)
+			if err != nil {
+				return err
+			}
+			rep, err := measure.Analyze(b, opts...)
+			if err != nil {
+				return err
+			}
+			var buf bytes.Buffer
+			if err := measure.Render(&buf, rep, f); err != nil {
+				return err
+			}
+			return writeOutput(cmd, output, buf.Bytes())
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&from, "from", "", "bundle directory: pods.json, events.json, nodes.json, logs/NAMESPACE_POD_CONTAINER.log")
+	fl.StringVar(&format, "format", "", "report format: text, md, json or svg (default: from the -o extension, else text)")
+	fl.StringVarP(&output, "output", "o", "", "write the report to FILE instead of stdout")
+	fl.StringArrayVar(&pods, "pod", nil, "measure only this pod, NAME or NAMESPACE/NAME (repeatable; default: every pod in the bundle)")
+	fl.StringVar(&container, "container", "", "the serving container (default: the one whose log shows vLLM loading weights)")
+	_ = cmd.RegisterFlagCompletionFunc("format", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+		var out []string
+		for _, f := range measure.Formats {
+			out = append(out, string(f))
+		}
+		return out, cobra.ShellCompDirectiveNoFileComp
+	})
+	cmd.AddCommand(newMeasureCompareCmd())
+	return cmd
+}
+
+func newMeasureCompareCmd() *cobra.Command {
+	var format, output, maxRegression string
+	cmd := &cobra.Command{
+		Use:   "compare BASE.json NEW.json [--max-regression 10%]",
+		Short: "Compare two cold-start reports phase by phase; exit 1 on a regression",
+		Long: `Compare reads two JSON reports written by 'modelcar measure --format json'
+and compares the total and each phase: the median (p50) over each report's
+cold starts, the value itself for a report of one.
+
+The total or a phase regresses when it grows by more than --max-regression
+AND by at least 1 second, so noise in short phases never fails CI.
+Unattributed time is shown but not gated. The comparison goes to stdout (or
+-o FILE) in every case; the exit status is 1 when something regressed.`,
+		Example: `  # Gate a pull request on the cold start of the main branch
+  modelcar measure compare main.json pr.json --max-regression 10% --format md > diff.md`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) != 2 {
+				return usageError{fmt.Errorf("compare takes BASE.json and NEW.json, got %d arguments", len(args))}
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			f, err := reportFormat(cmd, format, output)
+			if err != nil {
+				return err
+			}
+			if f == measure.SVG {
+				return usageError{fmt.Errorf("--format: a comparison renders as text, md or json")}
+			}
+			limit, err := parseFraction(maxRegression)
+			if err != nil {
+				return usageError{fmt.Errorf("--max-regression: %w", err)}
+			}
+			base, err := readReport(args[0])
+			if err != nil {
+				return err
+			}
+			next, err := readReport(args[1])
+			if err != nil {
+				return err
+			}
+			diff, regressed := measure.Compare(base, next, limit)
+			var buf bytes.Buffer
+			if err := measure.RenderDiff(&buf, diff, f); err != nil {
+				return err
+			}
+			if err := writeOutput(cmd, output, buf.Bytes()); err != nil {
+				return err
+			}
+			if regressed {
+				var names []string
+				for _, r := range diff.Rows {
+					if r.Regressed {
+						names = append(names, fmt.Sprintf("%s %+.1f s", r.Name, r.Delta))
+					}
+				}
+				return fmt.Errorf("cold start regressed past %s%%: %s", strconv.FormatFloat(100*limit, 'f', -1, 64), strings.Join(names, ", "))
+			}
+			return nil
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&maxRegression, "max-regression", "10%", "allowed growth of the total and of each phase, e.g. 10% or 0.1 (increases under 1 s never count)")
+	fl.StringVar(&format, "format", "", "text, md or json (default: from the -o extension, else text)")
+	fl.StringVarP(&output, "output", "o", "", "write the comparison to FILE instead of stdout")
+	return cmd
+}
+
+// reportFormat parses --format, defaulting to the -o file's extension.
+func reportFormat(cmd *cobra.Command, format, output string) (measure.Format, error) {
+	if !cmd.Flags().Changed("format") && output != "" {
+		switch strings.ToLower(filepath.Ext(output)) {
+		case ".json":
+			return measure.JSON, nil
+		case ".md", ".markdown":
+			return measure.Markdown, nil
+		case ".svg":
+			return measure.SVG, nil
+		}
+	}
+	f, err := measure.ParseFormat(format)
+	if err != nil {
+		return "", usageError{fmt.Errorf("--format: %w", err)}
+	}
+	return f, nil
+}
+
+// parseFraction parses 10%, 2.5% or 0.1 into a fraction.
+func parseFraction(s string) (float64, error) {
+	t := strings.TrimSpace(s)
+	pct := strings.HasSuffix(t, "%")
+	v, err := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(t, "%")), 64)
+	switch {
+	case err != nil || v < 0:
+		return 0, fmt.Errorf("%q is not a percentage (examples: 10%%, 2.5%%, 0.1)", s)
+	case pct:
+		return v / 100, nil
+	case v > 1:
+		return 0, fmt.Errorf("%q: write a percentage as %s%% or a fraction as %g", s, t, v/100)
+	}
+	return v, nil
+}
+
+func readReport(path string) (*measure.Report, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	r, err := measure.ReadReport(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return r, nil
+}
+
+// writeOutput writes to stdout, or replaces FILE whole.
+func writeOutput(cmd *cobra.Command, output string, data []byte) error {
+	if output == "" || output == "-" {
+		_, err := cmd.OutOrStdout().Write(data)
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(output), ".modelcar-measure-*")
+	if err != nil {
+		return fmt.Errorf("-o: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := io.Copy(tmp, bytes.NewReader(data)); err != nil {
+		tmp.Close()
+		return fmt.Errorf("-o: %w", err)
+	}
+	if err := tmp.Chmod(0o644); err != nil {
+		tmp.Close()
+		return fmt.Errorf("-o: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("-o: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), output); err != nil {
+		return fmt.Errorf("-o: %w", err)
+	}
+	return nil
+}
