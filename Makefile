@@ -9,7 +9,7 @@ BIN     := bin/modelcar
 WORK    := .work
 SIZE    ?= 2GiB
 
-.PHONY: all build test test-short deps demo bench lint fmt clean
+.PHONY: all build test test-short deps demo bench lint fmt clean cluster-up cluster-down image
 
 all: build
 
@@ -45,6 +45,13 @@ bench: build deps
 	go build -o bin/pushbench ./internal/cmd/pushbench
 	./bin/pushbench -modelcar $(BIN) -work $(WORK)/pushbench -size $(SIZE) -json $(WORK)/pushbench/results.json
 
+# modelcar's own container image (amd64 + arm64, static, non-root, no shell),
+# built reproducibly with go-containerregistry: an OCI layout in .work/image,
+# pushable with `modelcar push oci:.work/image:$(VERSION) REGISTRY/modelcar:$(VERSION)`.
+image:
+	SOURCE_DATE_EPOCH=$${SOURCE_DATE_EPOCH:-$$(git log -1 --format=%ct 2>/dev/null || echo 0)} \
+	  go run ./internal/cmd/image -version $(VERSION) -out $(WORK)/image
+
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	go vet ./...
@@ -54,3 +61,18 @@ fmt:
 
 clean:
 	rm -rf bin $(WORK)
+
+# A local Kubernetes test cluster on 127.0.0.1 (internal/testcluster): etcd,
+# kube-apiserver, kube-controller-manager, kube-scheduler and kwok with fake
+# GPU and CPU nodes. The first run builds the binaries (about 10 minutes);
+# then it starts in seconds. The last line printed is `export KUBECONFIG=...`:
+#   eval "$(make -s cluster-up | tail -1)"
+# Tests use this cluster instead of starting their own when
+# MODELCAR_CLUSTER_KUBECONFIG names its kubeconfig.
+CLUSTER_DIR ?= $(WORK)/cluster
+
+cluster-up:
+	@go run ./internal/cmd/testcluster up -dir $(CLUSTER_DIR)
+
+cluster-down:
+	@go run ./internal/cmd/testcluster down -dir $(CLUSTER_DIR)
