@@ -9,7 +9,7 @@ BIN     := bin/modelcar
 WORK    := .work
 SIZE    ?= 2GiB
 
-.PHONY: all build test test-short deps demo bench lint fmt clean cluster-up cluster-down image
+.PHONY: all build test test-short deps demo bench lint fmt clean cluster-up cluster-down image chart
 
 all: build
 
@@ -51,6 +51,15 @@ bench: build deps
 image:
 	SOURCE_DATE_EPOCH=$${SOURCE_DATE_EPOCH:-$$(git log -1 --format=%ct 2>/dev/null || echo 0)} \
 	  go run ./internal/cmd/image -version $(VERSION) -out $(WORK)/image
+
+HELM ?= $(firstword $(wildcard $(or $(MODELCAR_TOOLS_BIN),$(HOME)/.cache/modelcar-testenv/tools)/helm-v3.22.0) helm)
+
+# The vllm-modelcar Helm chart as $(WORK)/chart/vllm-modelcar-VERSION.tgz. Push it as an OCI artifact:
+#   helm push $(WORK)/chart/vllm-modelcar-0.1.0.tgz oci://REGISTRY/charts
+#   helm install NAME oci://REGISTRY/charts/vllm-modelcar --version 0.1.0 -f values.yaml
+chart:
+	$(HELM) lint --strict deploy/charts/vllm-modelcar -f testdata/deploy/base.values.yaml
+	$(HELM) package deploy/charts/vllm-modelcar -d $(WORK)/chart
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -1,5 +1,26 @@
-// Package deploy owns the Helm chart that serves vLLM from a modelcar pinned
-// by digest, and its rendering and apply.
+// Package deploy owns how modelcar serves a model on Kubernetes: the Helm
+// chart vllm-modelcar (charts/vllm-modelcar), which runs vLLM's
+// OpenAI-compatible server on a modelcar pinned by digest, and its tests.
 //
-// It is not implemented yet; the modelcar CLI does not offer deploy until it is.
+// The chart delivers the weights in one of three ways (model.delivery): a
+// Kubernetes image volume (imageVolume), a KServe-style sidecar sharing the
+// process namespace (modelcar), or an init container running `modelcar pull`
+// into an emptyDir or a node-local cache (initCopy). It keeps vLLM offline
+// from the Hugging Face Hub, bounds the model load with a startupProbe,
+// gates readiness on the `modelcar warm probe` sidecar, and optionally adds
+// a PodDisruptionBudget, a ServiceMonitor and a KEDA ScaledObject scaling
+// on vllm:num_requests_waiting. values.schema.json rejects what would
+// break a deployment (a model image without a digest, negative replicas,
+// unknown keys) before anything renders.
+//
+// Chart embeds the chart's files for renderers inside the modelcar binary;
+// the same directory installs with plain `helm install` and packages with
+// `helm package`. README.md in this directory documents the values.
+//
+// The tests render the chart with the pinned helm binary (golden files in
+// testdata/deploy, regenerated with `go test ./deploy -update`), lint it,
+// check the schema's rejections, validate every rendered object with
+// kubeconform -strict against schemas from the test cluster's OpenAPI and
+// the KEDA and prometheus-operator CRDs, and dry-run it on the test
+// cluster's apiserver.
 package deploy
