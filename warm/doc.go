@@ -36,6 +36,7 @@
 //	modelcar-warm: ready after D                          (since the probe started)
 //	modelcar-warm: failed after D: ERROR                  (since the probe started)
 //	modelcar-warm: vLLM unhealthy after ready (WHAT); warming up again
+//	modelcar-warm: warming up again in D                   (after a failure; /ready stays 503 meanwhile)
 //
 // One request line is written per request, when its answer is complete;
 // P is the prompt length sent (in words of about one token each) and API

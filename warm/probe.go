@@ -896,7 +896,11 @@ func (s *server) set(state, detail string, res *Result) {
 	}
 }
 
+// retryBackoff is the first wait before a failed warm-up is tried again.
+var retryBackoff = 10 * time.Second
+
 func (s *server) warmLoop(ctx context.Context, p *prober) {
+	failures := 0
 	for {
 		s.set("warming", "waiting for vLLM at "+s.cfg.URL, nil)
 		res, err := Run(ctx, s.cfg)
@@ -904,9 +908,21 @@ func (s *server) warmLoop(ctx context.Context, p *prober) {
 			return
 		}
 		if err != nil {
+			// /ready stays 503 with the error; the warm-up is tried again
+			// with backoff, so a pod recovers without a restart once vLLM does.
 			s.set("failed", err.Error(), nil)
-			return
+			if s.cfg.RecheckInterval < 0 {
+				return
+			}
+			failures++
+			wait := min(time.Duration(failures)*retryBackoff, 2*time.Minute)
+			p.log.printf("warming up again in %s", fmtSecs(wait))
+			if !sleep(ctx, wait) {
+				return
+			}
+			continue
 		}
+		failures = 0
 		s.set("ready", fmt.Sprintf("model %q warm after %s", res.Model, fmtSecs(res.Total)), res)
 		if s.cfg.RecheckInterval < 0 {
 			return

@@ -446,3 +446,22 @@ func TestProbeServeFailureStays503(t *testing.T) {
 		t.Errorf("failure not logged:\n%s", log.String())
 	}
 }
+
+// TestProbeServeRetriesAfterFailure: a warm-up that times out (vLLM still
+// loading) leaves /ready at 503 with the error, and the sidecar warms up
+// again once vLLM is healthy: no pod restart needed.
+func TestProbeServeRetriesAfterFailure(t *testing.T) {
+	defer warm.SetRetryBackoff(10 * time.Millisecond)()
+	f := fakevllm.Start(t, fakevllm.Options{Loading: true})
+	base := serve(t, warm.ProbeConfig{URL: f.URL, Timeout: 100 * time.Millisecond, Interval: 5 * time.Millisecond,
+		Workload: []warm.Request{{PromptTokens: 4, MaxTokens: 2, Concurrency: 1}}, Log: io.Discard})
+	eventually(t, "the first warm-up fails", func() bool {
+		code, body := get(t, base+"/ready")
+		return code == http.StatusServiceUnavailable && strings.Contains(body, "health")
+	})
+	f.Ready()
+	eventually(t, "ready after a retried warm-up", func() bool {
+		code, _ := get(t, base+"/ready")
+		return code == http.StatusOK
+	})
+}
