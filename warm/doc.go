@@ -1,6 +1,8 @@
-// Package warm makes an inference server warm before it takes traffic. For
-// now it owns the vLLM warm-up probe; the pre-pull DaemonSets and the GPU
-// node-pool warmers (modelcar warm prepull and warm pool) come later.
+// Package warm makes an inference server warm before it takes traffic: the
+// pre-pull DaemonSet that puts a modelcar on every matching node (Prepull),
+// the GPU node-pool warmer of low-priority placeholder pods (Pool), their
+// rendering and server-side apply through client-go (Render, Apply), and the
+// vLLM warm-up probe (Run, Serve).
 //
 // # Probe
 //

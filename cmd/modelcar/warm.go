@@ -15,16 +15,20 @@ func newWarmCmd() *cobra.Command {
 		Use:   "warm",
 		Short: "Make inference pods warm before they take traffic",
 		Long: `Warm holds what makes a pod ready to serve at full speed when Kubernetes
-routes traffic to it. 'warm probe' warms vLLM up before the pod reports Ready.`,
+routes traffic to it: 'warm prepull' puts the modelcar on every matching node
+before a pod needs it, 'warm pool' keeps GPU nodes provisioned with low-priority
+placeholder pods that real pods preempt, 'warm status' reports per node, and
+'warm probe' warms vLLM up before the pod reports Ready.`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) > 0 {
-				return usageError{fmt.Errorf("unknown warm subcommand %q (try 'modelcar warm probe')", args[0])}
+				return usageError{fmt.Errorf("unknown warm subcommand %q (try 'modelcar warm prepull', 'pool', 'status' or 'probe')", args[0])}
 			}
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error { return cmd.Help() },
 	}
 	cmd.AddCommand(newWarmProbeCmd())
+	addWarmK8sCmds(cmd)
 	return cmd
 }
 

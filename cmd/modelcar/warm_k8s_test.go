@@ -1,0 +1,265 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/modelcar/modelcar/internal/testcluster"
+	"github.com/modelcar/modelcar/warm"
+)
+
+const (
+	k8sTestDigest = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+	k8sTestImage  = "registry.modelcar.test/models/llama@" + k8sTestDigest
+	k8sModelcar   = "registry.modelcar.test/modelcar@sha256:fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210"
+)
+
+// k8sRoot is the root command with warm's cluster subcommands, whether or
+// not newWarmCmd adds them yet.
+func k8sRoot() *cobra.Command {
+	root := warmRoot()
+	w, _, _ := root.Find([]string{"warm"})
+	for _, c := range w.Commands() {
+		if c.Name() == "prepull" {
+			return root
+		}
+	}
+	addWarmK8sCmds(w)
+	return root
+}
+
+// runK8s runs modelcar in-process with no kubeconfig: rendering must not
+// need a cluster.
+func runK8s(t *testing.T, args ...string) result {
+	t.Helper()
+	t.Setenv("KUBECONFIG", filepath.Join(t.TempDir(), "missing"))
+	root := k8sRoot()
+	var so, se bytes.Buffer
+	root.SetArgs(args)
+	root.SetOut(&so)
+	root.SetErr(&se)
+	err := root.ExecuteContext(context.Background())
+	if err != nil {
+		fmt.Fprintln(&se, "Error:", err)
+	}
+	return result{stdout: so.String(), stderr: se.String(), code: exitCode(err)}
+}
+
+// rendered renders what a warm constructor returned, as the CLI should.
+func rendered(t *testing.T) func([]warm.Object, error) string {
+	return func(objs []warm.Object, err error) string {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var b bytes.Buffer
+		if err := warm.Render(&b, objs); err != nil {
+			t.Fatal(err)
+		}
+		return b.String()
+	}
+}
+
+func TestWarmPrepullYAML(t *testing.T) {
+	r := runK8s(t, "warm", "prepull", "--image", k8sTestImage, "-n", "inference",
+		"--node-selector", "nvidia.com/gpu.present=true", "--toleration", "nvidia.com/gpu:NoSchedule")
+	if r.code != 2 || !strings.Contains(r.stderr, "choose -o yaml") {
+		t.Errorf("no output mode: %+v", r)
+	}
+	r = runK8s(t, "warm", "prepull", "--image", k8sTestImage, "-n", "inference",
+		"--node-selector", "nvidia.com/gpu.present=true", "--toleration", "nvidia.com/gpu:NoSchedule", "-o", "yaml")
+	if r.code != 0 || r.stderr != "" {
+		t.Fatalf("-o yaml: %+v", r)
+	}
+	want := rendered(t)(warm.PrepullObjects(warm.PrepullOptions{
+		Image: k8sTestImage, Namespace: "inference",
+		NodeSelector: map[string]string{"nvidia.com/gpu.present": "true"},
+		Tolerations:  []corev1.Toleration{{Key: "nvidia.com/gpu", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule}},
+	}))
+	if r.stdout != want {
+		t.Errorf("-o yaml printed\n%s\nwant\n%s", r.stdout, want)
+	}
+	for _, s := range []string{"kind: DaemonSet", "name: modelcar-prepull-llama", "namespace: inference", "reference: " + k8sTestImage,
+		"modelcar.dev/image-digest: " + k8sTestDigest, "app.kubernetes.io/managed-by: modelcar", "pullPolicy: IfNotPresent"} {
+		if !strings.Contains(r.stdout, s) {
+			t.Errorf("-o yaml lacks %q", s)
+		}
+	}
+
+	// Init-container mode, a mirrored pause image, and no kubeconfig: the
+	// namespace is "default".
+	r = runK8s(t, "warm", "prepull", "--image", k8sTestImage, "--name", "llama", "--mode", "init-container",
+		"--init-command", "/bin/sh", "--init-command", "-c", "--init-command", "exit 0", "--pause-image", "mirror.internal/pause:3.10", "-o", "yaml")
+	if r.code != 0 {
+		t.Fatalf("init-container: %+v", r)
+	}
+	for _, s := range []string{"name: llama\n", "namespace: default", "initContainers:", "- /bin/sh\n        - -c\n        - exit 0", "image: mirror.internal/pause:3.10"} {
+		if !strings.Contains(r.stdout, s) {
+			t.Errorf("init-container -o yaml lacks %q:\n%s", s, r.stdout)
+		}
+	}
+}
+
+// TestWarmPrepullRefusesTag: a reference without a digest is a usage error
+// that says how to fix it, unless --allow-tag.
+func TestWarmPrepullRefusesTag(t *testing.T) {
+	tag := "registry.modelcar.test/models/llama:v1"
+	r := runK8s(t, "warm", "prepull", "--image", tag, "-o", "yaml")
+	if r.code != 2 || r.stdout != "" {
+		t.Fatalf("tag accepted: %+v", r)
+	}
+	for _, s := range []string{"--image", "has no digest", tag, "REPO@sha256:", "--allow-tag"} {
+		if !strings.Contains(r.stderr, s) {
+			t.Errorf("error lacks %q: %s", s, r.stderr)
+		}
+	}
+	if r := runK8s(t, "warm", "prepull", "--image", tag, "--allow-tag", "-o", "yaml"); r.code != 0 || !strings.Contains(r.stdout, "reference: "+tag) ||
+		strings.Contains(r.stdout, "image-digest") {
+		t.Errorf("--allow-tag: %+v", r)
+	}
+	if r := runK8s(t, "warm", "pool", "--replicas", "1", "--gpus-per-pod", "1", "-n", "x", "--schedule", "@daily=0",
+		"--modelcar-image", "registry.modelcar.test/modelcar:v1", "-o", "yaml"); r.code != 2 || !strings.Contains(r.stderr, "--modelcar-image") ||
+		!strings.Contains(r.stderr, "has no digest") {
+		t.Errorf("pool with a tagged modelcar image: %+v", r)
+	}
+}
+
+func TestWarmPoolYAML(t *testing.T) {
+	r := runK8s(t, "warm", "pool", "--replicas", "2", "--gpus-per-pod", "8", "-n", "inference",
+		"--node-selector", "nvidia.com/gpu.present=true", "--schedule", "0 8 * * 1-5=4", "--schedule", "0 20 * * *=0",
+		"--modelcar-image", k8sModelcar, "--time-zone", "Europe/Paris", "-o", "yaml")
+	if r.code != 0 || r.stderr != "" {
+		t.Fatalf("-o yaml: %+v", r)
+	}
+	want := rendered(t)(warm.Pool(warm.PoolOptions{
+		Namespace: "inference", Replicas: 2, GPUsPerPod: 8,
+		NodeSelector:  map[string]string{"nvidia.com/gpu.present": "true"},
+		Schedules:     []warm.Schedule{{Cron: "0 8 * * 1-5", Replicas: 4}, {Cron: "0 20 * * *", Replicas: 0}},
+		ModelcarImage: k8sModelcar, TimeZone: "Europe/Paris",
+	}))
+	if r.stdout != want {
+		t.Errorf("-o yaml printed\n%s\nwant\n%s", r.stdout, want)
+	}
+	for _, s := range []string{"kind: PriorityClass", "value: -10", "preemptionPolicy: Never", "kind: CronJob", "schedule: 0 8 * * 1-5",
+		"- scale\n", "resourceNames:\n  - modelcar-pool\n", "- deployments/scale"} {
+		if !strings.Contains(r.stdout, s) {
+			t.Errorf("-o yaml lacks %q", s)
+		}
+	}
+}
+
+func TestWarmK8sUsageErrors(t *testing.T) {
+	for _, args := range [][]string{
+		{"warm", "prepull", "--image", k8sTestImage, "-o", "yaml", "--apply"},
+		{"warm", "prepull", "--image", k8sTestImage, "-o", "json"},
+		{"warm", "prepull", "--image", k8sTestImage, "--apply", "--dry-run=client"},
+		{"warm", "prepull", "--image", k8sTestImage, "-o", "yaml", "--dry-run=server"},
+		{"warm", "prepull", "--image", k8sTestImage, "-o", "yaml", "--wait"},
+		{"warm", "prepull", "-o", "yaml"},
+		{"warm", "prepull", "--delete"},
+		{"warm", "prepull", "--image", k8sTestImage, "--mode", "sidecar", "-o", "yaml"},
+		{"warm", "prepull", "--image", k8sTestImage, "--toleration", "k=v:Sometimes", "-o", "yaml"},
+		{"warm", "pool", "--replicas", "1", "-o", "yaml"},
+		{"warm", "pool", "--replicas", "1", "--gpus-per-pod", "1", "--schedule", "0 8 * * *", "-o", "yaml"},
+		{"warm", "pool", "--replicas", "1", "--gpus-per-pod", "1", "--schedule", "0 8 * * *=1", "-o", "yaml"},
+		{"warm", "pool", "--replicas", "1", "--gpus-per-pod", "1", "--priority", "5", "-o", "yaml"},
+		{"warm", "scale", "--replicas", "1"},
+	} {
+		if r := runK8s(t, args...); r.code != 2 || r.stdout != "" {
+			t.Errorf("%q: %+v, want a usage error", args, r)
+		}
+	}
+	// Cluster commands without a kubeconfig fail clearly (exit 1).
+	if r := runK8s(t, "warm", "status"); r.code != 1 || !strings.Contains(r.stderr, "Kubernetes client configuration") {
+		t.Errorf("status without a cluster: %+v", r)
+	}
+}
+
+// runK8sOn runs modelcar in-process against the cluster of kubeconfig.
+func runK8sOn(t *testing.T, kubeconfig string, args ...string) result {
+	t.Helper()
+	root := k8sRoot()
+	var so, se bytes.Buffer
+	root.SetArgs(append(args, "--kubeconfig", kubeconfig))
+	root.SetOut(&so)
+	root.SetErr(&se)
+	err := root.ExecuteContext(context.Background())
+	if err != nil {
+		fmt.Fprintln(&se, "Error:", err)
+	}
+	return result{stdout: so.String(), stderr: se.String(), code: exitCode(err)}
+}
+
+// TestWarmK8sOnCluster drives prepull --apply --wait, status, --delete and
+// pool --apply (dry run and real) through the CLI. It needs a running
+// cluster (`make cluster-up`) named by MODELCAR_CLUSTER_KUBECONFIG; the
+// warm package's tests cover the same on the test cluster they start.
+func TestWarmK8sOnCluster(t *testing.T) {
+	kc := os.Getenv(testcluster.KubeconfigEnv)
+	if kc == "" || testing.Short() {
+		t.Skipf("set %s to the kubeconfig of a `make cluster-up` cluster", testcluster.KubeconfigEnv)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c, err := testcluster.Attach(ctx, kc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns := c.Namespace(t, "warm-cli")
+	prepull := []string{"warm", "prepull", "--image", k8sTestImage, "-n", ns, "--node-selector", "nvidia.com/gpu.present=true", "--toleration", "nvidia.com/gpu=present:NoSchedule"}
+
+	r := runK8sOn(t, kc, append(prepull, "--apply", "--dry-run=server")...)
+	if r.code != 0 || r.stdout != "daemonset.apps/modelcar-prepull-llama created (server dry run)\n" {
+		t.Fatalf("dry run: %+v", r)
+	}
+	r = runK8sOn(t, kc, append(prepull, "--apply", "--wait", "--timeout", "1m", "--interval", "200ms")...)
+	if r.code != 0 || !strings.HasPrefix(r.stdout, "daemonset.apps/modelcar-prepull-llama created\n") ||
+		!strings.Contains(r.stdout, "2/2 target nodes have "+k8sTestImage) || !strings.Contains(r.stderr, "gpu-0: pulled (pod modelcar-prepull-llama-") ||
+		!strings.Contains(r.stderr, "gpu-1: pulled") || strings.Contains(r.stderr, "cpu-0") {
+		t.Fatalf("apply --wait: %+v", r)
+	}
+	t.Logf("apply --wait:\n%s%s", r.stdout, r.stderr)
+	if r = runK8sOn(t, kc, append(prepull, "--apply")...); r.code != 0 || r.stdout != "daemonset.apps/modelcar-prepull-llama unchanged\n" {
+		t.Errorf("re-apply: %+v", r)
+	}
+	r = runK8sOn(t, kc, "warm", "status", "-n", ns)
+	if r.code != 0 || !regexp.MustCompile(`(?m)^gpu-0 +pulled +20\d\d-`).MatchString(r.stdout) ||
+		!regexp.MustCompile(`(?m)^cpu-0 +not targeted +- +no label nvidia.com/gpu.present=true$`).MatchString(r.stdout) {
+		t.Errorf("status: %+v", r)
+	}
+	t.Logf("status:\n%s", r.stdout)
+	if r = runK8sOn(t, kc, "warm", "prepull", "--name", "modelcar-prepull-llama", "-n", ns, "--delete"); r.code != 0 || r.stdout != "daemonset.apps/modelcar-prepull-llama deleted\n" {
+		t.Errorf("delete: %+v", r)
+	}
+
+	pool := []string{"warm", "pool", "--replicas", "0", "--gpus-per-pod", "4", "-n", ns, "--schedule", "0 8 * * 1-5=2",
+		"--modelcar-image", k8sModelcar, "--priority-class", "modelcar-placeholder"}
+	if r = runK8sOn(t, kc, append(pool, "--apply", "--dry-run=server")...); r.code != 0 || strings.Count(r.stdout, "(server dry run)") != 6 {
+		t.Errorf("pool dry run: %+v", r)
+	}
+	if r = runK8sOn(t, kc, append(pool, "--apply")...); r.code != 0 || !strings.Contains(r.stdout, "role.rbac.authorization.k8s.io/modelcar-pool-scaler created") {
+		t.Errorf("pool apply: %+v", r)
+	}
+	if r = runK8sOn(t, kc, "warm", "scale", "--name", "modelcar-pool", "-n", ns, "--replicas", "1"); r.code != 0 || r.stdout != "pool "+ns+"/modelcar-pool scaled from 0 to 1 replicas\n" {
+		t.Errorf("scale: %+v", r)
+	}
+	if r = runK8sOn(t, kc, append(pool, "--apply")...); r.code != 0 || !strings.Contains(r.stdout, "deployment.apps/modelcar-pool ") {
+		t.Errorf("pool re-apply after scale: %+v", r)
+	}
+	if r = runK8sOn(t, kc, append(pool, "--apply")...); r.code != 0 || strings.Count(r.stdout, " unchanged\n") != 6 {
+		t.Errorf("pool third apply: %+v", r)
+	}
+	if r = runK8sOn(t, kc, "warm", "pool", "-n", ns, "--delete"); r.code != 0 || !strings.Contains(r.stdout, "deployment.apps/modelcar-pool deleted") {
+		t.Errorf("pool delete: %+v", r)
+	}
+}
