@@ -1,0 +1,214 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/modelcar/modelcar/deploy"
+	"github.com/modelcar/modelcar/warm"
+)
+
+// deployFlags are the flags of `modelcar deploy`.
+type deployFlags struct {
+	image, name, namespace, modelcarImage string
+	valueFiles, sets, stringSets          []string
+	output                                string
+	apply                                 bool
+	dryRun                                string
+	prepull                               bool
+	warmPool                              int32
+	gpusPerPod                            int64
+	kubeconfig, context                   string
+	kubeVersion                           string
+}
+
+func newDeployCmd() *cobra.Command {
+	var f deployFlags
+	cmd := &cobra.Command{
+		Use:   "deploy --image REF@sha256:... --name NAME (-o yaml | --apply)",
+		Short: "Serve a modelcar with vLLM on Kubernetes (the embedded vllm-modelcar Helm chart)",
+		Long: `Deploy renders the vllm-modelcar Helm chart built into modelcar (the same chart as
+deploy/charts/vllm-modelcar, which also installs with plain helm) for the modelcar
+--image, as 'helm template' would, and prints the manifests (-o yaml) or applies them
+with server-side apply (--apply, field manager "modelcar"; --dry-run=server to have
+the apiserver check everything without storing it).
+
+--name is the release name; the objects are named NAME (fullnameOverride, unless the
+values set nameOverride or fullnameOverride) and the served model name defaults to
+NAME. Values come as with helm: -f FILE (repeatable, later files win), then --set
+KEY=VALUE (helm's syntax), then --set-string KEY=VALUE, then --image (model.image)
+and --modelcar-image (modelcar.image: the warm-up sidecar and initCopy's puller).
+The chart's values.schema.json checks them: a model image without @sha256: is
+refused unless --set model.allowTag=true. deploy/README.md documents every value.
+
+--prepull also creates a 'modelcar warm prepull' DaemonSet pulling the modelcar on
+the nodes the pods may run on; --warm-pool N a 'modelcar warm pool' of N placeholder
+pods holding --gpus-per-pod GPUs each (default: the vLLM container's) there.
+
+The kubeconfig is found as kubectl finds it (--kubeconfig, $KUBECONFIG,
+~/.kube/config; --context); the namespace is -n, else the context's.`,
+		Example: `  # Print the manifests
+  modelcar deploy --image registry.example.com/models/llama@sha256:4f1c... --name llama \
+    --modelcar-image registry.example.com/modelcar@sha256:9b2e... -n llm -o yaml
+
+  # Apply them, with a KEDA ScaledObject and a pre-pull on the GPU nodes
+  modelcar deploy --image registry.example.com/models/llama@sha256:4f1c... --name llama \
+    --modelcar-image registry.example.com/modelcar@sha256:9b2e... -n llm -f prod.yaml \
+    --set keda.enabled=true --set keda.prometheus.serverAddress=http://prometheus:9090 \
+    --prepull --apply
+
+  # Let the apiserver check everything, storing nothing
+  modelcar deploy ... --apply --dry-run=server`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) != 0 {
+				return usageError{fmt.Errorf("deploy takes no arguments, got %q (the model is --image)", args)}
+			}
+			return f.check(cmd)
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runDeploy(cmd, f)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.image, "image", "", "the modelcar, REPO@sha256:<64 hex> (model.image)")
+	fl.StringVar(&f.name, "name", "", "release name; the objects' name and the served model name default to it (required)")
+	fl.StringVarP(&f.namespace, "namespace", "n", "", "namespace (default: the kubeconfig context's, else default)")
+	fl.StringArrayVarP(&f.valueFiles, "values", "f", nil, "values file (repeatable; later files win)")
+	fl.StringArrayVar(&f.sets, "set", nil, "set a value, KEY=VALUE in helm's syntax (repeatable; after -f)")
+	fl.StringArrayVar(&f.stringSets, "set-string", nil, "set a value as a string, KEY=VALUE (repeatable; after --set)")
+	fl.StringVar(&f.modelcarImage, "modelcar-image", "", "modelcar's own image, REPO@sha256:... (modelcar.image: warm-up sidecar, initCopy)")
+	fl.StringVarP(&f.output, "output", "o", "", "print the manifests instead of applying them: yaml")
+	fl.BoolVar(&f.apply, "apply", false, "apply with server-side apply")
+	fl.StringVar(&f.dryRun, "dry-run", "none", "with --apply: server (the apiserver validates and admits, stores nothing) or none")
+	fl.BoolVar(&f.prepull, "prepull", false, "also create a pre-pull DaemonSet for the modelcar (modelcar warm prepull)")
+	fl.Int32Var(&f.warmPool, "warm-pool", 0, "also create a node-pool warmer of N GPU placeholder pods (modelcar warm pool)")
+	fl.Int64Var(&f.gpusPerPod, "gpus-per-pod", 0, "GPUs of each --warm-pool placeholder (default: the vLLM container's)")
+	fl.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
+	fl.StringVar(&f.context, "context", "", "kubeconfig context (default: the current one)")
+	fl.StringVar(&f.kubeVersion, "kube-version", deploy.DefaultKubeVersion, "Kubernetes version the chart renders for (.Capabilities.KubeVersion)")
+	return cmd
+}
+
+func (f *deployFlags) check(cmd *cobra.Command) error {
+	if f.name == "" {
+		return usageError{fmt.Errorf("--name is required (the release name)")}
+	}
+	if f.image == "" && !cmd.Flags().Changed("values") && !cmd.Flags().Changed("set") && !cmd.Flags().Changed("set-string") {
+		return usageError{fmt.Errorf("--image is required (the modelcar, REPO@sha256:...)")}
+	}
+	switch {
+	case f.output == "" && !f.apply:
+		return usageError{fmt.Errorf("choose -o yaml (print the manifests) or --apply")}
+	case f.output != "" && f.apply:
+		return usageError{fmt.Errorf("-o %s and --apply exclude each other", f.output)}
+	case f.output != "" && f.output != "yaml":
+		return usageError{fmt.Errorf("unknown output format %q (only yaml)", f.output)}
+	}
+	switch f.dryRun {
+	case "none", "server":
+	case "client":
+		return usageError{fmt.Errorf("--dry-run=client: use -o yaml to see what would be applied")}
+	default:
+		return usageError{fmt.Errorf("--dry-run=%s: want server or none", f.dryRun)}
+	}
+	if f.dryRun == "server" && !f.apply {
+		return usageError{fmt.Errorf("--dry-run=server goes with --apply")}
+	}
+	if cmd.Flags().Changed("warm-pool") && f.warmPool < 0 {
+		return usageError{fmt.Errorf("--warm-pool %d: want a number of placeholder pods, 0 or more", f.warmPool)}
+	}
+	if cmd.Flags().Changed("gpus-per-pod") {
+		if !cmd.Flags().Changed("warm-pool") {
+			return usageError{fmt.Errorf("--gpus-per-pod goes with --warm-pool")}
+		}
+		if f.gpusPerPod < 1 {
+			return usageError{fmt.Errorf("--gpus-per-pod %d: want 1 or more", f.gpusPerPod)}
+		}
+	}
+	return nil
+}
+
+// values merges -f, --set and the flags that set values, and fills the
+// defaults that follow from --name.
+func (f *deployFlags) values() (map[string]any, error) {
+	vals, err := deploy.MergeValues(f.valueFiles, f.sets, f.stringSets)
+	if err != nil {
+		return nil, usageError{err}
+	}
+	if f.image != "" {
+		deploy.SetValue(vals, "model.image", f.image)
+	}
+	if f.modelcarImage != "" {
+		deploy.SetValue(vals, "modelcar.image", f.modelcarImage)
+	}
+	_, hasName := deploy.Lookup(vals, "nameOverride")
+	_, hasFull := deploy.Lookup(vals, "fullnameOverride")
+	if !hasName && !hasFull {
+		vals["fullnameOverride"] = f.name
+	}
+	deploy.SetDefault(vals, "model.servedModelName", f.name)
+	return vals, nil
+}
+
+func runDeploy(cmd *cobra.Command, f deployFlags) error {
+	vals, err := f.values()
+	if err != nil {
+		return err
+	}
+	ns := f.namespace
+	if ns == "" {
+		ns = contextNamespace(f.kubeconfig, f.context)
+	}
+	opts := deploy.ReleaseOptions{
+		RenderOptions: deploy.RenderOptions{ReleaseName: f.name, Namespace: ns, Values: vals, KubeVersion: f.kubeVersion},
+		Prepull:       f.prepull,
+	}
+	if cmd.Flags().Changed("warm-pool") {
+		opts.WarmPool = &deploy.WarmPool{Replicas: f.warmPool, GPUsPerPod: f.gpusPerPod}
+	}
+	rel, err := deploy.NewRelease(cmd.Context(), opts)
+	if err != nil {
+		return explainRenderError(err)
+	}
+	if f.output == "yaml" {
+		return rel.WriteYAML(cmd.OutOrStdout())
+	}
+	cfg, _, err := warm.KubeConfig(f.kubeconfig, f.context)
+	if err != nil {
+		return err
+	}
+	res, err := rel.Apply(cmd.Context(), cfg, deploy.ApplyOptions{DryRun: f.dryRun == "server"})
+	printLines(cmd.OutOrStdout(), res)
+	return err
+}
+
+func printLines(w io.Writer, res *deploy.ReleaseApplied) {
+	if res == nil {
+		return
+	}
+	for _, l := range res.Lines() {
+		fmt.Fprintln(w, l)
+	}
+}
+
+// contextNamespace is the kubeconfig context's namespace (in a pod
+// without a kubeconfig, the pod's), else "default": -o yaml needs no
+// cluster.
+func contextNamespace(kubeconfig, context string) string {
+	if _, ns, err := warm.KubeConfig(kubeconfig, context); err == nil {
+		return ns
+	}
+	return "default"
+}
+
+// explainRenderError adds what to do to the chart's refusal of a model
+// image without a digest.
+func explainRenderError(err error) error {
+	if strings.Contains(err.Error(), "at '/model/image'") && strings.Contains(err.Error(), "does not match pattern") {
+		return fmt.Errorf("%w(--image must be pinned by digest, REPO@sha256:<64 hex>, as 'modelcar push' prints it; for development, --set model.allowTag=true accepts a tag)", err)
+	}
+	return err
+}

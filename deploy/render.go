@@ -1,0 +1,464 @@
+package deploy
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"strings"
+
+	"helm.sh/helm/v3/pkg/chart"
+	"helm.sh/helm/v3/pkg/chart/loader"
+	"helm.sh/helm/v3/pkg/chartutil"
+	"helm.sh/helm/v3/pkg/engine"
+	"helm.sh/helm/v3/pkg/ignore"
+	"helm.sh/helm/v3/pkg/releaseutil"
+	"helm.sh/helm/v3/pkg/strvals"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/yaml"
+
+	"github.com/modelcar/modelcar/warm"
+)
+
+// DefaultKubeVersion is the Kubernetes version Render assumes
+// (.Capabilities.KubeVersion, and the chart's kubeVersion constraint) when
+// RenderOptions.KubeVersion is empty: the test cluster's.
+const DefaultKubeVersion = "1.37.2"
+
+// RenderOptions configures Render.
+type RenderOptions struct {
+	// ReleaseName is .Release.Name (helm template's NAME). Required.
+	ReleaseName string
+	// Namespace is .Release.Namespace, the namespace every object names.
+	// Empty means "default", as helm's.
+	Namespace string
+	// Values are the user's values, merged over the chart's values.yaml
+	// the way helm does (MergeValues builds them from -f files and --set).
+	Values map[string]any
+	// KubeVersion is .Capabilities.KubeVersion ("1.37.2" or "v1.37.2");
+	// empty means DefaultKubeVersion.
+	KubeVersion string
+}
+
+// notesSuffix ends the rendered name of a chart's NOTES.txt.
+const notesSuffix = "NOTES.txt"
+
+// LoadChart loads the embedded vllm-modelcar chart (Chart) the way `helm`
+// loads a chart directory: .helmignore and helm's default ignores apply.
+// Each call loads a fresh copy (a millisecond), which the caller may change.
+func LoadChart() (*chart.Chart, error) {
+	sub, err := fs.Sub(Chart, ChartDir)
+	if err != nil {
+		return nil, err
+	}
+	rules := ignore.Empty()
+	if data, err := fs.ReadFile(sub, ignore.HelmIgnore); err == nil {
+		if rules, err = ignore.Parse(bytes.NewReader(data)); err != nil {
+			return nil, fmt.Errorf("chart %s: %s: %w", ChartName, ignore.HelmIgnore, err)
+		}
+	}
+	rules.AddDefaults()
+	var files []*loader.BufferedFile
+	err = fs.WalkDir(sub, ".", func(name string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if name == "." {
+			return nil
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		if rules.Ignore(name, fi) {
+			if d.IsDir() {
+				return fs.SkipDir
+			}
+			return nil
+		}
+		if d.IsDir() {
+			return nil
+		}
+		data, err := fs.ReadFile(sub, name)
+		if err != nil {
+			return err
+		}
+		files = append(files, &loader.BufferedFile{Name: name, Data: bytes.TrimPrefix(data, []byte("\xef\xbb\xbf"))})
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading the embedded chart %s: %w", ChartName, err)
+	}
+	c, err := loader.LoadFiles(files)
+	if err != nil {
+		return nil, fmt.Errorf("loading the embedded chart %s: %w", ChartName, err)
+	}
+	return c, nil
+}
+
+// Render renders the embedded chart as `helm template RELEASE CHART
+// --namespace NS --kube-version V` with the same values does (Helm's own
+// Go packages, the same capabilities and checks): it returns helm
+// template's output byte for byte (documents in helm's install order, each
+// headed by "# Source: ..."; NOTES.txt left out) and the same objects
+// decoded, in that order.
+//
+// values.schema.json is checked first: a value it rejects fails Render
+// with an error naming the field ("at '/model/image': ...", helm's
+// message), as do the templates' own checks (required, fail).
+func Render(ctx context.Context, opts RenderOptions) ([]byte, []*unstructured.Unstructured, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, nil, err
+	}
+	if opts.ReleaseName == "" {
+		return nil, nil, errors.New("render: no release name")
+	}
+	if opts.Namespace == "" {
+		opts.Namespace = "default"
+	}
+	kv := opts.KubeVersion
+	if kv == "" {
+		kv = DefaultKubeVersion
+	}
+	kubeVersion, err := chartutil.ParseKubeVersion(kv)
+	if err != nil {
+		return nil, nil, fmt.Errorf("render: invalid kube version %q: %w", kv, err)
+	}
+	ch, err := LoadChart()
+	if err != nil {
+		return nil, nil, err
+	}
+	vals := opts.Values
+	if vals == nil {
+		vals = map[string]any{}
+	}
+	// As helm's install action: the chart's dependencies (none today)
+	// first, then the values coalesced with values.yaml and checked against
+	// values.schema.json.
+	if err := chartutil.ProcessDependenciesWithMerge(ch, vals); err != nil {
+		return nil, nil, fmt.Errorf("render: %w", err)
+	}
+	caps := chartutil.DefaultCapabilities.Copy()
+	caps.KubeVersion = *kubeVersion
+	if ch.Metadata.KubeVersion != "" && !chartutil.IsCompatibleRange(ch.Metadata.KubeVersion, caps.KubeVersion.String()) {
+		return nil, nil, fmt.Errorf("chart requires kubeVersion: %s which is incompatible with Kubernetes %s", ch.Metadata.KubeVersion, caps.KubeVersion.String())
+	}
+	top, err := chartutil.ToRenderValues(ch, vals, chartutil.ReleaseOptions{
+		Name: opts.ReleaseName, Namespace: opts.Namespace, Revision: 1, IsInstall: true,
+	}, caps)
+	if err != nil {
+		return nil, nil, fmt.Errorf("chart %s: %w", ChartName, err)
+	}
+	var e engine.Engine // no cluster: lookup returns nothing, as in helm template
+	files, err := e.Render(ch, top)
+	if err != nil {
+		return nil, nil, fmt.Errorf("chart %s: %w", ChartName, err)
+	}
+	for name := range files {
+		if strings.HasSuffix(name, notesSuffix) {
+			delete(files, name)
+		}
+	}
+	hooks, manifests, err := releaseutil.SortManifests(files, nil, releaseutil.InstallOrder)
+	if err != nil {
+		return nil, nil, fmt.Errorf("chart %s: %w", ChartName, err)
+	}
+	if len(hooks) > 0 {
+		return nil, nil, fmt.Errorf("chart %s renders hooks (%s), which modelcar deploy does not run", ChartName, hooks[0].Path)
+	}
+	var b bytes.Buffer
+	objs := make([]*unstructured.Unstructured, 0, len(manifests))
+	for _, m := range manifests {
+		fmt.Fprintf(&b, "---\n# Source: %s\n%s\n", m.Name, m.Content)
+		obj, err := decode(m.Content)
+		if err != nil {
+			return nil, nil, fmt.Errorf("chart %s: %s: %w", ChartName, m.Name, err)
+		}
+		if obj != nil {
+			objs = append(objs, obj)
+		}
+	}
+	// helm template prints the manifest trimmed, with one final newline.
+	out := strings.TrimSpace(b.String())
+	if out != "" {
+		out += "\n"
+	}
+	return []byte(out), objs, nil
+}
+
+// decode parses one rendered document (nil for an empty one).
+func decode(doc string) (*unstructured.Unstructured, error) {
+	js, err := yaml.YAMLToJSON([]byte(doc))
+	if err != nil {
+		return nil, err
+	}
+	if s := strings.TrimSpace(string(js)); s == "null" || s == "{}" {
+		return nil, nil
+	}
+	obj := &unstructured.Unstructured{}
+	if err := obj.UnmarshalJSON(js); err != nil {
+		return nil, err
+	}
+	return obj, nil
+}
+
+// MergeValues merges values the way helm's -f/--values, --set and
+// --set-string flags do: each file in order (later keys win, maps merged
+// deeply), then each --set KEY=VALUE (helm's strvals syntax: a.b=c,
+// list[0]=x, {a,b} lists, comma-separated pairs, numbers and booleans
+// typed), then each --set-string (values kept as strings).
+func MergeValues(files, sets, stringSets []string) (map[string]any, error) {
+	base := map[string]any{}
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("values file: %w", err)
+		}
+		cur := map[string]any{}
+		if err := yaml.Unmarshal(data, &cur); err != nil {
+			return nil, fmt.Errorf("failed to parse %s: %w", f, err)
+		}
+		base = mergeMaps(base, cur)
+	}
+	for _, s := range sets {
+		if err := strvals.ParseInto(s, base); err != nil {
+			return nil, fmt.Errorf("failed parsing --set %q: %w", s, err)
+		}
+	}
+	for _, s := range stringSets {
+		if err := strvals.ParseIntoString(s, base); err != nil {
+			return nil, fmt.Errorf("failed parsing --set-string %q: %w", s, err)
+		}
+	}
+	return base, nil
+}
+
+// mergeMaps is helm's (pkg/cli/values): b over a, maps merged recursively.
+func mergeMaps(a, b map[string]any) map[string]any {
+	out := make(map[string]any, len(a))
+	for k, v := range a {
+		out[k] = v
+	}
+	for k, v := range b {
+		if v, ok := v.(map[string]any); ok {
+			if bv, ok := out[k]; ok {
+				if bv, ok := bv.(map[string]any); ok {
+					out[k] = mergeMaps(bv, v)
+					continue
+				}
+			}
+		}
+		out[k] = v
+	}
+	return out
+}
+
+// Lookup returns the value at a dotted path (model.image) in values, and
+// whether it is set.
+func Lookup(values map[string]any, dotted string) (any, bool) {
+	var cur any = values
+	for _, k := range strings.Split(dotted, ".") {
+		m, ok := cur.(map[string]any)
+		if !ok {
+			return nil, false
+		}
+		if cur, ok = m[k]; !ok {
+			return nil, false
+		}
+	}
+	return cur, true
+}
+
+// SetDefault sets the value at a dotted path in values unless it is
+// already set.
+func SetDefault(values map[string]any, dotted string, v any) {
+	if _, ok := Lookup(values, dotted); !ok {
+		SetValue(values, dotted, v)
+	}
+}
+
+// SetValue sets the value at a dotted path in values, creating the maps on
+// the way (and replacing what is not a map there).
+func SetValue(values map[string]any, dotted string, v any) {
+	keys := strings.Split(dotted, ".")
+	m := values
+	for _, k := range keys[:len(keys)-1] {
+		next, ok := m[k].(map[string]any)
+		if !ok {
+			next = map[string]any{}
+			m[k] = next
+		}
+		m = next
+	}
+	m[keys[len(keys)-1]] = v
+}
+
+// Release is what `modelcar deploy` renders: the chart's manifests and
+// objects and, when asked for, the warm package's objects that go with
+// them (a pre-pull DaemonSet, a node-pool warmer).
+type Release struct {
+	Name, Namespace string
+	// Manifests is Render's YAML (helm template's output).
+	Manifests []byte
+	// Objects are the chart's objects, in helm's install order.
+	Objects []*unstructured.Unstructured
+	// Warm are the warm objects, in the order warm.Sort gives.
+	Warm []warm.Object
+}
+
+// ReleaseOptions configures NewRelease.
+type ReleaseOptions struct {
+	RenderOptions
+	// Prepull adds a warm pre-pull DaemonSet for model.image on the nodes
+	// the chart's pods may run on (its nodeSelector and tolerations), so
+	// every such node has the modelcar before a replica lands there. Only
+	// for the imageVolume (pulled through an image volume) and modelcar
+	// (through an init container; the image has a shell) deliveries: with
+	// initCopy the kubelet never pulls the model image.
+	Prepull bool
+	// WarmPool, when set, adds a node-pool warmer named NAME-pool: placeholder
+	// pods holding GPUs on the chart pods' nodes, which any vLLM pod
+	// preempts.
+	WarmPool *WarmPool
+}
+
+// WarmPool sizes a node-pool warmer.
+type WarmPool struct {
+	// Replicas placeholder pods (0 keeps the objects and scales to none).
+	Replicas int32
+	// GPUsPerPod GPUs each; 0 means the vLLM container's GPU limit.
+	GPUsPerPod int64
+}
+
+// PoolName is the name of the node-pool warmer of release name.
+func PoolName(release string) string { return release + "-pool" }
+
+// NewRelease renders the chart (Render) and builds the warm objects
+// opts asks for.
+func NewRelease(ctx context.Context, opts ReleaseOptions) (*Release, error) {
+	out, objs, err := Render(ctx, opts.RenderOptions)
+	if err != nil {
+		return nil, err
+	}
+	ns := opts.Namespace
+	if ns == "" {
+		ns = "default"
+	}
+	r := &Release{Name: opts.ReleaseName, Namespace: ns, Manifests: out, Objects: objs}
+	if !opts.Prepull && opts.WarmPool == nil {
+		return r, nil
+	}
+	dep, err := deployment(objs)
+	if err != nil {
+		return nil, err
+	}
+	pod := dep.Spec.Template.Spec
+	if opts.Prepull {
+		mode, err := prepullMode(opts.Values)
+		if err != nil {
+			return nil, err
+		}
+		image, _ := Lookup(opts.Values, "model.image")
+		allowTag, _ := Lookup(opts.Values, "model.allowTag")
+		img, _ := image.(string)
+		at, _ := allowTag.(bool)
+		ds, err := warm.PrepullObjects(warm.PrepullOptions{
+			Image: img, AllowTag: at, Namespace: ns, Mode: mode,
+			NodeSelector: pod.NodeSelector, Tolerations: pod.Tolerations,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("--prepull: %w", err)
+		}
+		r.Warm = append(r.Warm, ds...)
+	}
+	if p := opts.WarmPool; p != nil {
+		gpus := p.GPUsPerPod
+		if gpus == 0 {
+			gpus = gpuLimit(pod)
+			if gpus == 0 {
+				return nil, errors.New("--warm-pool: the vLLM container requests no nvidia.com/gpu; give --gpus-per-pod")
+			}
+		}
+		objs, err := warm.Pool(warm.PoolOptions{
+			Name: PoolName(opts.ReleaseName), Namespace: ns, Replicas: p.Replicas, GPUsPerPod: gpus,
+			NodeSelector: pod.NodeSelector, Tolerations: pod.Tolerations,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("--warm-pool: %w", err)
+		}
+		r.Warm = append(r.Warm, objs...)
+	}
+	warm.Sort(r.Warm)
+	return r, nil
+}
+
+// prepullMode picks how the pre-pull DaemonSet pulls model.image for the
+// chart's delivery.
+func prepullMode(values map[string]any) (warm.PrepullMode, error) {
+	d, ok := Lookup(values, "model.delivery")
+	if !ok {
+		d = "imageVolume" // values.yaml's default
+	}
+	switch d {
+	case "imageVolume":
+		return warm.ImageVolumeMode, nil
+	case "modelcar":
+		return warm.InitContainerMode, nil
+	}
+	return "", fmt.Errorf("--prepull: model.delivery %v does not pull the model image through the kubelet (initCopy runs modelcar pull), so there is nothing to pre-pull", d)
+}
+
+// deployment returns the chart's Deployment, typed.
+func deployment(objs []*unstructured.Unstructured) (*appsv1.Deployment, error) {
+	for _, o := range objs {
+		if o.GetKind() == "Deployment" && o.GroupVersionKind().Group == "apps" {
+			var d appsv1.Deployment
+			if err := runtime.DefaultUnstructuredConverter.FromUnstructured(o.Object, &d); err != nil {
+				return nil, fmt.Errorf("chart %s: Deployment %s: %w", ChartName, o.GetName(), err)
+			}
+			return &d, nil
+		}
+	}
+	return nil, fmt.Errorf("chart %s rendered no Deployment", ChartName)
+}
+
+// gpuLimit is the nvidia.com/gpu limit (else request) of the vllm container.
+func gpuLimit(pod corev1.PodSpec) int64 {
+	for _, c := range pod.Containers {
+		if c.Name != "vllm" {
+			continue
+		}
+		for _, rl := range []corev1.ResourceList{c.Resources.Limits, c.Resources.Requests} {
+			if q, ok := rl[warm.DefaultGPUResource]; ok {
+				return q.Value()
+			}
+		}
+	}
+	return 0
+}
+
+// WriteYAML writes the release as one YAML stream: the chart's manifests
+// (helm template's output), then the warm objects (warm.Render).
+func (r *Release) WriteYAML(w io.Writer) error {
+	if _, err := w.Write(r.Manifests); err != nil {
+		return err
+	}
+	if len(r.Warm) == 0 {
+		return nil
+	}
+	var b bytes.Buffer
+	if err := warm.Render(&b, r.Warm); err != nil {
+		return err
+	}
+	if _, err := io.WriteString(w, "---\n"); err != nil {
+		return err
+	}
+	_, err := w.Write(b.Bytes())
+	return err
+}

@@ -1,0 +1,444 @@
+package deploy
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/modelcar/modelcar/internal/testcluster"
+	"github.com/modelcar/modelcar/warm"
+)
+
+// caseValues merges a golden case's values files as helm's -f does.
+func caseValues(t *testing.T, name string, sets ...string) map[string]any {
+	t.Helper()
+	return caseValuesString(t, name, sets, nil)
+}
+
+// caseValuesString is caseValues with --set-string values too.
+func caseValuesString(t *testing.T, name string, sets, stringSets []string) map[string]any {
+	t.Helper()
+	vals, err := MergeValues([]string{filepath.Join(testdataDir, "base.values.yaml"), filepath.Join(testdataDir, name+".values.yaml")}, sets, stringSets)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return vals
+}
+
+func render(t *testing.T, release, namespace string, vals map[string]any) ([]byte, []*unstructured.Unstructured) {
+	t.Helper()
+	out, objs, err := Render(context.Background(), RenderOptions{ReleaseName: release, Namespace: namespace, Values: vals, KubeVersion: kubeVersion()})
+	if err != nil {
+		t.Fatalf("Render: %v", err)
+	}
+	return out, objs
+}
+
+// checkObjects: the objects Render returns are the documents of its YAML,
+// in order, NOTES.txt left out.
+func checkObjects(t *testing.T, out []byte, objs []*unstructured.Unstructured) {
+	t.Helper()
+	docs := documents(t, string(out))
+	if len(docs) != len(objs) {
+		t.Fatalf("%d documents, %d objects", len(docs), len(objs))
+	}
+	for i, d := range docs {
+		if d["kind"] != objs[i].GetKind() || get(d, "metadata", "name") != objs[i].GetName() {
+			t.Errorf("object %d is %s %s, document %v %v", i, objs[i].GetKind(), objs[i].GetName(), d["kind"], get(d, "metadata", "name"))
+		}
+	}
+	if bytes.Contains(out, []byte("NOTES.txt")) || bytes.Contains(out, []byte("port-forward")) {
+		t.Error("NOTES.txt rendered among the manifests")
+	}
+}
+
+// TestRenderGolden: Render of every golden case is byte for byte the
+// golden file, which is `helm template`'s output (TestChartGolden checks
+// that against the pinned helm binary); no helm binary needed here.
+func TestRenderGolden(t *testing.T) {
+	for _, c := range goldenCases {
+		t.Run(c.name, func(t *testing.T) {
+			golden, err := os.ReadFile(filepath.Join(testdataDir, c.name+".golden.yaml"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, objs := render(t, releaseName, goldenNamespace, caseValues(t, c.name))
+			if string(out) != string(golden) {
+				t.Fatalf("Render differs from %s.golden.yaml:\n%s", c.name, firstDifference(string(golden), string(out)))
+			}
+			checkObjects(t, out, objs)
+			var kinds []string
+			for _, o := range objs {
+				kinds = append(kinds, o.GetKind())
+			}
+			// helm's install order.
+			want := []string{"Service", "Deployment"}
+			if c.keda {
+				want = []string{"PodDisruptionBudget", "Service", "Deployment", "ScaledObject", "ServiceMonitor"}
+			}
+			if !slices.Equal(kinds, want) {
+				t.Errorf("kinds %q, want %q", kinds, want)
+			}
+		})
+	}
+}
+
+// TestRenderMatchesHelmTemplate renders values given the other ways
+// (--set syntax, lists, a release name holding the chart name, another
+// namespace and Kubernetes version) with Render and the pinned helm binary.
+func TestRenderMatchesHelmTemplate(t *testing.T) {
+	h := newHelm(t, "")
+	cases := []struct {
+		name, release, namespace, kube string
+		golden                         string
+		sets, stringSets               []string
+	}{
+		{"set-lists-and-numbers", releaseName, "serving", kubeVersion(), "image-volume",
+			[]string{"replicas=3", "vllm.extraArgs={--enable-prefix-caching,--enforce-eager}", "vllm.maxModelLen=8192"},
+			[]string{"nodeSelector.nvidia\\.com/gpu\\.present=true", "vllm.extraArgs[2]=128"}},
+		{"modelcar-sidecar", "vllm-modelcar-phi", "phi", kubeVersion(), "modelcar",
+			[]string{"model.servedModelName=phi", "podAnnotations.modelcar\\.test/ready-delay=2s"}, nil},
+		{"init-copy-older-kube", releaseName, "llm", "1.33.0", "init-copy",
+			[]string{"model.cache.hostPath=/var/lib/modelcar", "initCopy.extraArgs=null"}, nil},
+		{"keda-from-zero", "x", "default", kubeVersion(), "image-volume-keda",
+			[]string{"keda.minReplicaCount=0", "podDisruptionBudget.enabled=false"}, nil},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			args := []string{"template", c.release, ChartDir, "--namespace", c.namespace, "--kube-version", c.kube}
+			args = append(args, valuesFiles(c.golden)...)
+			for _, s := range c.sets {
+				args = append(args, "--set", s)
+			}
+			for _, s := range c.stringSets {
+				args = append(args, "--set-string", s)
+			}
+			want, errOut, err := h.run(args...)
+			if err != nil {
+				t.Fatalf("helm %s: %v\n%s", strings.Join(args, " "), err, errOut)
+			}
+			out, objs, err := Render(context.Background(), RenderOptions{ReleaseName: c.release, Namespace: c.namespace, Values: caseValuesString(t, c.golden, c.sets, c.stringSets), KubeVersion: c.kube})
+			if err != nil {
+				t.Fatalf("Render: %v", err)
+			}
+			if string(out) != want {
+				t.Fatalf("Render differs from helm template:\n%s", firstDifference(want, string(out)))
+			}
+			checkObjects(t, out, objs)
+		})
+	}
+}
+
+// TestRenderRejects: values.schema.json and the templates' own checks fail
+// Render with helm's messages, naming the field.
+func TestRenderRejects(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		sets []string
+		want []string
+	}{
+		{"tag-only model image", []string{"model.image=registry.modelcar.test/models/tiny-llama:v1"},
+			[]string{"at '/model/image'", "'registry.modelcar.test/models/tiny-llama:v1' does not match pattern '@sha256:[a-f0-9]{64}$'"}},
+		{"negative replicas", []string{"replicas=-1"}, []string{"at '/replicas'", "minimum: got -1, want 0"}},
+		{"unknown top-level key", []string{"replica=2"}, []string{"additional properties 'replica' not allowed"}},
+		{"unknown delivery", []string{"model.delivery=hostCopy"}, []string{"at '/model/delivery'"}},
+		{"KEDA without Prometheus", []string{"keda.enabled=true"}, []string{"keda.prometheus.serverAddress is required"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			_, _, err := Render(context.Background(), RenderOptions{ReleaseName: releaseName, Values: caseValues(t, "image-volume", c.sets...)})
+			if err == nil {
+				t.Fatalf("Render accepted %q", c.sets)
+			}
+			for _, w := range c.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error does not say %q:\n%v", w, err)
+				}
+			}
+		})
+	}
+	t.Run("tag with allowTag", func(t *testing.T) {
+		render(t, releaseName, "default", caseValues(t, "image-volume", "model.image=registry.modelcar.test/models/tiny-llama:v1", "model.allowTag=true"))
+	})
+	t.Run("kube version below the chart's", func(t *testing.T) {
+		_, _, err := Render(context.Background(), RenderOptions{ReleaseName: releaseName, Values: caseValues(t, "image-volume"), KubeVersion: "1.28.0"})
+		if err == nil || !strings.Contains(err.Error(), "chart requires kubeVersion: >=1.29.0-0") {
+			t.Errorf("err = %v", err)
+		}
+	})
+	t.Run("no values", func(t *testing.T) {
+		_, _, err := Render(context.Background(), RenderOptions{ReleaseName: releaseName})
+		if err == nil || !strings.Contains(err.Error(), "/model") {
+			t.Errorf("err = %v", err)
+		}
+	})
+}
+
+// TestMergeValues: -f files in order, maps merged deeply, then --set.
+func TestMergeValues(t *testing.T) {
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "a.yaml"), filepath.Join(dir, "b.yaml")
+	os.WriteFile(a, []byte("model: {image: a, servedModelName: x}\nvllm: {extraArgs: [--a]}\n"), 0o644)
+	os.WriteFile(b, []byte("model: {image: b}\nvllm: {extraArgs: [--b]}\n"), 0o644)
+	vals, err := MergeValues([]string{a, b}, []string{"model.delivery=modelcar,replicas=2", "vllm.extraArgs={--c,--d}"}, []string{"vllm.maxModelLen=4096"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]any{
+		"model":    map[string]any{"image": "b", "servedModelName": "x", "delivery": "modelcar"},
+		"vllm":     map[string]any{"extraArgs": []any{"--c", "--d"}, "maxModelLen": "4096"},
+		"replicas": int64(2),
+	}
+	if fmt.Sprint(vals) != fmt.Sprint(want) {
+		t.Errorf("merged %v\nwant   %v", vals, want)
+	}
+	if _, err := MergeValues([]string{filepath.Join(dir, "missing.yaml")}, nil, nil); err == nil {
+		t.Error("a missing values file merged")
+	}
+	if _, err := MergeValues(nil, []string{"a.b"}, nil); err == nil {
+		t.Error("--set without = merged")
+	}
+}
+
+// TestNewReleaseWarm: --prepull and --warm-pool add the warm objects on the
+// chart pods' nodes.
+func TestNewReleaseWarm(t *testing.T) {
+	vals := caseValuesString(t, "image-volume", nil, []string{"nodeSelector.nvidia\\.com/gpu\\.present=true"})
+	rel, err := NewRelease(context.Background(), ReleaseOptions{
+		RenderOptions: RenderOptions{ReleaseName: releaseName, Namespace: "llm", Values: vals},
+		Prepull:       true, WarmPool: &WarmPool{Replicas: 2},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kinds []string
+	for _, o := range rel.Warm {
+		kinds = append(kinds, o.GetObjectKind().GroupVersionKind().Kind+"/"+o.GetName())
+	}
+	if want := []string{"PriorityClass/" + warm.DefaultPlaceholderPriorityClass, "DaemonSet/modelcar-prepull-tiny-llama", "Deployment/llm-pool"}; !slices.Equal(kinds, want) {
+		t.Fatalf("warm objects %q, want %q", kinds, want)
+	}
+	var y bytes.Buffer
+	if err := rel.WriteYAML(&y); err != nil {
+		t.Fatal(err)
+	}
+	docs := documents(t, y.String())
+	if len(docs) != len(rel.Objects)+len(rel.Warm) || !strings.HasPrefix(y.String(), string(rel.Manifests)) {
+		t.Errorf("WriteYAML: %d documents for %d+%d objects", len(docs), len(rel.Objects), len(rel.Warm))
+	}
+	ds := byKind(docs, "DaemonSet")[0]
+	spec := get(ds, "spec", "template", "spec")
+	if get(spec, "nodeSelector", "nvidia.com/gpu.present") != "true" || get(spec, "tolerations", 0, "key") != "nvidia.com/gpu" ||
+		get(named(get(spec, "volumes"), "modelcar"), "image", "reference") != modelImage {
+		t.Errorf("pre-pull pod spec %v", spec)
+	}
+	pool := byKind(docs, "Deployment")[1]
+	c := get(pool, "spec", "template", "spec", "containers", 0)
+	if fmt.Sprint(get(c, "resources", "limits", "nvidia.com/gpu")) != "1" || fmt.Sprint(get(pool, "spec", "replicas")) != "2" ||
+		get(pool, "spec", "template", "spec", "nodeSelector", "nvidia.com/gpu.present") != "true" {
+		t.Errorf("pool Deployment %v", pool)
+	}
+
+	// modelcar delivery pre-pulls through an init container; initCopy has
+	// nothing for the kubelet to pull.
+	rel, err = NewRelease(context.Background(), ReleaseOptions{RenderOptions: RenderOptions{ReleaseName: releaseName, Values: caseValues(t, "modelcar")}, Prepull: true})
+	if err != nil || len(rel.Warm) != 1 {
+		t.Fatalf("modelcar delivery: %v", err)
+	}
+	if ds, ok := rel.Warm[0].(*appsv1.DaemonSet); !ok || len(ds.Spec.Template.Spec.InitContainers) != 1 || ds.Spec.Template.Spec.InitContainers[0].Image != modelImage {
+		t.Errorf("modelcar delivery pre-pull: %#v", rel.Warm[0])
+	}
+	if _, err := NewRelease(context.Background(), ReleaseOptions{RenderOptions: RenderOptions{ReleaseName: releaseName, Values: caseValues(t, "init-copy")}, Prepull: true}); err == nil ||
+		!strings.Contains(err.Error(), "nothing to pre-pull") {
+		t.Errorf("initCopy --prepull: %v", err)
+	}
+}
+
+// TestApplyOnCluster applies a release with server-side apply to the test
+// cluster: its pod becomes Ready on a kwok GPU node, a second apply changes
+// no resourceVersion, and a server dry run stores nothing.
+func TestApplyOnCluster(t *testing.T) {
+	c := testcluster.Shared(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	ns := c.Namespace(t, "deploy-apply")
+	newRelease := func(ns string, sets ...string) *Release {
+		t.Helper()
+		rel, err := NewRelease(ctx, ReleaseOptions{
+			RenderOptions: RenderOptions{ReleaseName: releaseName, Namespace: ns, Values: caseValues(t, "image-volume", sets...)},
+			Prepull:       true, WarmPool: &WarmPool{Replicas: 0},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rel
+	}
+	rel := newRelease(ns)
+	res, err := rel.Apply(ctx, c.RESTConfig(), ApplyOptions{})
+	if err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+	wantLines := []string{
+		"priorityclass.scheduling.k8s.io/" + warm.DefaultPlaceholderPriorityClass,
+		"daemonset.apps/modelcar-prepull-tiny-llama created",
+		"deployment.apps/llm-pool created",
+		"service/" + fullname + " serverside-applied",
+		"deployment.apps/" + fullname + " serverside-applied",
+	}
+	lines := res.Lines()
+	if len(lines) != len(wantLines) {
+		t.Fatalf("applied %q", lines)
+	}
+	for i, w := range wantLines {
+		if !strings.HasPrefix(lines[i], w) {
+			t.Errorf("line %d %q, want %q", i, lines[i], w)
+		}
+	}
+	dep := res.Chart[1].Object
+	if mf := dep.GetManagedFields(); len(mf) != 1 || mf[0].Manager != FieldManager || mf[0].Operation != metav1.ManagedFieldsOperationApply {
+		t.Errorf("managedFields %+v, want one Apply entry by %s", mf, FieldManager)
+	}
+
+	// The pod becomes Ready on a GPU node (kwok's stages; probes do not run).
+	cs := c.Client()
+	sel := "app.kubernetes.io/instance=" + releaseName + ",app.kubernetes.io/name=vllm-modelcar"
+	var ready *corev1.Pod
+	for ready == nil {
+		pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: sel})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, p := range pods.Items {
+			for _, cond := range p.Status.Conditions {
+				if cond.Type == corev1.PodReady && cond.Status == corev1.ConditionTrue {
+					ready = &pods.Items[i]
+				}
+			}
+		}
+		if ready == nil {
+			select {
+			case <-ctx.Done():
+				t.Fatalf("no Ready pod of %s: %+v", sel, pods.Items)
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+	}
+	node, err := cs.CoreV1().Nodes().Get(ctx, ready.Spec.NodeName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if node.Labels["nvidia.com/gpu.present"] != "true" {
+		t.Errorf("pod %s is Ready on %s, not a GPU node (labels %v)", ready.Name, node.Name, node.Labels)
+	}
+
+	// Once the Deployment controller has recorded the pod (it changes the
+	// status, hence the resourceVersion), applying the same release again
+	// changes nothing.
+	var settled *appsv1.Deployment
+	for settled == nil {
+		d, err := cs.AppsV1().Deployments(ns).Get(ctx, fullname, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.Status.ObservedGeneration == d.Generation && d.Status.AvailableReplicas == 1 && d.Status.UpdatedReplicas == 1 && d.Status.Replicas == 1 {
+			settled = d
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("Deployment never available: %+v", d.Status)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	svc, err := cs.CoreV1().Services(ns).Get(ctx, fullname, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := newRelease(ns).Apply(ctx, c.RESTConfig(), ApplyOptions{})
+	if err != nil {
+		t.Fatalf("second Apply: %v", err)
+	}
+	for i, before := range []string{svc.ResourceVersion, settled.ResourceVersion} {
+		if a := again.Chart[i]; a.Object.GetResourceVersion() != before {
+			t.Errorf("%s: resourceVersion %s became %s", a, before, a.Object.GetResourceVersion())
+		}
+	}
+	// (warm.Apply calls an object whose status a controller changed
+	// meanwhile "configured"; its spec, hence generation, stays.)
+	for i, a := range again.Warm {
+		if before, after := res.Warm[i].Object.GetGeneration(), a.Object.GetGeneration(); a.Action == warm.Created || before != after {
+			t.Errorf("second apply: %s, generation %d → %d", a, before, after)
+		}
+	}
+
+	// A server dry run: in a fresh namespace nothing appears; a changed
+	// value in the applied one changes nothing either.
+	dryNS := c.Namespace(t, "deploy-dry")
+	dry, err := newRelease(dryNS).Apply(ctx, c.RESTConfig(), ApplyOptions{DryRun: true})
+	if err != nil {
+		t.Fatalf("dry run: %v", err)
+	}
+	for _, l := range dry.Lines() {
+		if !strings.HasSuffix(l, " (server dry run)") {
+			t.Errorf("dry-run line %q", l)
+		}
+	}
+	if deps, err := cs.AppsV1().Deployments(dryNS).List(ctx, metav1.ListOptions{}); err != nil || len(deps.Items) != 0 {
+		t.Errorf("dry run created Deployments: %v %v", deps, err)
+	}
+	if svcs, err := cs.CoreV1().Services(dryNS).List(ctx, metav1.ListOptions{}); err != nil || len(svcs.Items) != 0 {
+		t.Errorf("dry run created Services: %v %v", svcs, err)
+	}
+	if dss, err := cs.AppsV1().DaemonSets(dryNS).List(ctx, metav1.ListOptions{}); err != nil || len(dss.Items) != 0 {
+		t.Errorf("dry run created DaemonSets: %v %v", dss, err)
+	}
+	changed, err := newRelease(ns, "replicas=2").Apply(ctx, c.RESTConfig(), ApplyOptions{DryRun: true})
+	if err != nil {
+		t.Fatalf("dry run of a change: %v", err)
+	}
+	if r, _, _ := unstructured.NestedInt64(changed.Chart[1].Object.Object, "spec", "replicas"); r != 2 {
+		t.Errorf("dry run answered replicas %d, want 2", r)
+	}
+	got, err := cs.AppsV1().Deployments(ns).Get(ctx, fullname, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *got.Spec.Replicas != 1 || got.ResourceVersion != settled.ResourceVersion {
+		t.Errorf("dry run changed the Deployment: replicas %d, resourceVersion %s (was %s)", *got.Spec.Replicas, got.ResourceVersion, settled.ResourceVersion)
+	}
+}
+
+// TestApplyMissingCRD: a kind the cluster does not serve fails, saying
+// to install its CRD (and, for the chart's optional kinds, which value
+// renders it).
+func TestApplyMissingCRD(t *testing.T) {
+	c := testcluster.Shared(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	obj := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "nothing.modelcar.test/v1", "kind": "Widget",
+		"metadata": map[string]any{"name": "x", "namespace": "default"},
+	}}
+	_, err := Apply(ctx, c.RESTConfig(), []*unstructured.Unstructured{obj}, ApplyOptions{DryRun: true})
+	if err == nil || !strings.Contains(err.Error(), `no matches for kind "Widget"`) || !strings.Contains(err.Error(), "install its CRD first") {
+		t.Errorf("err = %v", err)
+	}
+	if h := crdHint(obj.GroupVersionKind().GroupKind().WithVersion("v1alpha1")); h != "" {
+		t.Errorf("hint for Widget %q", h)
+	}
+	obj.SetAPIVersion("keda.sh/v1alpha1")
+	obj.SetKind("ScaledObject")
+	if h := crdHint(obj.GroupVersionKind()); !strings.Contains(h, "keda.enabled=false") {
+		t.Errorf("hint for ScaledObject %q", h)
+	}
+}
