@@ -13,9 +13,13 @@
 // break a deployment (a model image without a digest, negative replicas,
 // unknown keys) before anything renders.
 //
-// Chart embeds the chart's files for renderers inside the modelcar binary;
-// the same directory installs with plain `helm install` and packages with
-// `helm package`. README.md in this directory documents the values.
+// Chart embeds the chart's files; Render renders them with the Helm Go SDK
+// exactly as `helm template` does (values merged like -f and --set, checked
+// against the schema), and Release.Apply applies the result, with the warm
+// objects of `--prepull` and `--warm-pool`, by server-side apply (field
+// manager modelcar). The same directory installs with plain `helm install`
+// and packages with `helm package`. README.md in this directory documents
+// the values.
 //
 // The tests render the chart with the pinned helm binary (golden files in
 // testdata/deploy, regenerated with `go test ./deploy -update`), lint it,
