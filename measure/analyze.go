@@ -185,7 +185,7 @@ func (ix *index) coldStart(p *Pod, o *options) ColdStart {
 
 	ix.provision(a, p, events)
 	a.chooseServing(p, logs, events, o)
-	ix.pull(a, events)
+	ix.pull(a, p, events)
 	a.loadAndWarmup(p, logs)
 
 	if a.isReady {
@@ -354,7 +354,7 @@ func (a *podAnalysis) chooseServing(p *Pod, logs []*Log, events []*Event, o *opt
 type pullKey struct{ container, image string }
 
 // pull: the union of image-pull intervals from kubelet events.
-func (ix *index) pull(a *podAnalysis, events []*Event) {
+func (ix *index) pull(a *podAnalysis, p *Pod, events []*Event) {
 	d := &a.cs.Details.Pull
 	pulling := map[pullKey]time.Time{}
 	done := map[pullKey]bool{}
@@ -382,6 +382,14 @@ func (ix *index) pull(a *podAnalysis, events []*Event) {
 		done[k] = true
 		end := ms(e.Time)
 		ip := ImagePull{Container: k.container, Image: m.image, Cached: m.cached, Bytes: m.bytes, PullSeconds: seconds(m.pull)}
+		if ip.Image == "" { // a fixed message naming no image (kwok): the container's, else the serving one's
+			ip.Container = cmp.Or(ip.Container, a.serving)
+			for _, c := range p.Containers {
+				if c.Name == ip.Container {
+					ip.Image = c.Image
+				}
+			}
+		}
 		start := end
 		switch {
 		case m.cached:
@@ -404,7 +412,7 @@ func (ix *index) pull(a *podAnalysis, events []*Event) {
 		}
 		ip.Start, ip.End, ip.Seconds = a.off(start), a.off(end), seconds(end.Sub(start))
 		a.cs.Details.Images = append(a.cs.Details.Images, ip)
-		a.points = append(a.points, instant{start, "pull started"}, instant{end, "pulled " + shortImage(m.image)})
+		a.points = append(a.points, instant{start, "pull started"}, instant{end, "pulled " + shortImage(ip.Image)})
 		a.claims = append(a.claims, attribution{Pull, start, end})
 		a.seen(end)
 	}

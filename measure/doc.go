@@ -5,10 +5,10 @@
 // containers recorded (read from a directory of kubectl output by
 // ReadBundle, or filled by a live collector and recorded by Bundle.Write),
 // the phase model (Analyze), the reports (Render: text, Markdown, JSON, SVG)
-// and comparisons between reports (Compare, RenderDiff). It never talks to a
-// cluster yet: the live watch and `measure run` will fill a Bundle from
-// client-go informers and log streams (ParseLogLine splits each line) and
-// hand it to Analyze unchanged.
+// and comparisons between reports (Compare, RenderDiff). Watch and Run
+// collect live through client-go (informers on Pods, both Event APIs and
+// Nodes, container logs with timestamps) into the same Bundle, which
+// Analyze reads unchanged.
 //
 // # The phase model
 //
@@ -49,6 +49,6 @@
 // small streaming scanner of their own (scan.go) that extracts the dozen
 // fields measure reads: encoding/json scans every byte twice and took 1.6 s
 // for 100,000 events where the scanner takes about 0.5 s on two cores. Tests
-// check that both read the same. client-go types are not used, so this
-// package builds without Kubernetes dependencies.
+// check that both read the same. Only Watch and Run use client-go; the
+// offline path reads kubectl's JSON with its own minimal structs.
 package measure

@@ -14,6 +14,7 @@ import (
 //	Successfully pulled image "X" in 1m8.5s (1m8.5s including waiting). Image size: N bytes.
 //	Successfully pulled image "X" in 1.234s (older kubelets: no waiting, no size)
 //	Container image "X" already present on machine
+//	Successfully pulled image (a fixed message naming no image: kwok)
 type pulledMessage struct {
 	image     string
 	cached    bool
@@ -26,6 +27,9 @@ func parsePulled(msg string) (pulledMessage, bool) {
 	if rest, ok := strings.CutPrefix(msg, "Container image "); ok && strings.Contains(rest, "already present") {
 		img, _, _ := cutQuoted(rest)
 		return pulledMessage{image: img, cached: true}, true
+	}
+	if strings.TrimRight(msg, ". ") == "Successfully pulled image" {
+		return pulledMessage{}, true // no image named: the caller takes it from the pod
 	}
 	rest, ok := strings.CutPrefix(msg, "Successfully pulled image ")
 	if !ok {
@@ -57,8 +61,12 @@ func parsePulled(msg string) (pulledMessage, bool) {
 	return m, true
 }
 
-// pullingImage returns X from `Pulling image "X"`.
+// pullingImage returns X from `Pulling image "X"`, and "" from a fixed
+// "Pulling image" that names none (kwok).
 func pullingImage(msg string) (string, bool) {
+	if strings.TrimRight(msg, ". ") == "Pulling image" {
+		return "", true
+	}
 	rest, ok := strings.CutPrefix(msg, "Pulling image ")
 	if !ok {
 		return "", false

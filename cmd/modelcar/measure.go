@@ -112,6 +112,7 @@ regressions. The report goes to stdout, or to -o FILE.`,
 		return out, cobra.ShellCompDirectiveNoFileComp
 	})
 	cmd.AddCommand(newMeasureCompareCmd())
+	addMeasureLiveCmds(cmd)
 	return cmd
 }
 
