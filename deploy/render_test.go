@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/modelcar/modelcar/internal/testcluster"
+	"github.com/modelcar/modelcar/measure"
 	"github.com/modelcar/modelcar/warm"
 )
 
@@ -275,7 +276,10 @@ func TestApplyOnCluster(t *testing.T) {
 	newRelease := func(ns string, sets ...string) *Release {
 		t.Helper()
 		rel, err := NewRelease(ctx, ReleaseOptions{
-			RenderOptions: RenderOptions{ReleaseName: releaseName, Namespace: ns, Values: caseValues(t, "image-volume", sets...)},
+			RenderOptions: RenderOptions{ReleaseName: releaseName, Namespace: ns, Values: caseValues(t, "image-volume",
+				// kwok's stages: a 2 s image pull and Ready 1 s after start, so
+				// the cold start measured below has a length.
+				append([]string{`podAnnotations.modelcar\.test/pull-delay=2s`, `podAnnotations.modelcar\.test/ready-delay=1s`}, sets...)...)},
 			Prepull:       true, WarmPool: &WarmPool{Replicas: 0},
 		})
 		if err != nil {
@@ -339,6 +343,28 @@ func TestApplyOnCluster(t *testing.T) {
 	}
 	if node.Labels["nvidia.com/gpu.present"] != "true" {
 		t.Errorf("pod %s is Ready on %s, not a GPU node (labels %v)", ready.Name, node.Name, node.Labels)
+	}
+
+	// measure watch on the deployed pod produces a report whose phases add
+	// up (kwok runs no container, so its logs are missing: load and warmup
+	// stay unattributed, which the report says).
+	b, err := measure.Watch(ctx, cs, measure.WatchOptions{Namespace: ns, Selector: sel, Timeout: time.Minute,
+		LogSource: func(context.Context, *corev1.Pod, string) ([]measure.LogLine, error) { return nil, nil }})
+	if err != nil {
+		t.Fatalf("measure watch: %v", err)
+	}
+	report, err := measure.Analyze(b)
+	if err != nil {
+		t.Fatalf("measure: %v", err)
+	}
+	if len(report.ColdStarts) != 1 {
+		t.Fatalf("measure reported %d cold starts", len(report.ColdStarts))
+	}
+	cold := report.ColdStarts[0]
+	ph := cold.Phases
+	sum := cold.UnattributedSeconds + ph.Provision + ph.Pull + ph.Load + ph.Warmup
+	if cold.TotalSeconds < 2 || ph.Pull < 1 || sum < cold.TotalSeconds-0.01 || sum > cold.TotalSeconds+0.01 {
+		t.Errorf("measure: phases %+v + unattributed %.3f != total %.3f", ph, cold.UnattributedSeconds, cold.TotalSeconds)
 	}
 
 	// Once the Deployment controller has recorded the pod (it changes the
