@@ -74,3 +74,22 @@ cluster_repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cluster_bin="${MODELCAR_TOOLS_BIN:-${HOME:?}/.cache/modelcar-testenv/tools}"
 echo "install-deps: Kubernetes test cluster binaries (cache ${cluster_bin})"
 (cd "$cluster_repo" && MODELCAR_TOOLS_BIN="$cluster_bin" go run ./internal/cmd/testcluster build)
+
+# --- toxiproxy (fault-injection suite: internal/testenv/toxiproxy.go) --------
+# toxiproxy-server from the nested module tools/toxiproxy, into the same cache
+# as toxiproxy-server-VERSION, with the flags internal/testenv builds it with
+# (ToxiproxyBuildArgs): the version stamped in, no cgo, no workspace.
+toxi_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/../tools/toxiproxy" && pwd)"
+toxi_bin="${MODELCAR_TOOLS_BIN:-${HOME:?}/.cache/modelcar-testenv/tools}"
+toxi_module=github.com/Shopify/toxiproxy/v2
+toxi_version="$(cd "$toxi_dir" && GOWORK=off GOFLAGS=-mod=mod go list -m -f '{{.Version}}' "$toxi_module")"
+if [[ ! -x "$toxi_bin/toxiproxy-server-$toxi_version" ]]; then
+	echo "install-deps: building toxiproxy-server $toxi_version into $toxi_bin"
+	mkdir -p "$toxi_bin"
+	toxi_tmp="$toxi_bin/toxiproxy-server-$toxi_version.tmp-$$"
+	trap 'rm -f "$toxi_tmp"' EXIT
+	(cd "$toxi_dir" && CGO_ENABLED=0 GOWORK=off GOFLAGS=-mod=mod go build -trimpath \
+		-ldflags "-X $toxi_module.Version=$toxi_version" -o "$toxi_tmp" "$toxi_module/cmd/server")
+	mv -f "$toxi_tmp" "$toxi_bin/toxiproxy-server-$toxi_version"
+	trap - EXIT
+fi

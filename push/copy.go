@@ -76,7 +76,7 @@ func Copy(ctx context.Context, src, dst string, opts ...Option) (*Result, error)
 	res, err := copyGraph(ctx, s, d, root, tag, o)
 	if err != nil {
 		d.abort()
-		return nil, err
+		return nil, fmt.Errorf("copying %s to %s: %w", src, dst, err)
 	}
 	if err := d.finish(); err != nil {
 		return nil, fmt.Errorf("destination %s: %w", dst, err)

@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"strings"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/opencontainers/go-digest"
@@ -63,6 +65,18 @@ func (o *options) httpClient() (*auth.Client, error) {
 		store = s
 	}
 	base := http.DefaultTransport.(*http.Transport).Clone()
+	// A connection on which nothing moves for idleTimeout is dropped, so a
+	// stalled registry or network fails the request (and the uploader
+	// resumes) instead of hanging; big blobs keep flowing meanwhile.
+	dialer := &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}
+	base.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dialer.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return &idleConn{Conn: c, idle: o.idleTimeout}, nil
+	}
+	base.ResponseHeaderTimeout = o.idleTimeout
 	if o.insecure {
 		base.TLSClientConfig = &tls.Config{InsecureSkipVerify: true}
 	}
@@ -90,6 +104,26 @@ func openRegistry(r ref.Ref, o *options, client *auth.Client) (*endpoint, error)
 	}
 	return &endpoint{ref: r, repo: repo, target: &registryTarget{Repository: repo, up: up},
 		finish: func() error { return nil }, abort: func() {}}, nil
+}
+
+// idleConn fails a read or write that makes no progress for idle.
+type idleConn struct {
+	net.Conn
+	idle time.Duration
+}
+
+func (c *idleConn) Read(p []byte) (int, error) {
+	if c.idle > 0 {
+		c.Conn.SetReadDeadline(time.Now().Add(c.idle))
+	}
+	return c.Conn.Read(p)
+}
+
+func (c *idleConn) Write(p []byte) (int, error) {
+	if c.idle > 0 {
+		c.Conn.SetWriteDeadline(time.Now().Add(c.idle))
+	}
+	return c.Conn.Write(p)
 }
 
 // registryTarget is a remote repository whose blob pushes go through the

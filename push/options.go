@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"time"
 
 	"oras.land/oras-go/v2/registry/remote/credentials"
 )
@@ -17,6 +18,17 @@ const DefaultChunkSize int64 = 64 << 20
 // knownChunkCaps are registries that reject larger chunks.
 var knownChunkCaps = map[string]int64{
 	"ghcr.io": 4 << 20,
+}
+
+// DefaultIdleTimeout is how long a registry connection may make no
+// progress (no byte sent or received, no response headers) before it is
+// dropped and the transfer retried or resumed.
+const DefaultIdleTimeout = 2 * time.Minute
+
+// WithIdleTimeout sets how long a registry connection may stall
+// (default DefaultIdleTimeout; 0 waits forever).
+func WithIdleTimeout(d time.Duration) Option {
+	return func(o *options) error { o.idleTimeout = d; return nil }
 }
 
 // Option configures Copy, Pull and Verify.
@@ -34,15 +46,18 @@ type options struct {
 	retries    int
 	monolithic bool
 	splitSize  int64
+	// idleTimeout drops a registry connection on which nothing moved.
+	idleTimeout time.Duration
 }
 
 func defaultOptions() options {
 	return options{
-		jobs:      min(max(runtime.GOMAXPROCS(0), 4), 8),
-		chunkSize: 0,
-		stateDir:  defaultStateDir(),
-		progress:  func(Event) {},
-		retries:   6,
+		jobs:        min(max(runtime.GOMAXPROCS(0), 4), 8),
+		chunkSize:   0,
+		stateDir:    defaultStateDir(),
+		progress:    func(Event) {},
+		retries:     6,
+		idleTimeout: DefaultIdleTimeout,
 	}
 }
 

@@ -92,11 +92,18 @@ func (u *uploader) upload(ctx context.Context, ref registry.Reference, desc ocis
 			return nil
 		}
 		if ctx.Err() != nil || isPermanent(err) {
-			return fmt.Errorf("pushing blob %s: %w", dg, err)
+			var se *statusError
+			if errors.As(err, &se) && se.code == http.StatusBadRequest {
+				// The registry refused the session's content (a digest it
+				// computed differently): resuming it would fail again.
+				// Auth refusals keep it, to resume once credentials work.
+				u.state.drop(ref.Registry, ref.Repository, dg)
+			}
+			return fmt.Errorf("pushing blob %s to %s/%s: %w", dg, ref.Registry, ref.Repository, err)
 		}
 		failures++
 		if failures > u.retries {
-			return fmt.Errorf("pushing blob %s: giving up after %d failures: %w", dg, failures, err)
+			return fmt.Errorf("pushing blob %s to %s/%s: giving up after %d failures: %w", dg, ref.Registry, ref.Repository, failures, err)
 		}
 		if err := sleepCtx(ctx, backoff(failures)); err != nil {
 			return err

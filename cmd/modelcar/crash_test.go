@@ -92,6 +92,7 @@ func TestCrashConsistency(t *testing.T) {
 			if _, err := push.Verify(context.Background(), "oci:"+out+":v1", m.Dir, ""); err != nil {
 				t.Fatalf("re-run pack: %v", err)
 			}
+			t.Logf("FAULT name=crash/pack/%02d outcome=survived bytes_lost=0", i)
 		}
 	})
 	pushFull := timed(t, env, "push", "oci:"+good+":v1", reg.Ref("crash/probe")+":v1", "--plain-http", "--chunk-size", "4MiB")
@@ -108,6 +109,7 @@ func TestCrashConsistency(t *testing.T) {
 			if _, err := push.Verify(context.Background(), dst+":v1", m.Dir, "", push.WithPlainHTTP(true)); err != nil {
 				t.Fatalf("re-run push: %v", err)
 			}
+			t.Logf("FAULT name=crash/push/%02d outcome=survived bytes_lost=0", i)
 		}
 	})
 	pullFull := timed(t, env, "pull", reg.Ref("crash/probe")+":v1", filepath.Join(base, "pullprobe"), "--plain-http")
@@ -132,6 +134,7 @@ func TestCrashConsistency(t *testing.T) {
 			if r := runWith(t, nil, "", "verify", "oci:"+good+":v1", "--against", dir); r.code != 0 {
 				t.Fatalf("re-run pull: %+v", r)
 			}
+			t.Logf("FAULT name=crash/pull/%02d outcome=survived bytes_lost=0", i)
 		}
 	})
 	mirrorFull := timed(t, env, "mirror", reg.Ref("crash/probe")+":v1", "oci-archive:"+filepath.Join(base, "probe.tar"), "--plain-http")
@@ -149,6 +152,7 @@ func TestCrashConsistency(t *testing.T) {
 			if _, err := push.Verify(context.Background(), "oci-archive:"+archive, m.Dir, ""); err != nil {
 				t.Fatalf("re-run mirror: %v", err)
 			}
+			t.Logf("FAULT name=crash/mirror/%02d outcome=survived bytes_lost=0", i)
 		}
 	})
 }

@@ -121,4 +121,5 @@ func TestPushResumesAfterKill9(t *testing.T) {
 	if _, err := push.Verify(context.Background(), reg.Ref("models/m")+":v1", m.Dir, "", push.WithPlainHTTP(true)); err != nil {
 		t.Errorf("verify: %v", err)
 	}
+	t.Logf("FAULT name=kill9/push-mid-blob outcome=survived bytes_lost=0 rerun_bytes=%d layer_bytes=%d", resent, total)
 }

@@ -1,0 +1,590 @@
+package testenv
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Toxiproxy (github.com/Shopify/toxiproxy) is a TCP proxy whose faults
+// ("toxics": latency, bandwidth limits, resets, stalls, sliced segments) are
+// set through an HTTP API while connections run. It sits at the TCP level,
+// below HTTP, so it disturbs what Proxy (proxy.go) cannot: the stream itself.
+//
+// toxiproxy-server is built from source at the version tools/toxiproxy/go.mod
+// pins, into the same cache as the peer tools (see PeerBinary), as
+// toxiproxy-server-VERSION; .ci/install-deps.sh pre-builds it.
+const (
+	// ToxiproxyModuleDir is the module that pins toxiproxy, relative to the
+	// repository root.
+	ToxiproxyModuleDir = "tools/toxiproxy"
+	toxiproxyModule    = "github.com/Shopify/toxiproxy/v2"
+	toxiproxyPkg       = toxiproxyModule + "/cmd/server"
+	// toxiproxyVersion is used when tools/toxiproxy/go.mod cannot be found
+	// (a cached binary of this version may still exist). Keep it equal to
+	// tools/toxiproxy/go.mod (TestToxiproxyVersionPinned checks).
+	toxiproxyVersion = "v2.12.0"
+)
+
+// toxiproxyStartTimeout bounds the wait for the API to answer.
+const toxiproxyStartTimeout = 30 * time.Second
+
+// toxiproxyAPITimeout bounds one API request.
+const toxiproxyAPITimeout = 15 * time.Second
+
+var toxiproxyBuild peerBuild
+
+// ToxiproxyBinary returns the path of toxiproxy-server at the pinned version,
+// building it (once per process, once per machine: a lock file and a rename)
+// from tools/toxiproxy when the cache lacks it. A missing go command or
+// module skips the test (fails it under MODELCAR_E2E=1); a failing build
+// fails it.
+func ToxiproxyBinary(t testing.TB) string {
+	t.Helper()
+	b := &toxiproxyBuild
+	b.once.Do(func() { b.path, b.skip, b.err = findOrBuildToxiproxy(t) })
+	if b.skip != "" {
+		missing(t, b.skip)
+	}
+	if b.err != nil {
+		t.Fatalf("testenv: %v", b.err)
+	}
+	return b.path
+}
+
+// ToxiproxyBuildArgs are the `go build` arguments (after "build") that make
+// toxiproxy-server at version into out; .ci/install-deps.sh uses the same.
+func ToxiproxyBuildArgs(version, out string) []string {
+	return []string{"build", "-trimpath", "-ldflags", "-X " + toxiproxyModule + ".Version=" + version, "-o", out, toxiproxyPkg}
+}
+
+// findToxiproxyModule returns tools/toxiproxy, found as findToolsModule finds
+// tools.
+func findToxiproxyModule() (string, error) {
+	tools, err := findToolsModule()
+	if err != nil {
+		return "", err
+	}
+	dir := filepath.Join(filepath.Dir(tools), ToxiproxyModuleDir)
+	if fi, err := os.Stat(filepath.Join(dir, "go.mod")); err != nil || !fi.Mode().IsRegular() {
+		return "", fmt.Errorf("no %s/go.mod beside %s", ToxiproxyModuleDir, tools)
+	}
+	return dir, nil
+}
+
+func findOrBuildToxiproxy(t testing.TB) (path, skip string, err error) {
+	t.Helper()
+	const name = "toxiproxy-server"
+	cache, err := toolsBinDir()
+	if err != nil {
+		return "", "", err
+	}
+	modDir, modErr := findToxiproxyModule()
+	version := toxiproxyVersion
+	if modErr == nil {
+		if version, err = requiredVersion(filepath.Join(modDir, "go.mod"), toxiproxyModule); err != nil {
+			return "", "", err
+		}
+	}
+	path = filepath.Join(cache, name+"-"+version)
+	if isExecutable(path) {
+		return path, "", nil
+	}
+	if modErr != nil {
+		return "", fmt.Sprintf("testenv: %s %s is not in %s and cannot be built: %v; run %s", name, version, cache, modErr, InstallScript), nil
+	}
+	goBin, err := findGo()
+	if err != nil {
+		return "", fmt.Sprintf("testenv: %s %s is not in %s and cannot be built: %v; run %s", name, version, cache, err, InstallScript), nil
+	}
+	if err := os.MkdirAll(cache, 0o755); err != nil {
+		return "", "", err
+	}
+	lock, err := os.OpenFile(path+".lock", os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return "", "", err
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		return "", "", fmt.Errorf("locking %s: %w", lock.Name(), err)
+	}
+	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
+	if isExecutable(path) {
+		return path, "", nil
+	}
+	tmp := fmt.Sprintf("%s.tmp-%d", path, os.Getpid())
+	defer os.Remove(tmp)
+	begin := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), peerBuildTimeout)
+	defer cancel()
+	args := ToxiproxyBuildArgs(version, tmp)
+	r := runIn(ctx, modDir, peerBuildEnv(), goBin, args...)
+	if r.err != nil {
+		return "", "", fmt.Errorf("building %s %s in %s: %s: %v\n%s", name, version, modDir, quoteArgs("go", args), r.err, r.combined())
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return "", "", err
+	}
+	t.Logf("testenv: built %s %s into %s in %v", name, version, path, time.Since(begin).Round(time.Millisecond))
+	return path, "", nil
+}
+
+// Toxiproxy is a toxiproxy-server started by StartToxiproxy: its API listens
+// on 127.0.0.1, and so does every proxy it opens.
+type Toxiproxy struct {
+	// API is the base URL of the HTTP API, http://127.0.0.1:PORT.
+	API string
+	// LogFile receives the server's log (JSON lines).
+	LogFile string
+
+	bin    string
+	dir    string
+	proc   *registryProcess
+	client *http.Client
+}
+
+// StartToxiproxy starts toxiproxy-server with its API on a free 127.0.0.1
+// port and a fixed random seed (toxicity and jitter draws repeat from run to
+// run), waits until the API answers, and stops it by PID (SIGTERM, then
+// SIGKILL) in cleanup. The log's tail goes to t.Log when the test failed.
+func StartToxiproxy(t testing.TB) *Toxiproxy {
+	t.Helper()
+	bin := ToxiproxyBinary(t)
+	dir := shortTempDir(t, "mc-toxi-")
+	s := &Toxiproxy{
+		LogFile: filepath.Join(dir, "toxiproxy.log"),
+		bin:     bin,
+		dir:     dir,
+		client:  &http.Client{Timeout: toxiproxyAPITimeout, Transport: &http.Transport{Proxy: nil}},
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("testenv: toxiproxy log %s (tail):\n%s", s.LogFile, tailFile(s.LogFile, 40))
+		}
+		if os.Getenv("MODELCAR_KEEP_TMP") != "" {
+			t.Logf("testenv: keeping %s (MODELCAR_KEEP_TMP set)", dir)
+			return
+		}
+		os.RemoveAll(dir)
+	})
+	t.Cleanup(func() { s.stop(t) })
+	const attempts = 3
+	for attempt := 1; ; attempt++ {
+		port := freeLoopbackPort(t)
+		err := s.start(t, port)
+		if err == nil {
+			return s
+		}
+		if attempt < attempts && strings.Contains(tailFile(s.LogFile, 20), "address already in use") {
+			t.Logf("testenv: toxiproxy port %d was taken; retrying on another port", port)
+			continue
+		}
+		t.Fatalf("testenv: %v\n%s", err, tailFile(s.LogFile, 40))
+	}
+}
+
+func (s *Toxiproxy) start(t testing.TB, port int) error {
+	t.Helper()
+	logf, err := os.OpenFile(s.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(s.bin, "-host", "127.0.0.1", "-port", strconv.Itoa(port), "-seed", "1")
+	cmd.Env = append(os.Environ(), "LOG_LEVEL=info")
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Dir = s.dir
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	p := &registryProcess{done: make(chan struct{})}
+	started := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // Pdeathsig follows the thread that started the child
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		p.err = cmd.Wait()
+		close(p.done)
+	}()
+	err = <-started
+	logf.Close()
+	if err != nil {
+		return fmt.Errorf("starting %s: %w", s.bin, err)
+	}
+	p.pid = cmd.Process.Pid
+	s.proc = p
+	s.API = "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	begin := time.Now()
+	for {
+		select {
+		case <-p.done:
+			return fmt.Errorf("toxiproxy-server (pid %d) exited during startup: %v", p.pid, p.err)
+		default:
+		}
+		var v json.RawMessage
+		err := s.call(http.MethodGet, "/version", nil, &v)
+		if err == nil {
+			t.Logf("testenv: toxiproxy-server %s pid %d, API %s (ready in %v)", strings.TrimSpace(string(v)), p.pid, s.API, time.Since(begin).Round(time.Millisecond))
+			return nil
+		}
+		if time.Since(begin) > toxiproxyStartTimeout {
+			s.stop(t)
+			return fmt.Errorf("toxiproxy-server (pid %d) did not answer within %v: %v", p.pid, toxiproxyStartTimeout, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// stop signals the PID it started, nothing else.
+func (s *Toxiproxy) stop(t testing.TB) {
+	p := s.proc
+	if p == nil {
+		return
+	}
+	s.proc = nil
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	syscall.Kill(p.pid, syscall.SIGTERM)
+	select {
+	case <-p.done:
+		return
+	case <-time.After(10 * time.Second):
+	}
+	t.Logf("testenv: toxiproxy-server pid %d ignored SIGTERM for 10s; sending SIGKILL", p.pid)
+	syscall.Kill(p.pid, syscall.SIGKILL)
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		t.Errorf("testenv: toxiproxy-server pid %d still running after SIGKILL", p.pid)
+	}
+}
+
+// APIError is a non-2xx answer of the toxiproxy API.
+type APIError struct {
+	Method, Path string
+	Status       int
+	Body         string
+}
+
+func (e *APIError) Error() string {
+	return fmt.Sprintf("toxiproxy %s %s: %d %s: %s", e.Method, e.Path, e.Status, http.StatusText(e.Status), e.Body)
+}
+
+// call sends one API request (body marshalled as JSON unless nil) and
+// decodes a JSON answer into out unless nil. Safe for concurrent use.
+func (s *Toxiproxy) call(method, path string, body, out any) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, s.API+path, rd)
+	if err != nil {
+		return err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode/100 != 2 {
+		return &APIError{Method: method, Path: path, Status: resp.StatusCode, Body: strings.TrimSpace(string(b))}
+	}
+	if out != nil {
+		return json.Unmarshal(b, out)
+	}
+	return nil
+}
+
+// ToxicProxy is one proxy of a Toxiproxy: a listener on 127.0.0.1 whose
+// connections are piped to Upstream through the proxy's toxics.
+type ToxicProxy struct {
+	Name string
+	// Addr is host:port, always 127.0.0.1:PORT.
+	Addr string
+	// Upstream is what connections are piped to (a Registry's Addr).
+	Upstream string
+
+	s *Toxiproxy
+}
+
+type toxiproxyProxy struct {
+	Name     string `json:"name"`
+	Listen   string `json:"listen"`
+	Upstream string `json:"upstream"`
+	Enabled  bool   `json:"enabled"`
+}
+
+// Proxy opens a proxy named name on a free 127.0.0.1 port to upstream
+// (host:port, usually a Registry's Addr). It starts with no toxics; it is
+// deleted in cleanup.
+func (s *Toxiproxy) Proxy(t testing.TB, name, upstream string) *ToxicProxy {
+	t.Helper()
+	if _, _, err := net.SplitHostPort(upstream); err != nil {
+		t.Fatalf("testenv: toxiproxy: upstream %q is not host:port: %v", upstream, err)
+	}
+	var got toxiproxyProxy
+	if err := s.call(http.MethodPost, "/proxies", toxiproxyProxy{Name: name, Listen: "127.0.0.1:0", Upstream: upstream, Enabled: true}, &got); err != nil {
+		t.Fatalf("testenv: creating toxiproxy proxy %s: %v", name, err)
+	}
+	host, port, err := net.SplitHostPort(got.Listen)
+	if err != nil || host != "127.0.0.1" || port == "0" {
+		t.Fatalf("testenv: toxiproxy proxy %s listens on %q, want 127.0.0.1:PORT", name, got.Listen)
+	}
+	p := &ToxicProxy{Name: name, Addr: got.Listen, Upstream: upstream, s: s}
+	t.Cleanup(func() {
+		if s.proc != nil {
+			s.call(http.MethodDelete, p.path(""), nil, nil)
+		}
+	})
+	return p
+}
+
+func (p *ToxicProxy) path(rest string) string {
+	return "/proxies/" + url.PathEscape(p.Name) + rest
+}
+
+// Ref returns the reference of repo through the proxy: "127.0.0.1:PORT/repo".
+func (p *ToxicProxy) Ref(repo string) string {
+	return p.Addr + "/" + strings.TrimPrefix(repo, "/")
+}
+
+// SetEnabled enables or disables the proxy. Disabling closes every
+// connection and refuses new ones (the registry seems gone).
+func (p *ToxicProxy) SetEnabled(on bool) error {
+	return p.s.call(http.MethodPatch, p.path(""), map[string]bool{"enabled": on}, nil)
+}
+
+// Toxic is one fault of a ToxicProxy, as the toxiproxy API describes it.
+type Toxic struct {
+	// Name identifies the toxic in its proxy; "" lets toxiproxy name it
+	// TYPE_STREAM.
+	Name string `json:"name"`
+	// Type is latency, bandwidth, reset_peer, timeout, slicer,
+	// limit_data or slow_close.
+	Type string `json:"type"`
+	// Stream is "upstream" (client to registry: uploads) or "downstream"
+	// (registry to client: downloads).
+	Stream string `json:"stream"`
+	// Toxicity is the chance (0 to 1) that a connection is affected; it is
+	// sent as is, so 0 arms a toxic that does nothing until raised (see
+	// Arm). The constructors set 1.
+	Toxicity float32 `json:"toxicity"`
+	// Attributes are the type's settings (milliseconds, KB/s, bytes).
+	Attributes map[string]int64 `json:"attributes"`
+}
+
+// The streams of a connection.
+const (
+	Upstream   = "upstream"
+	Downstream = "downstream"
+)
+
+// Latency delays each piece of data on stream by ms ± jitter milliseconds.
+func Latency(stream string, ms, jitter int64) Toxic {
+	return Toxic{Type: "latency", Stream: stream, Toxicity: 1, Attributes: map[string]int64{"latency": ms, "jitter": jitter}}
+}
+
+// Bandwidth limits stream to kbps kilobytes per second (per connection).
+func Bandwidth(stream string, kbps int64) Toxic {
+	return Toxic{Type: "bandwidth", Stream: stream, Toxicity: 1, Attributes: map[string]int64{"rate": kbps}}
+}
+
+// ResetPeer resets connections (TCP RST: SO_LINGER 0) ms milliseconds after
+// the first data on stream arrives; that data is dropped.
+func ResetPeer(stream string, ms int64) Toxic {
+	return Toxic{Type: "reset_peer", Stream: stream, Toxicity: 1, Attributes: map[string]int64{"timeout": ms}}
+}
+
+// Timeout stalls stream: data is dropped, and the connection is closed once
+// no data has arrived for ms milliseconds (0: never closed; the connection
+// hangs until the toxic is removed).
+func Timeout(stream string, ms int64) Toxic {
+	return Toxic{Type: "timeout", Stream: stream, Toxicity: 1, Attributes: map[string]int64{"timeout": ms}}
+}
+
+// Slicer cuts stream into pieces of avg ± variation bytes, delayUs
+// microseconds apart.
+func Slicer(stream string, avg, variation, delayUs int64) Toxic {
+	return Toxic{Type: "slicer", Stream: stream, Toxicity: 1, Attributes: map[string]int64{"average_size": avg, "size_variation": variation, "delay": delayUs}}
+}
+
+// LimitData closes connections (FIN) once n bytes have passed on stream.
+func LimitData(stream string, n int64) Toxic {
+	return Toxic{Type: "limit_data", Stream: stream, Toxicity: 1, Attributes: map[string]int64{"bytes": n}}
+}
+
+// Add adds a toxic; it applies to open connections too.
+func (p *ToxicProxy) Add(tx Toxic) error {
+	if tx.Attributes == nil {
+		tx.Attributes = map[string]int64{}
+	}
+	return p.s.call(http.MethodPost, p.path("/toxics"), tx, nil)
+}
+
+// SetToxicity changes the toxicity of the toxic name (0: inert, 1: always).
+// Connections draw again whether they are affected.
+func (p *ToxicProxy) SetToxicity(name string, v float32) error {
+	return p.s.call(http.MethodPatch, p.path("/toxics/"+url.PathEscape(name)), map[string]float32{"toxicity": v}, nil)
+}
+
+// Remove removes the toxic name.
+func (p *ToxicProxy) Remove(name string) error {
+	return p.s.call(http.MethodDelete, p.path("/toxics/"+url.PathEscape(name)), nil, nil)
+}
+
+// Toxics lists the proxy's toxics.
+func (p *ToxicProxy) Toxics() ([]Toxic, error) {
+	var out []Toxic
+	err := p.s.call(http.MethodGet, p.path("/toxics"), nil, &out)
+	return out, err
+}
+
+// RemoveAll removes every toxic of the proxy.
+func (p *ToxicProxy) RemoveAll() error {
+	txs, err := p.Toxics()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, tx := range txs {
+		errs = append(errs, p.Remove(tx.Name))
+	}
+	return errors.Join(errs...)
+}
+
+// Trip is a toxic armed at toxicity 0, raised to 1 for a while when fired:
+// a fault that strikes at a moment the test picks (after so many bytes,
+// from a progress callback) rather than at once.
+type Trip struct {
+	p    *ToxicProxy
+	name string
+	down bool
+	hold time.Duration
+
+	mu     sync.Mutex
+	fired  bool
+	err    error
+	lowerd chan struct{}
+}
+
+// Arm adds tx at toxicity 0 and returns its Trip. Arm before the traffic
+// to disturb starts: toxiproxy makes a connection close with a TCP reset
+// only when a reset_peer toxic was present as it opened. Once fired, the
+// toxic stays for hold, then is removed so that retries get through.
+//
+// Removed, not lowered to toxicity 0: a timeout toxic drops the data it
+// stalls, and lowered it would let the connection go on with a hole in
+// its byte stream, which TCP never does; removed, it closes the
+// connections it stalled.
+func (p *ToxicProxy) Arm(tx Toxic, hold time.Duration) (*Trip, error) {
+	if tx.Name == "" {
+		tx.Name = "trip-" + tx.Type + "-" + tx.Stream
+	}
+	tx.Toxicity = 0
+	if err := p.Add(tx); err != nil {
+		return nil, err
+	}
+	return &Trip{p: p, name: tx.Name, down: tx.Stream == Downstream, hold: hold, lowerd: make(chan struct{})}, nil
+}
+
+// Fire raises the toxic now (once; later calls do nothing) and schedules
+// its removal after the hold. It returns once the toxic is raised.
+func (tr *Trip) Fire() {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	if tr.fired {
+		return
+	}
+	tr.fired = true
+	if err := tr.p.SetToxicity(tr.name, 1); err != nil {
+		tr.err = err
+		close(tr.lowerd)
+		return
+	}
+	time.AfterFunc(tr.hold, func() {
+		err := tr.p.Remove(tr.name)
+		tr.mu.Lock()
+		tr.err = errors.Join(tr.err, err)
+		tr.mu.Unlock()
+		close(tr.lowerd)
+	})
+}
+
+// After returns a byte counter for progress callbacks: once the counts
+// passed to it add up to n, it fires the trip. An upstream trip fires
+// before the counter returns, so the rest of the data in flight meets it;
+// a downstream one fires in another goroutine, because toxiproxy raises a
+// toxic only after handing on the data it holds, which needs the caller to
+// go on reading. Safe for concurrent use.
+func (tr *Trip) After(n int64) func(delta int64) {
+	var mu sync.Mutex
+	var total int64
+	return func(delta int64) {
+		mu.Lock()
+		total += delta
+		hit := total >= n
+		mu.Unlock()
+		if !hit {
+			return
+		}
+		if tr.down {
+			go tr.Fire()
+		} else {
+			tr.Fire()
+		}
+	}
+}
+
+// Fired reports whether the trip was fired.
+func (tr *Trip) Fired() bool {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	return tr.fired
+}
+
+// Wait waits until a fired trip's toxic has been removed (at most timeout)
+// and returns any API error of its raising and removal. On an unfired
+// trip it returns nil at once.
+func (tr *Trip) Wait(timeout time.Duration) error {
+	if !tr.Fired() {
+		return nil
+	}
+	select {
+	case <-tr.lowerd:
+	case <-time.After(timeout):
+		return fmt.Errorf("toxic %s still raised after %v", tr.name, timeout)
+	}
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	return tr.err
+}
