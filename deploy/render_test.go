@@ -280,7 +280,7 @@ func TestApplyOnCluster(t *testing.T) {
 				// kwok's stages: a 2 s image pull and Ready 1 s after start, so
 				// the cold start measured below has a length.
 				append([]string{`podAnnotations.modelcar\.test/pull-delay=2s`, `podAnnotations.modelcar\.test/ready-delay=1s`}, sets...)...)},
-			Prepull:       true, WarmPool: &WarmPool{Replicas: 0},
+			Prepull: true, WarmPool: &WarmPool{Replicas: 0},
 		})
 		if err != nil {
 			t.Fatal(err)
