@@ -99,7 +99,10 @@ func Describe(reference string, dg v1.Hash, manifest, config []byte) (*ImageInfo
 		return nil, fmt.Errorf("%s: config %s: %w", reference, m.Config.Digest, err)
 	}
 	info := &ImageInfo{Reference: reference, Digest: dg, MediaType: m.MediaType, Size: int64(len(manifest)),
-		Platform: cfg.Platform().String(), Annotations: m.Annotations}
+		Platform: "unknown", Annotations: m.Annotations}
+	if p := cfg.Platform(); p != nil { // a config without os and architecture has none
+		info.Platform = p.String()
+	}
 	for i, l := range m.Layers {
 		li := LayerInfo{Digest: l.Digest, Size: l.Size, MediaType: l.MediaType,
 			Format: FormatOf(l.MediaType, l.Annotations), Annotations: l.Annotations}
