@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -41,9 +40,7 @@ type Containerd struct {
 	Log string
 
 	ctr  string
-	pid  int
-	done chan struct{} // closed when the daemon has exited
-	err  error         // the daemon's exit status, valid once done is closed
+	proc *process
 }
 
 // containerdConfig is a containerd 1.6+ (config version 2) configuration for
@@ -108,7 +105,6 @@ func StartContainerd(t testing.TB) *Containerd {
 		Config: filepath.Join(dir, "config.toml"),
 		Log:    filepath.Join(dir, "containerd.log"),
 		ctr:    ctr,
-		done:   make(chan struct{}),
 	}
 	// Registered first, so it runs last: after the daemon is stopped.
 	t.Cleanup(func() {
@@ -127,49 +123,20 @@ func StartContainerd(t testing.TB) *Containerd {
 	if err := os.WriteFile(c.Config, []byte(containerdConfig(dir)), 0o644); err != nil {
 		t.Fatalf("testenv: %v", err)
 	}
-	logf, err := os.OpenFile(c.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	cmd := exec.Command(bin, "--config", c.Config)
+	cmd.Dir = dir
+	p, err := startProcess("containerd", cmd, c.Log, "")
 	if err != nil {
 		t.Fatalf("testenv: %v", err)
 	}
-	cmd := exec.Command(bin, "--config", c.Config)
-	cmd.Stdout = logf
-	cmd.Stderr = logf
-	cmd.Dir = dir
-	// Own process group: a ^C on the test doesn't race our orderly shutdown.
-	// Pdeathsig: should the test binary die without running its cleanups
-	// (killed, or cut off by a closed stdout pipe), the daemon is told to
-	// stop too instead of lingering. Pdeathsig follows the thread that
-	// started the child, so start it from a locked thread the runtime
-	// keeps alive for as long as the goroutine below runs.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
-	started := make(chan error, 1)
-	go func() {
-		// Never unlocked: this thread stays the child's parent until Wait
-		// returns, then exits with the goroutine.
-		runtime.LockOSThread()
-		if err := cmd.Start(); err != nil {
-			started <- err
-			return
-		}
-		started <- nil
-		c.err = cmd.Wait()
-		close(c.done)
-	}()
-	err = <-started
-	logf.Close() // the child holds its own descriptor
-	if err != nil {
-		t.Fatalf("testenv: starting %s: %v", bin, err)
-	}
-	c.pid = cmd.Process.Pid
+	c.proc = p
 	t.Cleanup(func() { c.stop(t) })
 
 	deadline := time.Now().Add(30 * time.Second)
 	var last runResult
 	for {
-		select {
-		case <-c.done:
-			t.Fatalf("testenv: containerd (pid %d) exited during startup: %v\n%s", c.pid, c.err, tailFile(c.Log, 40))
-		default:
+		if p.exited() {
+			t.Fatalf("testenv: containerd (pid %d) exited during startup: %v\n%s", p.pid, p.err, tailFile(c.Log, 40))
 		}
 		if _, err := os.Stat(c.Socket); err == nil {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -180,40 +147,18 @@ func StartContainerd(t testing.TB) *Containerd {
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("testenv: containerd (pid %d) did not answer `ctr version` within 30s: %v\n%s", c.pid, last.err, last.combined())
+			t.Fatalf("testenv: containerd (pid %d) did not answer `ctr version` within 30s: %v\n%s", p.pid, last.err, last.combined())
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	t.Logf("testenv: containerd pid %d on %s", c.pid, c.Socket)
+	t.Logf("testenv: containerd pid %d on %s", p.pid, c.Socket)
 	return c
 }
 
 // stop sends SIGTERM to the daemon, then SIGKILL if it has not exited after
 // 10 seconds. It signals the PID it started, nothing else.
 func (c *Containerd) stop(t testing.TB) {
-	select {
-	case <-c.done:
-		t.Logf("testenv: containerd (pid %d) had already exited: %v", c.pid, c.err)
-		return
-	default:
-	}
-	if err := syscall.Kill(c.pid, syscall.SIGTERM); err != nil {
-		t.Logf("testenv: SIGTERM containerd pid %d: %v", c.pid, err)
-	}
-	select {
-	case <-c.done:
-		return
-	case <-time.After(10 * time.Second):
-	}
-	t.Logf("testenv: containerd pid %d ignored SIGTERM for 10s; sending SIGKILL", c.pid)
-	if err := syscall.Kill(c.pid, syscall.SIGKILL); err != nil {
-		t.Logf("testenv: SIGKILL containerd pid %d: %v", c.pid, err)
-	}
-	select {
-	case <-c.done:
-	case <-time.After(10 * time.Second):
-		t.Errorf("testenv: containerd pid %d still running after SIGKILL", c.pid)
-	}
+	c.proc.stop(t, 10*time.Second)
 }
 
 // ctrArgs prefixes args with the daemon address and test namespace.

@@ -12,7 +12,6 @@ import (
 	"runtime"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -171,65 +170,9 @@ func requiredVersion(gomod, module string) (string, error) {
 // it is missing. skip is set when it cannot be built here for want of tools.
 func findOrBuildPeer(t testing.TB, name string, tool peerTool) (path, skip string, err error) {
 	t.Helper()
-	cache, err := toolsBinDir()
-	if err != nil {
-		return "", "", err
-	}
-	toolsDir, modErr := findToolsModule()
-	version := tool.version
-	if modErr == nil {
-		if version, err = requiredVersion(filepath.Join(toolsDir, "go.mod"), tool.module); err != nil {
-			return "", "", err
-		}
-	}
-	path = filepath.Join(cache, name+"-"+version)
-	if isExecutable(path) {
-		return path, "", nil
-	}
-	if modErr != nil {
-		return "", fmt.Sprintf("testenv: %s %s is not in %s and cannot be built: %v; run %s", name, version, cache, modErr, InstallScript), nil
-	}
-	goBin, err := findGo()
-	if err != nil {
-		return "", fmt.Sprintf("testenv: %s %s is not in %s and cannot be built: %v; run %s", name, version, cache, err, InstallScript), nil
-	}
-	if err := os.MkdirAll(cache, 0o755); err != nil {
-		return "", "", err
-	}
-
-	// Serialise builds of the same binary across processes: go test runs
-	// packages in parallel, and each would otherwise build its own copy.
-	lock, err := os.OpenFile(path+".lock", os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		return "", "", err
-	}
-	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
-		return "", "", fmt.Errorf("locking %s: %w", lock.Name(), err)
-	}
-	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
-	if isExecutable(path) { // another process built it while we waited
-		return path, "", nil
-	}
-
-	tmp := fmt.Sprintf("%s.tmp-%d", path, os.Getpid())
-	defer os.Remove(tmp)
-	begin := time.Now()
-	ctx, cancel := context.WithTimeout(context.Background(), peerBuildTimeout)
-	defer cancel()
-	r := runIn(ctx, toolsDir, peerBuildEnv(), goBin, "build", "-trimpath", "-o", tmp, tool.pkg)
-	if r.err != nil {
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			r.err = fmt.Errorf("%w (timed out after %v)", r.err, peerBuildTimeout)
-		}
-		return "", "", fmt.Errorf("building %s %s in %s: %s: %v\n%s", name, version, toolsDir,
-			quoteArgs("go", []string{"build", "-trimpath", "-o", tmp, tool.pkg}), r.err, r.combined())
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return "", "", err
-	}
-	t.Logf("testenv: built %s %s into %s in %v", name, version, path, time.Since(begin).Round(time.Millisecond))
-	return path, "", nil
+	return buildPinned(t, name, tool.module, tool.version, findToolsModule, func(_, out string) []string {
+		return []string{"build", "-trimpath", "-o", out, tool.pkg}
+	})
 }
 
 // findGo returns the go command: the one go test runs under (GOROOT/bin is
@@ -317,22 +260,8 @@ func sandboxFor(t testing.TB) *peerSandbox {
 		"XDG_CACHE_HOME":  xdgCache,
 		"TMPDIR":          tmp,
 	}
-	var env []string
-	for _, kv := range os.Environ() {
-		k, _, _ := strings.Cut(kv, "=")
-		if _, ok := overrides[k]; ok {
-			continue
-		}
-		switch k {
-		// Credentials and caches from elsewhere.
-		case "REGISTRY_AUTH_FILE", "ORAS_CACHE", "XDG_RUNTIME_DIR":
-			continue
-		}
-		env = append(env, kv)
-	}
-	for k, v := range overrides {
-		env = append(env, k+"="+v)
-	}
+	// Also dropped: credentials and caches from elsewhere.
+	env := sandboxEnv(overrides, "REGISTRY_AUTH_FILE", "ORAS_CACHE", "XDG_RUNTIME_DIR")
 	s := &peerSandbox{env: env}
 	peerSandboxes[t] = s
 	t.Cleanup(func() {

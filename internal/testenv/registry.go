@@ -8,10 +8,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -39,15 +37,8 @@ type Registry struct {
 
 	bin    string
 	dir    string
-	proc   *registryProcess
+	proc   *process
 	tokens *tokenServer // WithTokenAuth's token server, else nil
-}
-
-// registryProcess is one run of the registry binary.
-type registryProcess struct {
-	pid  int
-	done chan struct{} // closed when the process has exited
-	err  error         // its exit status, valid once done is closed
 }
 
 // RegistryOption configures StartRegistry.
@@ -251,38 +242,14 @@ func (r *Registry) Restart(t testing.TB) {
 // not fail the test: on error the process has been stopped again.
 func (r *Registry) start(t testing.TB) error {
 	t.Helper()
-	logf, err := os.OpenFile(r.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	header := fmt.Sprintf("=== testenv: starting %s serve %s on %s at %s\n", r.bin, r.Config, r.Addr, time.Now().Format(time.RFC3339Nano))
+	cmd := exec.Command(r.bin, "serve", r.Config)
+	cmd.Env = registryEnv()
+	cmd.Dir = r.dir
+	p, err := startProcess("registry", cmd, r.LogFile, header)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(logf, "=== testenv: starting %s serve %s on %s at %s\n", r.bin, r.Config, r.Addr, time.Now().Format(time.RFC3339Nano))
-	cmd := exec.Command(r.bin, "serve", r.Config)
-	cmd.Env = registryEnv()
-	cmd.Stdout = logf
-	cmd.Stderr = logf
-	cmd.Dir = r.dir
-	// As for containerd: own process group, and SIGTERM should the test
-	// binary die without running its cleanups. Pdeathsig follows the thread
-	// that started the child, so that thread stays locked until Wait returns.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
-	p := &registryProcess{done: make(chan struct{})}
-	started := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		if err := cmd.Start(); err != nil {
-			started <- err
-			return
-		}
-		started <- nil
-		p.err = cmd.Wait()
-		close(p.done)
-	}()
-	err = <-started
-	logf.Close() // the child holds its own descriptor
-	if err != nil {
-		return fmt.Errorf("starting %s: %w", r.bin, err)
-	}
-	p.pid = cmd.Process.Pid
 	r.proc = p
 
 	begin := time.Now()
@@ -290,10 +257,8 @@ func (r *Registry) start(t testing.TB) error {
 	url := r.URL() + "/v2/"
 	var lastErr error
 	for {
-		select {
-		case <-p.done:
+		if p.exited() {
 			return fmt.Errorf("registry (pid %d) exited during startup: %v", p.pid, p.err)
-		default:
 		}
 		resp, err := client.Get(url)
 		if err == nil {
@@ -322,29 +287,7 @@ func (r *Registry) stop(t testing.TB) {
 		return
 	}
 	r.proc = nil
-	select {
-	case <-p.done:
-		t.Logf("testenv: registry (pid %d) had already exited: %v", p.pid, p.err)
-		return
-	default:
-	}
-	if err := syscall.Kill(p.pid, syscall.SIGTERM); err != nil {
-		t.Logf("testenv: SIGTERM registry pid %d: %v", p.pid, err)
-	}
-	select {
-	case <-p.done:
-		return
-	case <-time.After(10 * time.Second):
-	}
-	t.Logf("testenv: registry pid %d ignored SIGTERM for 10s; sending SIGKILL", p.pid)
-	if err := syscall.Kill(p.pid, syscall.SIGKILL); err != nil {
-		t.Logf("testenv: SIGKILL registry pid %d: %v", p.pid, err)
-	}
-	select {
-	case <-p.done:
-	case <-time.After(10 * time.Second):
-		t.Errorf("testenv: registry pid %d still running after SIGKILL", p.pid)
-	}
+	p.stop(t, 10*time.Second)
 }
 
 // registryAnswers reports whether anything answers GET /v2/ on addr (any

@@ -4,7 +4,6 @@ import (
 	"context"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 )
 
@@ -73,21 +72,7 @@ func newSkopeoSandbox(t testing.TB) skopeoSandbox {
 		"TMPDIR":                     tmp,
 		"_CONTAINERS_ROOTLESS_UID":   "65534",
 	}
-	var env []string
-	for _, kv := range os.Environ() {
-		k, _, _ := strings.Cut(kv, "=")
-		if _, ok := overrides[k]; ok {
-			continue
-		}
-		switch k {
-		case "CONTAINERS_STORAGE_CONF", "CONTAINERS_POLICY_JSON", "_CONTAINERS_USERNS_CONFIGURED":
-			continue
-		}
-		env = append(env, kv)
-	}
-	for k, v := range overrides {
-		env = append(env, k+"="+v)
-	}
+	env := sandboxEnv(overrides, "CONTAINERS_STORAGE_CONF", "CONTAINERS_POLICY_JSON", "_CONTAINERS_USERNS_CONFIGURED")
 	return skopeoSandbox{
 		dir:  dir,
 		args: []string{"--tmpdir", tmp, "--policy", policy, "--registries.d", registriesD},

@@ -2,7 +2,6 @@ package testenv
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,11 +12,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -90,59 +87,7 @@ func findToxiproxyModule() (string, error) {
 
 func findOrBuildToxiproxy(t testing.TB) (path, skip string, err error) {
 	t.Helper()
-	const name = "toxiproxy-server"
-	cache, err := toolsBinDir()
-	if err != nil {
-		return "", "", err
-	}
-	modDir, modErr := findToxiproxyModule()
-	version := toxiproxyVersion
-	if modErr == nil {
-		if version, err = requiredVersion(filepath.Join(modDir, "go.mod"), toxiproxyModule); err != nil {
-			return "", "", err
-		}
-	}
-	path = filepath.Join(cache, name+"-"+version)
-	if isExecutable(path) {
-		return path, "", nil
-	}
-	if modErr != nil {
-		return "", fmt.Sprintf("testenv: %s %s is not in %s and cannot be built: %v; run %s", name, version, cache, modErr, InstallScript), nil
-	}
-	goBin, err := findGo()
-	if err != nil {
-		return "", fmt.Sprintf("testenv: %s %s is not in %s and cannot be built: %v; run %s", name, version, cache, err, InstallScript), nil
-	}
-	if err := os.MkdirAll(cache, 0o755); err != nil {
-		return "", "", err
-	}
-	lock, err := os.OpenFile(path+".lock", os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		return "", "", err
-	}
-	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
-		return "", "", fmt.Errorf("locking %s: %w", lock.Name(), err)
-	}
-	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
-	if isExecutable(path) {
-		return path, "", nil
-	}
-	tmp := fmt.Sprintf("%s.tmp-%d", path, os.Getpid())
-	defer os.Remove(tmp)
-	begin := time.Now()
-	ctx, cancel := context.WithTimeout(context.Background(), peerBuildTimeout)
-	defer cancel()
-	args := ToxiproxyBuildArgs(version, tmp)
-	r := runIn(ctx, modDir, peerBuildEnv(), goBin, args...)
-	if r.err != nil {
-		return "", "", fmt.Errorf("building %s %s in %s: %s: %v\n%s", name, version, modDir, quoteArgs("go", args), r.err, r.combined())
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return "", "", err
-	}
-	t.Logf("testenv: built %s %s into %s in %v", name, version, path, time.Since(begin).Round(time.Millisecond))
-	return path, "", nil
+	return buildPinned(t, "toxiproxy-server", toxiproxyModule, toxiproxyVersion, findToxiproxyModule, ToxiproxyBuildArgs)
 }
 
 // Toxiproxy is a toxiproxy-server started by StartToxiproxy: its API listens
@@ -155,7 +100,7 @@ type Toxiproxy struct {
 
 	bin    string
 	dir    string
-	proc   *registryProcess
+	proc   *process
 	client *http.Client
 }
 
@@ -201,41 +146,20 @@ func StartToxiproxy(t testing.TB) *Toxiproxy {
 
 func (s *Toxiproxy) start(t testing.TB, port int) error {
 	t.Helper()
-	logf, err := os.OpenFile(s.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	cmd := exec.Command(s.bin, "-host", "127.0.0.1", "-port", strconv.Itoa(port), "-seed", "1")
+	cmd.Env = append(os.Environ(), "LOG_LEVEL=info")
+	cmd.Dir = s.dir
+	p, err := startProcess("toxiproxy-server", cmd, s.LogFile, "")
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(s.bin, "-host", "127.0.0.1", "-port", strconv.Itoa(port), "-seed", "1")
-	cmd.Env = append(os.Environ(), "LOG_LEVEL=info")
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.Dir = s.dir
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
-	p := &registryProcess{done: make(chan struct{})}
-	started := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // Pdeathsig follows the thread that started the child
-		if err := cmd.Start(); err != nil {
-			started <- err
-			return
-		}
-		started <- nil
-		p.err = cmd.Wait()
-		close(p.done)
-	}()
-	err = <-started
-	logf.Close()
-	if err != nil {
-		return fmt.Errorf("starting %s: %w", s.bin, err)
-	}
-	p.pid = cmd.Process.Pid
+	p.quiet = true
 	s.proc = p
 	s.API = "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	begin := time.Now()
 	for {
-		select {
-		case <-p.done:
+		if p.exited() {
 			return fmt.Errorf("toxiproxy-server (pid %d) exited during startup: %v", p.pid, p.err)
-		default:
 		}
 		var v json.RawMessage
 		err := s.call(http.MethodGet, "/version", nil, &v)
@@ -258,24 +182,7 @@ func (s *Toxiproxy) stop(t testing.TB) {
 		return
 	}
 	s.proc = nil
-	select {
-	case <-p.done:
-		return
-	default:
-	}
-	syscall.Kill(p.pid, syscall.SIGTERM)
-	select {
-	case <-p.done:
-		return
-	case <-time.After(10 * time.Second):
-	}
-	t.Logf("testenv: toxiproxy-server pid %d ignored SIGTERM for 10s; sending SIGKILL", p.pid)
-	syscall.Kill(p.pid, syscall.SIGKILL)
-	select {
-	case <-p.done:
-	case <-time.After(10 * time.Second):
-		t.Errorf("testenv: toxiproxy-server pid %d still running after SIGKILL", p.pid)
-	}
+	p.stop(t, 10*time.Second)
 }
 
 // APIError is a non-2xx answer of the toxiproxy API.
