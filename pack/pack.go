@@ -398,15 +398,11 @@ func openTarget(r ref.Ref) (*layoutStore, error) {
 		if ents, err := os.ReadDir(r.Path); err == nil && len(ents) > 0 {
 			return nil, fmt.Errorf("--output %s: directory exists, is not empty and is not an OCI image layout", r.Path)
 		}
-		staging, err := stagingDir(r.Path)
+		l, err := stage(r.Path)
 		if err != nil {
 			return nil, err
 		}
-		l, err := ocilayout.Init(staging)
-		if err != nil {
-			os.RemoveAll(staging)
-			return nil, err
-		}
+		staging := l.Dir
 		return &layoutStore{l: l,
 			finish: func() error {
 				os.Remove(r.Path) // an empty directory given as output
@@ -421,15 +417,11 @@ func openTarget(r ref.Ref) (*layoutStore, error) {
 		if st, err := os.Stat(r.Path); err == nil && st.IsDir() {
 			return nil, fmt.Errorf("--output %s: is a directory, want an archive file", r.Path)
 		}
-		staging, err := stagingDir(r.Path)
+		l, err := stage(r.Path)
 		if err != nil {
 			return nil, err
 		}
-		l, err := ocilayout.Init(staging)
-		if err != nil {
-			os.RemoveAll(staging)
-			return nil, err
-		}
+		staging := l.Dir
 		return &layoutStore{l: l,
 			finish: func() error {
 				defer os.RemoveAll(staging)
@@ -441,16 +433,16 @@ func openTarget(r ref.Ref) (*layoutStore, error) {
 	return nil, fmt.Errorf("unsupported output %s", r)
 }
 
-// stagingDir makes a hidden sibling of path to build the output in, so the
-// final rename is atomic and a crash leaves nothing under the output name.
-func stagingDir(path string) (string, error) {
-	parent := filepath.Dir(path)
-	if err := os.MkdirAll(parent, 0o755); err != nil {
-		return "", fmt.Errorf("--output %s: %w", path, err)
+// stage makes the layout to build the output in, as a hidden sibling of
+// path, so the final rename is atomic and a crash leaves nothing under the
+// output name.
+func stage(path string) (*ocilayout.Layout, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("--output %s: %w", path, err)
 	}
-	d, err := os.MkdirTemp(parent, "."+filepath.Base(path)+".modelcar-partial-")
+	l, err := ocilayout.Stage(path)
 	if err != nil {
-		return "", fmt.Errorf("--output %s: %w", path, err)
+		return nil, fmt.Errorf("--output %s: %w", path, err)
 	}
-	return d, nil
+	return l, nil
 }

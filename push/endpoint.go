@@ -188,15 +188,11 @@ func openDest(ctx context.Context, r ref.Ref, o *options, client *auth.Client) (
 		if st, err := os.Stat(r.Path); err == nil && st.IsDir() {
 			return nil, fmt.Errorf("%s is a directory, want an archive file", r.Path)
 		}
-		staging, err := os.MkdirTemp(dirOf(r.Path), "."+baseOf(r.Path)+".modelcar-partial-")
+		l, err := ocilayout.Stage(r.Path)
 		if err != nil {
 			return nil, err
 		}
-		l, err := ocilayout.Init(staging)
-		if err != nil {
-			os.RemoveAll(staging)
-			return nil, err
-		}
+		staging := l.Dir
 		return &endpoint{ref: r, target: &layoutTarget{l: l},
 			finish: func() error {
 				defer os.RemoveAll(staging)

@@ -4,14 +4,10 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
-	"path/filepath"
 
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
-
-func dirOf(p string) string  { return filepath.Dir(p) }
-func baseOf(p string) string { return filepath.Base(p) }
 
 func typesOf(mt string) types.MediaType { return types.MediaType(mt) }
 

@@ -366,3 +366,20 @@ func writeFileAtomic(path string, b []byte) error {
 	}
 	return nil
 }
+
+// Stage creates an empty layout in a hidden directory beside target
+// (.NAME.modelcar-partial-*) for output that must appear only when
+// complete: the caller renames it over target or writes an archive from
+// it, and removes l.Dir when done or on failure. target's parent must exist.
+func Stage(target string) (*Layout, error) {
+	d, err := os.MkdirTemp(filepath.Dir(target), "."+filepath.Base(target)+".modelcar-partial-")
+	if err != nil {
+		return nil, err
+	}
+	l, err := Init(d)
+	if err != nil {
+		os.RemoveAll(d)
+		return nil, err
+	}
+	return l, nil
+}
