@@ -8,9 +8,9 @@ import (
 
 	"github.com/spf13/cobra"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/modelcar/modelcar/measure"
+	"github.com/modelcar/modelcar/warm"
 )
 
 // measureKubeClient connects to the cluster named by the kubeconfig
@@ -18,16 +18,9 @@ import (
 // ~/.kube/config; --context, else the current context) and returns the
 // context's namespace. Tests replace it with a fake clientset.
 var measureKubeClient = func(kubeconfig, kubeContext string) (kubernetes.Interface, string, error) {
-	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	rules.ExplicitPath = kubeconfig
-	cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: kubeContext})
-	cfg, err := cc.ClientConfig()
+	cfg, ns, err := warm.KubeConfig(kubeconfig, kubeContext)
 	if err != nil {
-		return nil, "", fmt.Errorf("loading the kubeconfig (--kubeconfig, KUBECONFIG or ~/.kube/config): %w", err)
-	}
-	ns, _, err := cc.Namespace()
-	if err != nil {
-		return nil, "", fmt.Errorf("loading the kubeconfig: %w", err)
+		return nil, "", err
 	}
 	cfg.UserAgent = "modelcar/" + buildVersion()
 	client, err := kubernetes.NewForConfig(cfg)
