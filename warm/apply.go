@@ -485,11 +485,11 @@ func KubeConfig(path, context string) (*rest.Config, string, error) {
 	cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: context})
 	cfg, err := cc.ClientConfig()
 	if err != nil {
-		return nil, "", fmt.Errorf("loading the Kubernetes client configuration: %w", err)
+		return nil, "", fmt.Errorf("loading the Kubernetes client configuration (the kubeconfig: --kubeconfig, $KUBECONFIG or ~/.kube/config; in a pod, the in-cluster config): %w", err)
 	}
 	ns, _, err := cc.Namespace()
 	if err != nil {
-		return nil, "", fmt.Errorf("loading the Kubernetes client configuration: %w", err)
+		return nil, "", fmt.Errorf("loading the Kubernetes client configuration (the kubeconfig: --kubeconfig, $KUBECONFIG or ~/.kube/config; in a pod, the in-cluster config): %w", err)
 	}
 	if ns == "" {
 		ns = metav1.NamespaceDefault
