@@ -9,7 +9,7 @@ BIN     := bin/modelcar
 WORK    := .work
 SIZE    ?= 2GiB
 
-.PHONY: all build test test-short deps demo bench lint fmt clean cluster-up cluster-down image chart test-faults
+.PHONY: all build test test-short deps demo bench bench-coldstart lint fmt clean cluster-up cluster-down image chart test-faults
 
 all: build
 
@@ -44,6 +44,20 @@ bench: build deps
 	./bin/packbench -modelcar $(BIN) -work $(WORK)/bench -size $(SIZE) -json $(WORK)/bench/results.json
 	go build -o bin/pushbench ./internal/cmd/pushbench
 	./bin/pushbench -modelcar $(BIN) -work $(WORK)/pushbench -size $(SIZE) -json $(WORK)/pushbench/results.json
+
+# Node-side cold start, pull start -> model read, per image format, with a
+# real registry behind a tc-shaped link in a private network namespace, real
+# containerd, and stargz-snapshotter for lazy pulls (tools/coldstart). Root.
+# COLDSTART_SIZE=4GiB, COLDSTART_RATE=10gbit, COLDSTART_RUNS=3 to vary.
+COLDSTART_SIZE ?= 2GiB
+COLDSTART_RATE ?= 1gbit
+COLDSTART_RUNS ?= 1
+bench-coldstart: build deps
+	go build -o bin/genmodel ./internal/cmd/genmodel
+	cd tools/coldstart && go build -o ../../bin/coldstart . && go build -o ../../bin/stargz-grpc ./cmd/stargz-grpc
+	./bin/coldstart -modelcar $(BIN) -genmodel bin/genmodel -stargz bin/stargz-grpc \
+	  -work $(WORK)/coldstart -size $(COLDSTART_SIZE) -rate $(COLDSTART_RATE) -runs $(COLDSTART_RUNS) \
+	  -json $(WORK)/coldstart/results-$(COLDSTART_RATE).json -md $(WORK)/coldstart/results-$(COLDSTART_RATE).md
 
 # modelcar's own container image (amd64 + arm64, static, non-root, no shell),
 # built reproducibly with go-containerregistry: an OCI layout in .work/image,

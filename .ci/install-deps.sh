@@ -9,7 +9,7 @@
 # and a peer binary already in the cache is not rebuilt.
 set -euo pipefail
 
-packages=(docker-registry skopeo containerd tar)
+packages=(docker-registry skopeo containerd tar iproute2 util-linux)
 
 missing=()
 for pkg in "${packages[@]}"; do
