@@ -132,3 +132,9 @@ func FormatOf(mt types.MediaType, annotations map[string]string) Format {
 	}
 	return Format(mt)
 }
+
+// lazy reports whether the format can be pulled lazily (it has a TOC
+// stargz-snapshotter reads), so prioritized files and prefetch apply.
+func (f Format) lazy() bool {
+	return f == FormatEstargz || f == FormatZstdChunked
+}

@@ -28,6 +28,7 @@ type options struct {
 	format       Format
 	level        int
 	levelSet     bool
+	prefetch     Prefetch
 	prefix       string
 	scan         ScanOptions
 	maxLayerSize int64
@@ -45,6 +46,7 @@ type options struct {
 func defaults() options {
 	return options{
 		format:       FormatTar,
+		prefetch:     PrefetchSmall,
 		prefix:       DefaultPrefix,
 		maxLayerSize: DefaultMaxLayerSize,
 		threshold:    DefaultLargeFileThreshold,
@@ -71,6 +73,49 @@ func WithFormat(f Format) Option {
 // DefaultLevel).
 func WithCompressionLevel(level int) Option {
 	return func(o *options) error { o.level, o.levelSet = level, true; return nil }
+}
+
+// Prefetch says which files of a lazily pulled layer (estargz,
+// zstd-chunked) are prioritized: put before the prefetch landmark, which
+// stargz-snapshotter fetches when it mounts the layer.
+type Prefetch string
+
+const (
+	// PrefetchSmall prioritizes the small files (configs, tokenizer,
+	// index): the server can read its configuration as soon as the
+	// container starts, and weights are fetched as they are read. The
+	// default: it needs no snapshotter setting.
+	PrefetchSmall Prefetch = "small"
+	// PrefetchAll prioritizes every file, weights included, so the
+	// snapshotter streams each whole layer at mount instead of fetching
+	// 4 MiB chunks one read at a time. Use it with the snapshotter's
+	// prefetch_async_size set (for example 64 MiB), or the container start
+	// waits for the weights (up to prefetch_timeout_sec).
+	PrefetchAll Prefetch = "all"
+)
+
+// CheckPrefetch reports whether p is a known prefetch choice that format f
+// can carry.
+func CheckPrefetch(f Format, p Prefetch) error {
+	if p != PrefetchSmall && p != PrefetchAll {
+		return fmt.Errorf("%q: want %q or %q", p, PrefetchSmall, PrefetchAll)
+	}
+	if p != PrefetchSmall && !f.lazy() {
+		return fmt.Errorf("%q needs a lazily pulled format (estargz or zstd-chunked), not %s", p, f)
+	}
+	return nil
+}
+
+// WithPrefetch sets which files lazily pulled layers prioritize (default
+// PrefetchSmall). It applies to estargz and zstd-chunked only.
+func WithPrefetch(p Prefetch) Option {
+	return func(o *options) error {
+		if err := CheckPrefetch(FormatEstargz, p); err != nil {
+			return fmt.Errorf("prefetch %w", err)
+		}
+		o.prefetch = p
+		return nil
+	}
 }
 
 // WithPrefix sets the directory the model lands in (default /models).

@@ -104,6 +104,9 @@ func parseOptions(opts []Option) (*options, error) {
 			return nil, err
 		}
 	}
+	if err := CheckPrefetch(o.format, o.prefetch); err != nil {
+		return nil, fmt.Errorf("prefetch %w", err)
+	}
 	return &o, nil
 }
 
@@ -295,7 +298,7 @@ func historyFiles(files []string) string {
 // layout already holds the blob.
 func buildOne(ctx context.Context, l Store, i int, p layerPlan, o *options, cache *layerCache) (builtLayer, bool, error) {
 	var prioritized []string
-	if p.Small && (o.format == FormatEstargz || o.format == FormatZstdChunked) {
+	if (p.Small || o.prefetch == PrefetchAll) && o.format.lazy() {
 		for _, e := range p.Entries {
 			prioritized = append(prioritized, e.Name)
 		}

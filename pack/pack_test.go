@@ -247,6 +247,51 @@ func verifyTOC(t *testing.T, l v1.Layer, desc v1.Descriptor, f pack.Format, smal
 	}
 }
 
+// With PrefetchAll every layer of a lazy format puts its files before the
+// prefetch landmark, weights included, so the snapshotter streams whole
+// layers at mount; the default keeps weights out of the prefetch. Other
+// formats refuse it.
+func TestPackPrefetchAll(t *testing.T) {
+	m := genModel(t, 2, 3<<20, 2)
+	for _, f := range []pack.Format{pack.FormatEstargz, pack.FormatZstdChunked} {
+		t.Run(string(f), func(t *testing.T) {
+			out := filepath.Join(t.TempDir(), "oci")
+			all := packT(t, m.Dir, "oci:"+out+":all", pack.WithFormat(f), pack.WithPrefetch(pack.PrefetchAll))
+			small := packT(t, m.Dir, "oci:"+out+":small", pack.WithFormat(f))
+			if all.Digest == small.Digest {
+				t.Fatal("--prefetch all made the same image as the default")
+			}
+			idx, err := layout.ImageIndexFromPath(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			img, err := idx.Image(all.Digest)
+			if err != nil {
+				t.Fatal(err)
+			}
+			mf, err := img.Manifest()
+			if err != nil {
+				t.Fatal(err)
+			}
+			layers, err := img.Layers()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, l := range layers {
+				names, _ := layerFiles(t, l)
+				verifyTOC(t, l, mf.Layers[i], f, true, names)
+			}
+		})
+	}
+	_, err := pack.Pack(context.Background(), m.Dir, "oci:"+filepath.Join(t.TempDir(), "x"), pack.WithPrefetch(pack.PrefetchAll))
+	if err == nil || !strings.Contains(err.Error(), "estargz or zstd-chunked") {
+		t.Fatalf("tar with PrefetchAll: %v", err)
+	}
+	if _, err := pack.Pack(context.Background(), m.Dir, "oci:"+filepath.Join(t.TempDir(), "y"), pack.WithPrefetch("most")); err == nil || !strings.Contains(err.Error(), `"most"`) {
+		t.Fatalf("unknown prefetch: %v", err)
+	}
+}
+
 // copyModel copies src to dst with the given mtime on every file, listing
 // files in reverse to vary creation order.
 func copyModel(t testing.TB, src, dst string, mtime time.Time) {

@@ -17,11 +17,11 @@ import (
 
 func newPackCmd() *cobra.Command {
 	var (
-		output, format, prefix, base, platform, maxLayer, threshold, cacheDir string
-		include, exclude, annotations, tags                                   []string
-		level, jobs                                                           int
-		jsonOut, quiet, noCache                                               bool
-		tf                                                                    transferFlags
+		output, format, prefix, base, platform, maxLayer, threshold, cacheDir, prefetch string
+		include, exclude, annotations, tags                                             []string
+		level, jobs                                                                     int
+		jsonOut, quiet, noCache                                                         bool
+		tf                                                                              transferFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "pack DIR --output oci:PATH[:TAG]|oci-archive:FILE[:TAG]|REGISTRY/REPO[:TAG]",
@@ -71,6 +71,12 @@ one read of the model, nothing written to local disk, the tag pushed last.`,
 				pack.WithExclude(exclude...), pack.WithTags(tags...), pack.WithPlatform(platform)}
 			if cmd.Flags().Changed("compression-level") {
 				opts = append(opts, pack.WithCompressionLevel(level))
+			}
+			if cmd.Flags().Changed("prefetch") {
+				if err := pack.CheckPrefetch(f, pack.Prefetch(prefetch)); err != nil {
+					return usageError{fmt.Errorf("--prefetch: %w", err)}
+				}
+				opts = append(opts, pack.WithPrefetch(pack.Prefetch(prefetch)))
 			}
 			if jobs > 0 {
 				opts = append(opts, pack.WithJobs(jobs))
@@ -143,6 +149,7 @@ one read of the model, nothing written to local disk, the tag pushed last.`,
 	fl := cmd.Flags()
 	fl.StringVarP(&output, "output", "o", "", "where to write: oci:PATH[:TAG], oci-archive:FILE[:TAG] (tag defaults to latest) or REGISTRY/REPO[:TAG]")
 	fl.StringVar(&format, "format", string(pack.FormatTar), "layer format: tar, gzip, zstd, estargz or zstd-chunked")
+	fl.StringVar(&prefetch, "prefetch", string(pack.PrefetchSmall), "estargz/zstd-chunked: files stargz-snapshotter fetches at mount: small (configs, tokenizer) or all (weights too; set the snapshotter's prefetch_async_size)")
 	fl.IntVar(&level, "compression-level", 0, "compression level for every layer (default: gzip/estargz 6 for text and -2, Huffman-only, for weights; zstd/zstd-chunked 3)")
 	fl.StringVar(&prefix, "prefix", pack.DefaultPrefix, "directory the model files land in inside the image")
 	fl.StringArrayVar(&include, "include", nil, "only pack files matching this glob (repeatable; gitignore-style)")

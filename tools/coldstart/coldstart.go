@@ -26,6 +26,11 @@ type measurement struct {
 	AllWeightsS float64 `json:"all_weights_read_s"` // every weight file read
 	LinkBytes   int64   `json:"link_bytes"`         // bytes the shaped link carried
 	CPUUtil     float64 `json:"cpu_utilization"`    // CPU time of containerd, snapshotter and reader / (wall × CPUs)
+	// CPU seconds per component: containerd (content store, decompression,
+	// apply), the snapshotter (lazy fetch, decompression, cache), and this
+	// process (the puller's HTTP fetches, which kubelet's CRI does inside
+	// containerd, and the reader).
+	CPUSeconds map[string]float64 `json:"cpu_seconds"`
 }
 
 // coldStart starts a fresh node, pulls the image as a kubelet would (through
@@ -41,7 +46,7 @@ func coldStart(ctx context.Context, c config, ps *processes, work string, m *mod
 	if err := os.RemoveAll(dir); err != nil {
 		return res, err
 	}
-	n, err := startNode(ctx, ps, c, dir)
+	n, err := startNode(ctx, ps, c, f, dir)
 	if err != nil {
 		return res, err
 	}
@@ -65,10 +70,10 @@ func coldStart(ctx context.Context, c config, ps *processes, work string, m *mod
 	if err := dropCaches(); err != nil {
 		return res, fmt.Errorf("dropping the page cache: %w", err)
 	}
-	pids := []int{n.containerd.pid, n.stargz.pid, os.Getpid()}
-	cpu0 := 0.0
-	for _, pid := range pids {
-		cpu0 += cpuSeconds(pid)
+	pids := map[string]int{"containerd": n.containerd.pid, "snapshotter": n.stargz.pid, "puller+reader": os.Getpid()}
+	cpu0 := map[string]float64{}
+	for name, pid := range pids {
+		cpu0[name] = cpuSeconds(pid)
 	}
 	link0 := loBytes()
 	start := time.Now()
@@ -125,11 +130,14 @@ func coldStart(ctx context.Context, c config, ps *processes, work string, m *mod
 	}
 	res.AllWeightsS = since()
 	res.LinkBytes = loBytes() - link0
-	cpu1 := 0.0
-	for _, pid := range pids {
-		cpu1 += cpuSeconds(pid)
+	res.CPUSeconds = map[string]float64{}
+	total := 0.0
+	for name, pid := range pids {
+		d := cpuSeconds(pid) - cpu0[name]
+		res.CPUSeconds[name] = round3(d)
+		total += d
 	}
-	res.CPUUtil = (cpu1 - cpu0) / (res.AllWeightsS * float64(runtime.NumCPU()))
+	res.CPUUtil = total / (res.AllWeightsS * float64(runtime.NumCPU()))
 	return res, nil
 }
 

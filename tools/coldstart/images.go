@@ -30,6 +30,10 @@ type format struct {
 	pack  string // modelcar pack --format; "" for the naive image
 	lazy  bool   // pulled through stargz-snapshotter
 	label string
+	// prefetchAll packs with --prefetch all and runs the snapshotter with
+	// prefetch_async_size, so whole weight layers stream in at mount
+	// without holding the container start.
+	prefetchAll bool
 }
 
 func (f format) snapshotter() string {
@@ -46,6 +50,8 @@ func allFormatList() []format {
 		{name: "zstd", pack: "zstd", label: "(c) modelcar zstd: per-file layers"},
 		{name: "estargz", pack: "estargz", lazy: true, label: "(d) modelcar estargz, lazy (stargz-snapshotter)"},
 		{name: "zstd-chunked", pack: "zstd-chunked", lazy: true, label: "(d) modelcar zstd:chunked, lazy (stargz-snapshotter)"},
+		{name: "estargz-prefetch", pack: "estargz", lazy: true, prefetchAll: true, label: "(d) modelcar estargz --prefetch all, lazy, async prefetch"},
+		{name: "zstd-chunked-prefetch", pack: "zstd-chunked", lazy: true, prefetchAll: true, label: "(d) modelcar zstd:chunked --prefetch all, lazy, async prefetch"},
 	}
 }
 
@@ -187,7 +193,11 @@ func buildImage(ctx context.Context, c config, host string, m *model, f format) 
 			return nil, err
 		}
 	} else {
-		cmd := exec.CommandContext(ctx, c.modelcar, "pack", m.dir, "--output", ref, "--format", f.pack, "--plain-http", "-q")
+		args := []string{"pack", m.dir, "--output", ref, "--format", f.pack, "--plain-http", "-q"}
+		if f.prefetchAll {
+			args = append(args, "--prefetch", "all")
+		}
+		cmd := exec.CommandContext(ctx, c.modelcar, args...)
 		out, err := cmd.Output()
 		if err != nil {
 			msg := ""

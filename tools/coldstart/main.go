@@ -57,6 +57,7 @@ type config struct {
 	keep       bool
 	prefetch   int64
 	downloads  int
+	sgConfig   string
 }
 
 func main() {
@@ -77,6 +78,7 @@ func main() {
 	flag.BoolVar(&c.keep, "keep", false, "keep the work directory's registry and containerd state")
 	flag.Int64Var(&c.prefetch, "prefetch-size", 10<<20, "bytes the lazy pull prefetches per layer beyond the prioritized files' landmark")
 	flag.IntVar(&c.downloads, "max-concurrent-downloads", 3, "layers fetched at once (kubelet/CRI default: 3)")
+	flag.StringVar(&c.sgConfig, "stargz-config", "", "stargz snapshotter config.toml to measure instead of the built-in one")
 	flag.BoolVar(&c.inner, "inner", false, "internal: run inside the benchmark's network namespace")
 	flag.Parse()
 
@@ -229,8 +231,8 @@ func runInner(c config) error {
 			if err != nil {
 				return fmt.Errorf("%s cold start %d: %w", f.name, i+1, err)
 			}
-			logf("%-13s run %d: pulled %.2fs, config.json %.2fs, first shard %.2fs, all weights %.2fs (cpu %.0f%%)",
-				f.name, i+1, m.PullS, m.ConfigS, m.FirstShardS, m.AllWeightsS, 100*m.CPUUtil)
+			logf("%-13s run %d: pulled %.2fs, config.json %.2fs, first shard %.2fs, all weights %.2fs (cpu %.0f%%: %s)",
+				f.name, i+1, m.PullS, m.ConfigS, m.FirstShardS, m.AllWeightsS, 100*m.CPUUtil, cpuBreakdown(m.CPUSeconds))
 			runs = append(runs, m)
 		}
 		res.Results = append(res.Results, summarize(f, img, runs, bw))
@@ -250,6 +252,14 @@ func runInner(c config) error {
 		}
 	}
 	return nil
+}
+
+func cpuBreakdown(cpu map[string]float64) string {
+	var parts []string
+	for _, name := range []string{"containerd", "snapshotter", "puller+reader"} {
+		parts = append(parts, fmt.Sprintf("%s %.1fs", name, cpu[name]))
+	}
+	return strings.Join(parts, ", ")
 }
 
 func logf(format string, args ...any) {

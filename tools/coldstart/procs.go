@@ -202,14 +202,25 @@ type node struct {
 	stargz     *process
 }
 
-func startNode(ctx context.Context, ps *processes, c config, dir string) (*node, error) {
+func startNode(ctx context.Context, ps *processes, c config, f format, dir string) (*node, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
 	n := &node{dir: dir, socket: filepath.Join(dir, "containerd.sock")}
 	sgSock := filepath.Join(dir, "stargz.sock")
 	sgCfg := filepath.Join(dir, "stargz.toml")
-	if err := os.WriteFile(sgCfg, []byte(stargzConfig), 0o644); err != nil {
+	sgBody := []byte(stargzConfig)
+	if f.prefetchAll {
+		sgBody = append(sgBody, stargzAsyncPrefetch...)
+	}
+	if c.sgConfig != "" {
+		b, err := os.ReadFile(c.sgConfig)
+		if err != nil {
+			return nil, err
+		}
+		sgBody = b
+	}
+	if err := os.WriteFile(sgCfg, sgBody, 0o644); err != nil {
 		return nil, err
 	}
 	sg, err := ps.start("stargz-grpc", filepath.Join(dir, "stargz.log"),
@@ -266,6 +277,12 @@ const stargzConfig = `
 prefetch_timeout_sec = 10
 # Fetch the rest of each layer in the background after the mount.
 no_background_fetch = false
+`
+
+// stargzAsyncPrefetch lets the container start while prefetches larger
+// than 64 MiB (the weight layers of a --prefetch all image) go on in the
+// background; the small files' layer is still prefetched before the start.
+const stargzAsyncPrefetch = `prefetch_async_size = 67108864
 `
 
 func dial(sock string) error {
