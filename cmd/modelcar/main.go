@@ -54,7 +54,7 @@ Results (digests, JSON) go to stdout; progress goes to stderr when it is a termi
 		SilenceErrors: true,
 	}
 	root.SetVersionTemplate("modelcar {{.Version}}\n")
-	root.AddCommand(newPackCmd(), newInspectCmd(), newPushCmd(), newPullCmd(), newMirrorCmd(), newVerifyCmd(), newLoginCmd(), newWarmCmd(), newMeasureCmd(), newDeployCmd())
+	root.AddCommand(newPackCmd(), newInspectCmd(), newPushCmd(), newPullCmd(), newMirrorCmd(), newVerifyCmd(), newLoginCmd(), newWarmCmd(), newMeasureCmd(), newPlanCmd(), newDeployCmd())
 	return root
 }
 

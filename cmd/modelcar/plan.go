@@ -1,0 +1,220 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/modelcar/modelcar/measure"
+	"github.com/modelcar/modelcar/measure/plan"
+	"github.com/modelcar/modelcar/warm"
+)
+
+// planFlags are the flags of `modelcar plan`.
+type planFlags struct {
+	from, factsFile, benchFile, currentFormat string
+	facts                                     []string
+	discover                                  bool
+	kubeconfig, kubeContext, namespace        string
+	image, format, output, emit               string
+	selectors, tolerations                    []string
+	poolReplicas                              int32
+}
+
+func newPlanCmd() *cobra.Command {
+	var f planFlags
+	cmd := &cobra.Command{
+		Use:   "plan --from REPORT.json [--cluster-facts FILE | --discover] [--bench RESULTS.json] [--emit DIR --image REF@sha256:...]",
+		Short: "Rank what would shorten the measured cold starts, with the numbers, and write the objects that apply it",
+		Long: `Plan reads a cold-start report ('modelcar measure --format json', or a bundle
+directory, which it measures first) and ranks the levers that shorten the cold
+start by the time each can save, an upper bound, with the arithmetic behind
+every number: a warm GPU node pool (provision), a pre-pull DaemonSet, repacking
+into uncompressed per-file layers and lazy pulling (pull), a Kubernetes image
+volume (the init-container copy), a streaming weight loader (load), vLLM's
+compile cache, the readiness probe period and the warm-up probe (warmup).
+
+Values are the report's p50 with two or more cold starts, else the single one's.
+Each lever has a confidence (high: the report measured what it removes; medium:
+part of it, or scaled by the benchmark; low: a default) and the conditions it
+needs. Levers whose prerequisite is missing are listed under "needs" with the
+reason, and levers the numbers do not support under "no gain".
+
+What the plan knows of the cluster (facts) comes from --discover (the API
+server's version; the GPU nodes' container runtime, GPU count, ephemeral
+storage and the modelcar.dev/snapshotter label; modelcar's warm objects), then
+--cluster-facts FILE, then --fact KEY=VALUE, each overriding the one before.
+Facts file keys: kubernetesVersion, containerRuntime, snapshotter (overlayfs,
+native, stargz, nydus, soci), imageVolumes, nodeImageCacheGiB, gpusPerNode,
+gpuNodeWarmPool, prepull, linkMbit.
+
+--bench RESULTS.json (the node-side benchmark's results) scales format savings
+by measured ratios; without it they use documented defaults and say so.
+
+--emit DIR writes the objects to apply, all at once (a new directory renamed
+into place): prepull.yaml and pool.yaml (as 'modelcar warm prepull/pool -o yaml'
+render them) when those levers apply, values.yaml for the vllm-modelcar chart
+and pack-flags.txt. It needs --image pinned by digest.`,
+		Example: `  # Rank the levers for a measured cold start
+  modelcar measure --from bundle -o cold-start.json
+  modelcar plan --from cold-start.json
+
+  # With what the cluster says, benchmark ratios, and the files to apply
+  modelcar plan --from cold-start.json --discover --bench coldstart-bench.json \
+    --image registry.example.com/models/llama@sha256:4f1c... -n llm --emit plan/
+  kubectl apply -f plan/prepull.yaml -f plan/pool.yaml
+  modelcar deploy --name llama --image registry.example.com/models/llama@sha256:4f1c... \
+    -f prod.yaml -f plan/values.yaml --apply
+
+  # Facts without a cluster at hand
+  modelcar plan --from cold-start.json --fact kubernetesVersion=1.33.2 --fact snapshotter=stargz --format md`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) != 0 {
+				return usageError{fmt.Errorf("plan takes no arguments, got %q (the report is --from)", args)}
+			}
+			if f.from == "" {
+				return usageError{errors.New("--from is required: a report from 'modelcar measure --format json', or a bundle directory")}
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error { return runPlan(cmd, &f) },
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.from, "from", "", "the cold-start report (measure --format json), or a bundle directory to measure")
+	fl.StringVar(&f.factsFile, "cluster-facts", "", "YAML or JSON file of cluster facts (see above)")
+	fl.StringArrayVar(&f.facts, "fact", nil, "set one fact, KEY=VALUE (repeatable; overrides --cluster-facts and --discover)")
+	fl.BoolVar(&f.discover, "discover", false, "learn facts from the cluster (implied by --kubeconfig or --context)")
+	fl.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig file for --discover (default $KUBECONFIG or ~/.kube/config)")
+	fl.StringVar(&f.kubeContext, "context", "", "kubeconfig context for --discover (default the current one)")
+	fl.StringVarP(&f.namespace, "namespace", "n", "", "namespace of the emitted pre-pull and pool (default the kubeconfig context's, else default)")
+	fl.StringVar(&f.benchFile, "bench", "", "the node-side cold-start benchmark's results (JSON, version 1)")
+	fl.StringVar(&f.currentFormat, "current-format", "", "layer format of the model image in the report: "+strings.Join(plan.Formats(), ", ")+" (default: a single gzip stream when it pulled slower than 250 MB/s)")
+	fl.StringVar(&f.image, "image", "", "the modelcar, REPO@sha256:...: names the model image in the report, and is what --emit pre-pulls and serves")
+	fl.StringVar(&f.format, "format", "", "text, md or json (default: from the -o extension, else text)")
+	fl.StringVarP(&f.output, "output", "o", "", "write the plan to FILE instead of stdout")
+	fl.StringVar(&f.emit, "emit", "", "write the objects to apply into DIR: prepull.yaml, pool.yaml, values.yaml, pack-flags.txt")
+	fl.StringArrayVar(&f.selectors, "node-selector", []string{"nvidia.com/gpu.present=true"}, "the GPU nodes, KEY=VALUE (repeatable): --discover reads them, the pre-pull and pool run on them")
+	fl.StringArrayVar(&f.tolerations, "toleration", []string{"nvidia.com/gpu:NoSchedule"}, "toleration of the emitted pre-pull and pool, KEY[=VALUE][:EFFECT] (repeatable)")
+	fl.Int32Var(&f.poolReplicas, "pool-replicas", 1, "placeholder pods of the emitted pool (GPUs each: the gpusPerNode fact, else 1)")
+	_ = cmd.RegisterFlagCompletionFunc("format", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+		return []string{string(measure.Text), string(measure.Markdown), string(measure.JSON)}, cobra.ShellCompDirectiveNoFileComp
+	})
+	return cmd
+}
+
+func runPlan(cmd *cobra.Command, f *planFlags) error {
+	format, err := reportFormat(cmd, f.format, f.output)
+	if err != nil {
+		return err
+	}
+	if format == measure.SVG {
+		return usageError{errors.New("--format: a plan renders as text, md or json")}
+	}
+	if f.currentFormat != "" && !slices.Contains(plan.Formats(), f.currentFormat) {
+		return usageError{fmt.Errorf("--current-format %q: want one of %s", f.currentFormat, strings.Join(plan.Formats(), ", "))}
+	}
+	var eo plan.EmitOptions
+	if eo.NodeSelector, err = warm.ParseNodeSelector(f.selectors); err != nil {
+		return usageError{fmt.Errorf("--node-selector: %w", err)}
+	}
+	if eo.Tolerations, err = warm.ParseTolerations(f.tolerations); err != nil {
+		return usageError{fmt.Errorf("--toleration: %w", err)}
+	}
+	if f.poolReplicas < 1 {
+		return usageError{fmt.Errorf("--pool-replicas %d: want 1 or more", f.poolReplicas)}
+	}
+	if f.emit != "" {
+		if f.image == "" {
+			return usageError{errors.New("--emit needs --image, the modelcar to pre-pull and serve, REPO@sha256:...")}
+		}
+		if _, err := warm.Prepull(warm.PrepullOptions{Image: f.image}); err != nil {
+			return warmImageError("--image", err)
+		}
+	}
+	facts, sources := plan.Facts{}, plan.Sources{}
+	for _, kv := range f.facts { // checked before anything slow
+		var one plan.Facts
+		if _, err := one.SetFact(kv); err != nil {
+			return usageError{fmt.Errorf("--fact: %w", err)}
+		}
+	}
+
+	rep, err := readPlanReport(f.from)
+	if err != nil {
+		return err
+	}
+	opts := plan.Options{From: f.from, Image: f.image, CurrentFormat: f.currentFormat}
+	if f.discover || f.kubeconfig != "" || f.kubeContext != "" {
+		cs, _, err := measureKubeClient(f.kubeconfig, f.kubeContext)
+		if err != nil {
+			return err
+		}
+		d, err := plan.Discover(cmd.Context(), cs, eo.NodeSelector)
+		if err != nil {
+			return err
+		}
+		facts, sources, opts.Notes = d.Facts, d.Sources, d.Notes
+	}
+	if f.factsFile != "" {
+		ff, err := plan.ReadFacts(f.factsFile)
+		if err != nil {
+			return err
+		}
+		facts.Merge(ff, sources, "file "+f.factsFile)
+	}
+	for _, kv := range f.facts {
+		var one plan.Facts
+		_, _ = one.SetFact(kv) // checked above
+		facts.Merge(one, sources, "--fact")
+	}
+	opts.Facts, opts.Sources = facts, sources
+	if f.benchFile != "" {
+		if opts.Bench, err = plan.ReadBench(f.benchFile); err != nil {
+			return err
+		}
+		opts.BenchFrom = f.benchFile
+	}
+	p, err := plan.Compute(rep, opts)
+	if err != nil {
+		return fmt.Errorf("%s: %w", f.from, err)
+	}
+	var buf bytes.Buffer
+	if err := plan.Render(&buf, p, format); err != nil {
+		return err
+	}
+	if err := writeOutput(cmd, f.output, buf.Bytes()); err != nil {
+		return err
+	}
+	if f.emit == "" {
+		return nil
+	}
+	eo.Image, eo.PoolReplicas = f.image, f.poolReplicas
+	eo.Namespace = (&warmKubeFlags{kubeconfig: f.kubeconfig, context: f.kubeContext, namespace: f.namespace}).renderNamespace()
+	names, err := plan.Emit(f.emit, p, eo)
+	if err != nil {
+		return fmt.Errorf("--emit %s: %w", f.emit, err)
+	}
+	fmt.Fprintf(cmd.ErrOrStderr(), "wrote %s: %s\n", f.emit, strings.Join(names, ", "))
+	return nil
+}
+
+// readPlanReport reads a JSON report, or measures a bundle directory.
+func readPlanReport(from string) (*measure.Report, error) {
+	st, err := os.Stat(from)
+	if err != nil {
+		return nil, err
+	}
+	if !st.IsDir() {
+		return readReport(from)
+	}
+	b, err := measure.ReadBundle(from)
+	if err != nil {
+		return nil, err
+	}
+	return measure.Analyze(b)
+}

@@ -1,0 +1,144 @@
+package plan
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"slices"
+)
+
+// BenchVersion is the version of the benchmark JSON ReadBench reads.
+const BenchVersion = 1
+
+// Bench is the node-side cold-start benchmark's result (tools/coldstart):
+// for each layer format, how long after the pull began a node could read
+// the model's config, its first weight shard and all of its weights, on a
+// link of LinkMbit. Plan uses the ratios between formats, scaled to the
+// pull the report measured, never the absolute times.
+//
+//	{"version": 1, "link_mbit": 1000, "model_bytes": N,
+//	 "results": [{"format": "gzip-single", "lazy": false, "config_readable_s": F,
+//	              "first_shard_read_s": F, "all_weights_read_s": F}, ...]}
+type Bench struct {
+	Version    int           `json:"version"`
+	LinkMbit   float64       `json:"link_mbit"`
+	ModelBytes int64         `json:"model_bytes"`
+	Results    []BenchResult `json:"results"`
+}
+
+// A BenchResult is one format's run. Format is gzip-single (one gzip
+// stream, as a Dockerfile COPY of the weights makes), tar, zstd, estargz or
+// zstd-chunked; other formats are kept and not used.
+type BenchResult struct {
+	Format          string  `json:"format"`
+	Lazy            bool    `json:"lazy"`
+	ConfigReadableS float64 `json:"config_readable_s"`
+	FirstShardReadS float64 `json:"first_shard_read_s"`
+	AllWeightsReadS float64 `json:"all_weights_read_s"`
+}
+
+// Defaults used without a benchmark, each shown as "default, not measured"
+// wherever it enters a saving.
+const (
+	// DefaultSingleStreamMBps: a model image that pulled (transfer, gunzip,
+	// SHA-256 and unpack) no faster than this is taken for a single gzip
+	// stream, which one core decompresses at about this rate, unless
+	// --current-format says what it is.
+	DefaultSingleStreamMBps = 250.0
+	// DefaultTarRatio: uncompressed per-file tar layers pull and unpack in
+	// this share of a single gzip stream's time (parallel layers, no
+	// decompression), on a link faster than one core's gunzip.
+	DefaultTarRatio = 0.5
+	// DefaultLazyFirstRead: with lazy pulling, the first file (config,
+	// tokenizer) is readable after this share of the full pull.
+	DefaultLazyFirstRead = 0.02
+	// DefaultLazyAllWeights: fetching all weights lazily takes this share
+	// of the full pull: as long, at best (the same bytes over the same link).
+	DefaultLazyAllWeights = 1.0
+	// DefaultStreamingGiBps: the weight-loading rate assumed for vLLM's
+	// runai_streamer load format from a local disk or image volume.
+	DefaultStreamingGiBps = 2.0
+)
+
+// ReadBench reads the benchmark's JSON, checking its version and that every
+// result of a format plan uses has a positive all_weights_read_s. Errors
+// name the file.
+func ReadBench(path string) (*Bench, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var b Bench
+	if err := json.Unmarshal(data, &b); err != nil {
+		return nil, fmt.Errorf("%s: decoding the benchmark results: %w", path, err)
+	}
+	if b.Version != BenchVersion {
+		return nil, fmt.Errorf("%s: benchmark results version %d: this modelcar reads version %d", path, b.Version, BenchVersion)
+	}
+	for i, r := range b.Results {
+		if !slices.Contains(formats, r.Format) {
+			continue
+		}
+		if r.AllWeightsReadS <= 0 || r.ConfigReadableS < 0 || r.FirstShardReadS < 0 {
+			return nil, fmt.Errorf("%s: results[%d] (%s): times must be positive (all_weights_read_s %g)", path, i, r.Format, r.AllWeightsReadS)
+		}
+	}
+	return &b, nil
+}
+
+// formats are the layer formats plan knows: the bench's, and modelcar's
+// parallel per-file gzip.
+var formats = []string{"gzip-single", "gzip", "tar", "zstd", "estargz", "zstd-chunked"}
+
+// result returns format's run; several runs give the median of each time.
+func (b *Bench) result(format string) (BenchResult, bool) {
+	if b == nil {
+		return BenchResult{}, false
+	}
+	var cfg, all []float64
+	for _, r := range b.Results {
+		if r.Format == format {
+			cfg = append(cfg, r.ConfigReadableS)
+			all = append(all, r.AllWeightsReadS)
+		}
+	}
+	if len(all) == 0 {
+		return BenchResult{}, false
+	}
+	return BenchResult{Format: format, ConfigReadableS: median(cfg), AllWeightsReadS: median(all)}, true
+}
+
+// A ratio is a time relative to another format's, and where it came from.
+type ratio struct {
+	v        float64
+	measured bool
+	source   string
+}
+
+// tarRatio: tar's all-weights time over base's.
+func (b *Bench) tarRatio(base string) (ratio, bool) {
+	t, ok1 := b.result("tar")
+	r, ok2 := b.result(base)
+	if ok1 && ok2 {
+		return ratio{t.AllWeightsReadS / r.AllWeightsReadS, true,
+			fmt.Sprintf("bench: tar %s s / %s %s s all weights read", fsec(t.AllWeightsReadS), base, fsec(r.AllWeightsReadS))}, true
+	}
+	if base == "gzip-single" {
+		return ratio{DefaultTarRatio, false, "default, not measured: pass --bench"}, true
+	}
+	return ratio{}, false
+}
+
+// lazyRatios: lazy's config-readable and all-weights times over base's
+// all-weights time.
+func (b *Bench) lazyRatios(lazy, base string) (first, all ratio) {
+	l, ok1 := b.result(lazy)
+	r, ok2 := b.result(base)
+	if ok1 && ok2 {
+		src := fmt.Sprintf("bench: %s config readable %s s, all weights %s s / %s all weights %s s",
+			lazy, fsec(l.ConfigReadableS), fsec(l.AllWeightsReadS), base, fsec(r.AllWeightsReadS))
+		return ratio{l.ConfigReadableS / r.AllWeightsReadS, true, src}, ratio{l.AllWeightsReadS / r.AllWeightsReadS, true, src}
+	}
+	const src = "default, not measured: pass --bench"
+	return ratio{DefaultLazyFirstRead, false, src}, ratio{DefaultLazyAllWeights, false, src}
+}
