@@ -82,7 +82,7 @@ func TestPlanFromReport(t *testing.T) {
 		t.Errorf("ranking %q", got)
 	}
 	if p.Facts.ContainerRuntime != "cri-o://1.33.0" || p.FactSources["containerRuntime"] != "--fact" ||
-		p.FactSources["snapshotter"] != "file "+filepath.Join(planFixtures, "facts-stargz.yaml") || strings.Join(p.Pack.Flags, " ") != "--format zstd-chunked" {
+		p.FactSources["snapshotter"] != "file "+filepath.Join(planFixtures, "facts-stargz.yaml") || strings.Join(p.Pack.Flags, " ") != "--format zstd-chunked --prefetch all" {
 		t.Errorf("facts %+v from %v; pack %v", p.Facts, p.FactSources, p.Pack)
 	}
 	// --current-format and --image steer the model image's levers.

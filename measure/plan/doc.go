@@ -41,8 +41,9 @@
 //     faster than DefaultSingleStreamMBps (faster: no gain). The ratio comes
 //     from the benchmark (all_weights_read_s), else DefaultTarRatio, which
 //     exists only for a single gzip stream.
-//   - lazy-pull (pull): estargz (containerd) or zstd-chunked (CRI-O) with
-//     the stargz snapshotter. With P the model image's pull and b vLLM's
+//   - lazy-pull (pull): zstd-chunked --prefetch all (containerd's stargz
+//     snapshotter with prefetch_async_size, or CRI-O): bench-coldstart
+//     measured it ahead of estargz. With P the model image's pull and b vLLM's
 //     "before weights" step, the first file is readable after P × first and
 //     all weights after P × all (the benchmark's config_readable_s and
 //     all_weights_read_s over base's all_weights_read_s, else

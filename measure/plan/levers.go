@@ -280,7 +280,7 @@ func (c *calc) repackTar(mp modelPull) Lever {
 }
 
 func (c *calc) lazyPull(mp modelPull) Lever {
-	l := Lever{Name: LeverLazyPull, Title: "lazy pulling (modelcar pack --format estargz / zstd-chunked)", Phase: measure.Pull,
+	l := Lever{Name: LeverLazyPull, Title: "lazy pulling (modelcar pack --format zstd-chunked --prefetch all)", Phase: measure.Pull,
 		Conditions: []string{
 			"the weights are fetched from the registry while vLLM loads them: keep the registry near the nodes (a mirror in the region)",
 			"the small files (config, tokenizer) are prefetched first: modelcar puts them before the prefetch landmark",
@@ -289,8 +289,9 @@ func (c *calc) lazyPull(mp modelPull) Lever {
 		return noModelImage(l)
 	}
 	lazyFmt, why := c.facts.lazyRuntime()
-	target := cmp.Or(lazyFmt, "estargz")
-	l.Apply = []string{fmt.Sprintf("modelcar pack MODEL_DIR --format %s --output REGISTRY/REPO:TAG (pack-flags.txt with --emit)", target)}
+	target := cmp.Or(lazyFmt, "zstd-chunked")
+	l.Apply = []string{fmt.Sprintf("modelcar pack MODEL_DIR --format %s --prefetch all --output REGISTRY/REPO:TAG (pack-flags.txt with --emit)", target),
+		"stargz-snapshotter config.toml on the GPU nodes: prefetch_async_size = 67108864 (the weights stream in at mount without holding the container start)"}
 	if why != "" {
 		l.Needs = []string{why}
 	}
@@ -484,11 +485,12 @@ func (c *calc) packFlags() PackFlags {
 			continue
 		}
 		bestSave = l.SavingSeconds
-		f := "tar"
+		flags := []string{"--format", "tar"}
 		if l.Name == LeverLazyPull {
-			f, _ = c.facts.lazyRuntime()
+			f, _ := c.facts.lazyRuntime()
+			flags = []string{"--format", f, "--prefetch", "all"}
 		}
-		best = PackFlags{Flags: []string{"--format", f}, Why: fmt.Sprintf("%s saves up to %s s", l.Name, fsec(l.SavingSeconds))}
+		best = PackFlags{Flags: flags, Why: fmt.Sprintf("%s saves up to %s s", l.Name, fsec(l.SavingSeconds))}
 	}
 	if c.facts.ImageVolumes != nil && !*c.facts.ImageVolumes {
 		best.Why += "; no image volumes: add --base IMAGE_WITH_A_SHELL (e.g. --base oci:./busybox), which the init-container pre-pull and the modelcar sidecar need"

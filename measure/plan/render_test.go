@@ -72,7 +72,7 @@ func TestPlanRenderJSONRoundTrip(t *testing.T) {
 	if err := json.Unmarshal(buf.Bytes(), &back); err != nil {
 		t.Fatal(err)
 	}
-	if back.Version != Version || len(back.Levers) != len(p.Levers) || back.Lever(LeverLazyPull).FirstReadSavingSeconds != 210.789 ||
+	if back.Version != Version || len(back.Levers) != len(p.Levers) || back.Lever(LeverLazyPull).FirstReadSavingSeconds != 210.94 ||
 		*back.Facts.ImageVolumes != true || back.FactSources["imageVolumes"] != "kubernetesVersion 1.35.1 ≥ 1.35: on by default" {
 		t.Errorf("round trip: %+v", back)
 	}
