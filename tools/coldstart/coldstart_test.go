@@ -39,10 +39,19 @@ func TestParseFormats(t *testing.T) {
 // The targets come from the measured numbers: a change in any of them flips
 // the verdict.
 func TestTargets(t *testing.T) {
+	bps := 1e6
+	img := func(bytes int64) *image { return &image{bytes: bytes} }
 	r := results{Results: []result{
-		{Format: "gzip-single", LimitS: 10, measurement: measurement{ConfigS: 30, AllWeightsS: 30, CPUUtil: 0.95}, CPUBound: true, VsLimit: 3},
-		{Format: "tar", LimitS: 12, measurement: measurement{ConfigS: 14, AllWeightsS: 14, CPUUtil: 0.4}, VsLimit: 14.0 / 12},
-		{Format: "estargz", Lazy: true, LimitS: 10, measurement: measurement{ConfigS: 1.5, AllWeightsS: 20, CPUUtil: 0.5}, VsLimit: 2},
+		// containerd keeps 0.9 of a core busy: a serial stage at its limit.
+		summarize(format{name: "gzip-single"}, img(10e6), []measurement{{ConfigS: 30, AllWeightsS: 30, CPUUtil: 0.5,
+			CPUSeconds: map[string]float64{"containerd": 27, "snapshotter": 0, "puller+reader": 3}}}, bps),
+		summarize(format{name: "tar"}, img(12e6), []measurement{{ConfigS: 14, AllWeightsS: 14, CPUUtil: 0.4,
+			CPUSeconds: map[string]float64{"containerd": 7}}}, bps),
+		summarize(format{name: "estargz", lazy: true}, img(10e6), []measurement{
+			{ConfigS: 1.5, AllWeightsS: 20, CPUUtil: 0.3, CPUSeconds: map[string]float64{"snapshotter": 10}},
+			{ConfigS: 0.5, AllWeightsS: 40, CPUUtil: 0.3, CPUSeconds: map[string]float64{"snapshotter": 10}},
+			{ConfigS: 0.9, AllWeightsS: 10, CPUUtil: 0.3, CPUSeconds: map[string]float64{"snapshotter": 10}},
+		}, bps),
 	}}
 	r.finish()
 	got := map[string]bool{}
@@ -63,6 +72,13 @@ func TestTargets(t *testing.T) {
 	}
 	if r.Results[1].VsNaive != 2.143 {
 		t.Errorf("tar vs naive = %v, want 2.143", r.Results[1].VsNaive)
+	}
+	// The median run by all-weights time is reported, whole.
+	if e := r.Results[2]; e.AllWeightsS != 20 || e.ConfigS != 1.5 || len(e.RunsDetail) != 3 {
+		t.Errorf("estargz median: %+v", e.measurement)
+	}
+	if g := r.Results[0]; g.Busiest != "containerd" || g.BusiestCore != 0.9 || !g.CPUBound {
+		t.Errorf("gzip-single: busiest %s %.2f, CPU-bound %v", g.Busiest, g.BusiestCore, g.CPUBound)
 	}
 }
 

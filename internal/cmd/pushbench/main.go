@@ -219,6 +219,16 @@ func main() {
 					ix, err := os.ReadFile(filepath.Join(c.dir, "out", "index.json"))
 					return errors.Join(err, want(img.digest, string(ix), "index.json"))
 				}},
+				// The peer that produces what modelcar pull does, the
+				// model files in a directory: crane's flattened
+				// filesystem stream into GNU tar.
+				{name: "crane export | tar -x", tool: shell(t.crane), missing: "crane", peer: true, args: func(c *runCtx) []string {
+					out := filepath.Join(c.dir, "out")
+					return []string{"-c", `set -o pipefail; mkdir -p "$3" && "$1" export --insecure "$2" - | tar -xf - -C "$3"`, "sh", t.crane, src, out}
+				}, check: func(c *runCtx, _ []byte) error {
+					_, err := os.Stat(filepath.Join(c.dir, "out", "models", "config.json"))
+					return err
+				}},
 				{name: "skopeo copy dir:", tool: t.skopeo, missing: "skopeo", peer: true, skopeo: true, args: func(c *runCtx) []string {
 					return []string{"copy", "--src-tls-verify=false", "--preserve-digests", "docker://" + src, "dir:" + filepath.Join(c.dir, "out")}
 				}, check: func(c *runCtx, _ []byte) error {
@@ -253,6 +263,14 @@ func main() {
 		check(os.MkdirAll(filepath.Dir(*jsonOut), 0o755))
 		check(os.WriteFile(*jsonOut, out, 0o644))
 	}
+}
+
+// shell is bash when the tool it runs is there, "" (missing) when not.
+func shell(tool string) string {
+	if tool == "" {
+		return ""
+	}
+	return "/bin/bash"
 }
 
 // op is one measured operation.
