@@ -22,9 +22,23 @@ deps:
 	./.ci/install-deps.sh
 
 # Everything, end-to-end tests included; MODELCAR_E2E=1 turns a missing peer
-# tool into a failure instead of a skip.
+# tool into a failure instead of a skip. The whole `go test -v` output is
+# shown and kept in $(TEST_DIR)/test.log; internal/testenv records every
+# credential it makes to $(TEST_DIR)/secrets.txt and keeps the logs of the
+# services it starts in $(TEST_DIR)/logs; then internal/cmd/leakcheck fails
+# the target if any credential shows in the output or those logs. The
+# cold-start benchmark's own module (tools/coldstart) is tested too: its
+# end-to-end test runs the whole benchmark on a small model.
+TEST_DIR := $(WORK)/test
+
 test: deps
-	MODELCAR_E2E=1 go test -count=1 -timeout 30m ./...
+	@set -uo pipefail; status=0; \
+	mkdir -p $(TEST_DIR) && rm -rf $(TEST_DIR)/test.log $(TEST_DIR)/logs && : > $(TEST_DIR)/secrets.txt; \
+	export MODELCAR_SECRETS_FILE=$(abspath $(TEST_DIR))/secrets.txt MODELCAR_TESTENV_LOGS=$(abspath $(TEST_DIR))/logs; \
+	MODELCAR_E2E=1 go test -v -count=1 -timeout 30m ./... 2>&1 | tee $(TEST_DIR)/test.log || status=1; \
+	(cd tools/coldstart && MODELCAR_E2E=1 go test -v -count=1 -timeout 10m ./...) 2>&1 | tee -a $(TEST_DIR)/test.log || status=1; \
+	go run ./internal/cmd/leakcheck -secrets $(TEST_DIR)/secrets.txt $(TEST_DIR)/test.log $$(ls -d $(TEST_DIR)/logs 2>/dev/null) || status=1; \
+	exit $$status
 
 # Unit tests only: no peer tools, no root.
 test-short:
@@ -78,6 +92,7 @@ chart:
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	go vet ./...
+	cd tools/coldstart && go vet ./...
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')
@@ -102,13 +117,17 @@ cluster-down:
 
 # Fault injection, crash consistency, hostile inputs and fuzzing, with the
 # figures the README shows (internal/cmd/faultsummary/README.md): the fault
-# tests (toxiproxy and HTTP faults against real registries, registry restart,
-# revoked credentials, corrupt blobs, kill -9 resume and crash points, disk
-# full, token expiry, hostile tars) as `go test -json`, then every fuzz target
-# of the module for FUZZTIME each, then the summary table: faults injected,
-# survived, failed clearly, bytes lost (must be 0), bytes re-sent, fuzz
-# executions and crashes. Streams and summary.md go to $(WORK)/faults; it
-# fails when a test or fuzz target fails or a byte was lost.
+# tests (toxiproxy and HTTP faults against real registries, stalls in every
+# request phase, registry restart, revoked credentials, corrupt blobs,
+# kill -9 resume and crash points, disk full, token expiry, hostile tars) as
+# `go test -json`, then every fuzz target of the module for FUZZTIME each,
+# each stream shown as `go test -v` would and kept; then the leak check
+# (internal/cmd/leakcheck: no credential the tests made in any stream or in
+# the logs of the services they started), then the summary table: faults
+# injected, survived, failed clearly, bytes lost (must be 0), bytes re-sent,
+# fuzz executions and crashes, secrets checked and leaks found (must be 0).
+# Streams, secrets.txt, logs/ and summary.md go to $(WORK)/faults; it fails
+# when a test or fuzz target fails, a byte was lost or a credential leaked.
 #   make test-faults                 # 30s per fuzz target
 #   make test-faults FUZZTIME=10m    # longer, by hand
 FUZZTIME   ?= 30s
@@ -117,17 +136,23 @@ FAULTS_RUN := Fault|Toxi|Resume|Crash|DiskFull|Token|Hostile|Extract
 
 test-faults: deps
 	@set -uo pipefail; status=0; \
-	mkdir -p $(FAULTS_DIR) && rm -f $(FAULTS_DIR)/*.json $(FAULTS_DIR)/summary.md; \
+	mkdir -p $(FAULTS_DIR) && rm -rf $(FAULTS_DIR)/*.json $(FAULTS_DIR)/summary.md $(FAULTS_DIR)/leakcheck.out $(FAULTS_DIR)/logs && \
+	: > $(FAULTS_DIR)/secrets.txt && go build -o bin/faultsummary ./internal/cmd/faultsummary && \
+	go build -o bin/leakcheck ./internal/cmd/leakcheck || exit 1; \
+	export MODELCAR_SECRETS_FILE=$(abspath $(FAULTS_DIR))/secrets.txt MODELCAR_TESTENV_LOGS=$(abspath $(FAULTS_DIR))/logs; \
 	echo "test-faults: fault tests -> $(FAULTS_DIR)/tests.json"; \
 	MODELCAR_E2E=1 go test -json -count=1 -timeout 30m -run '$(FAULTS_RUN)' ./push ./cmd/modelcar ./internal/testenv \
-	  > $(FAULTS_DIR)/tests.json || status=1; \
+	  | tee $(FAULTS_DIR)/tests.json | bin/faultsummary -print || status=1; \
 	targets=$$({ git ls-files -co --exclude-standard '*_test.go' 2>/dev/null || find . -name '*_test.go'; } \
 	  | grep -v -e '^tools/' -e '^\./tools/' -e '^\./\.work/' \
 	  | xargs grep -Ho '^func Fuzz[A-Za-z0-9_]*(' | sed -E 's|^(.*)/[^/]*:func (Fuzz[A-Za-z0-9_]*)\($$|\1 \2|' | sort -u); \
 	while read -r dir name; do \
 	  [[ -n "$$name" ]] || continue; \
 	  echo "test-faults: fuzzing $$dir $$name for $(FUZZTIME) -> $(FAULTS_DIR)/fuzz-$$name.json"; \
-	  go test -json -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) ./$$dir > $(FAULTS_DIR)/fuzz-$$name.json || status=1; \
+	  go test -json -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) ./$$dir \
+	    | tee $(FAULTS_DIR)/fuzz-$$name.json | bin/faultsummary -print || status=1; \
 	done <<< "$$targets"; \
-	go run ./internal/cmd/faultsummary -o $(FAULTS_DIR)/summary.md $(FAULTS_DIR)/*.json || status=1; \
+	bin/leakcheck -secrets $(FAULTS_DIR)/secrets.txt -o $(FAULTS_DIR)/leakcheck.out \
+	  $(FAULTS_DIR)/*.json $$(ls -d $(FAULTS_DIR)/logs 2>/dev/null) || status=1; \
+	bin/faultsummary -leaks $(FAULTS_DIR)/leakcheck.out -o $(FAULTS_DIR)/summary.md $(FAULTS_DIR)/*.json || status=1; \
 	exit $$status

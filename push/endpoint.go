@@ -2,15 +2,12 @@ package push
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"strings"
-	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/opencontainers/go-digest"
@@ -21,7 +18,6 @@ import (
 	"oras.land/oras-go/v2/registry/remote"
 	"oras.land/oras-go/v2/registry/remote/auth"
 	"oras.land/oras-go/v2/registry/remote/credentials"
-	"oras.land/oras-go/v2/registry/remote/retry"
 
 	"github.com/modelcar/modelcar/internal/ocilayout"
 	"github.com/modelcar/modelcar/internal/ref"
@@ -54,8 +50,17 @@ func (e *endpoint) refName() string {
 	return ""
 }
 
-// httpClient builds the authenticated, retrying client for registries.
-func (o *options) httpClient() (*auth.Client, error) {
+// registryClient is the pair of authenticated clients of one operation:
+// api for oras-go (manifests, tags, reads, mounts, existence checks) and
+// upload for the resumable uploader. They share credentials, the token
+// cache and the connections, and differ only in what their transport
+// re-sends after a stall (see stall.go).
+type registryClient struct {
+	api, upload *auth.Client
+}
+
+// httpClient builds the authenticated, retrying clients for registries.
+func (o *options) httpClient() (*registryClient, error) {
 	store := o.creds
 	if store == nil {
 		s, err := credentials.NewStoreFromDocker(credentials.StoreOptions{})
@@ -64,37 +69,28 @@ func (o *options) httpClient() (*auth.Client, error) {
 		}
 		store = s
 	}
-	base := http.DefaultTransport.(*http.Transport).Clone()
-	// A connection on which nothing moves for idleTimeout is dropped, so a
-	// stalled registry or network fails the request (and the uploader
-	// resumes) instead of hanging; big blobs keep flowing meanwhile.
-	dialer := &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}
-	base.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
-		c, err := dialer.DialContext(ctx, network, addr)
-		if err != nil {
-			return nil, err
-		}
-		return &idleConn{Conn: c, idle: o.idleTimeout}, nil
-	}
-	base.ResponseHeaderTimeout = o.idleTimeout
-	if o.insecure {
-		base.TLSClientConfig = &tls.Config{InsecureSkipVerify: true}
-	}
-	return &auth.Client{
-		Client:     &http.Client{Transport: retry.NewTransport(base)},
+	// A connection on which nothing moves for idleTimeout fails its
+	// request, so a stalled registry or network is noticed (and the
+	// uploader resumes) instead of hanging; big blobs keep flowing.
+	apiTransport, uploadTransport := registryTransports(baseTransport(o.idleTimeout, o.insecure))
+	api := &auth.Client{
+		Client:     &http.Client{Transport: apiTransport},
 		Cache:      auth.NewCache(),
 		Credential: credentials.Credential(store),
 		Header:     http.Header{"User-Agent": {"modelcar"}},
-	}, nil
+	}
+	upload := *api
+	upload.Client = &http.Client{Transport: uploadTransport}
+	return &registryClient{api: api, upload: &upload}, nil
 }
 
-func openRegistry(r ref.Ref, o *options, client *auth.Client) (*endpoint, error) {
+func openRegistry(r ref.Ref, o *options, client *registryClient) (*endpoint, error) {
 	rr, err := registry.ParseReference(r.Name.String())
 	if err != nil {
 		return nil, fmt.Errorf("parsing reference %q: %w", r.Name.String(), err)
 	}
-	repo := &remote.Repository{Client: client, Reference: rr, PlainHTTP: o.plainHTTP, MaxMetadataBytes: maxManifestBytes}
-	up := &uploader{client: client, plainHTTP: o.plainHTTP, chunkSize: o.chunkSize, monolithic: o.monolithic,
+	repo := &remote.Repository{Client: client.api, Reference: rr, PlainHTTP: o.plainHTTP, MaxMetadataBytes: maxManifestBytes}
+	up := &uploader{client: client.upload, plainHTTP: o.plainHTTP, chunkSize: o.chunkSize, monolithic: o.monolithic,
 		state: newUploadState(o.stateDir), retries: o.retries, progress: o.progress}
 	if up.chunkSize == 0 {
 		up.chunkSize = DefaultChunkSize
@@ -104,26 +100,6 @@ func openRegistry(r ref.Ref, o *options, client *auth.Client) (*endpoint, error)
 	}
 	return &endpoint{ref: r, repo: repo, target: &registryTarget{Repository: repo, up: up},
 		finish: func() error { return nil }, abort: func() {}}, nil
-}
-
-// idleConn fails a read or write that makes no progress for idle.
-type idleConn struct {
-	net.Conn
-	idle time.Duration
-}
-
-func (c *idleConn) Read(p []byte) (int, error) {
-	if c.idle > 0 {
-		c.Conn.SetReadDeadline(time.Now().Add(c.idle))
-	}
-	return c.Conn.Read(p)
-}
-
-func (c *idleConn) Write(p []byte) (int, error) {
-	if c.idle > 0 {
-		c.Conn.SetWriteDeadline(time.Now().Add(c.idle))
-	}
-	return c.Conn.Write(p)
 }
 
 // registryTarget is a remote repository whose blob pushes go through the
@@ -151,7 +127,7 @@ func isManifest(mt string) bool {
 }
 
 // openSource opens a ref for reading.
-func openSource(ctx context.Context, r ref.Ref, o *options, client *auth.Client) (*endpoint, error) {
+func openSource(ctx context.Context, r ref.Ref, o *options, client *registryClient) (*endpoint, error) {
 	switch r.Kind {
 	case ref.Registry:
 		return openRegistry(r, o, client)
@@ -174,7 +150,7 @@ func openSource(ctx context.Context, r ref.Ref, o *options, client *auth.Client)
 // openDest opens a ref for writing. Layouts are written in place (blobs
 // appear atomically under their digest; index.json last); archives are
 // staged as a layout next to the file and written out by finish.
-func openDest(ctx context.Context, r ref.Ref, o *options, client *auth.Client) (*endpoint, error) {
+func openDest(ctx context.Context, r ref.Ref, o *options, client *registryClient) (*endpoint, error) {
 	switch r.Kind {
 	case ref.Registry:
 		return openRegistry(r, o, client)

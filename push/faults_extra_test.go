@@ -167,7 +167,8 @@ func TestExtraFaultCredentialRevoked(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end: real registry with htpasswd auth")
 	}
-	const user, oldPW, newPW = "modelcar", "old-s3cret-pa55word", "new-s3cret-pa55word"
+	const user = "modelcar"
+	oldPW, newPW := testenv.NewSecret(t, user), testenv.NewSecret(t, user)
 	reg := testenv.StartRegistry(t, testenv.WithHtpasswd(user, oldPW))
 	m, p := packed(t, 42, 8<<20, pack.FormatTar)
 	size := imageSize(t, p)
@@ -231,7 +232,7 @@ func TestExtraFaultCredentialRevoked(t *testing.T) {
 	}
 	for _, pw := range []string{oldPW, newPW} {
 		if strings.Contains(msg, pw) {
-			t.Errorf("error shows a password: %v", err)
+			t.Errorf("error shows a password: %v", testenv.Mask(msg))
 		}
 	}
 	newCred := auth.Credential{Username: user, Password: newPW}

@@ -31,7 +31,7 @@ func Login(ctx context.Context, host, user, password string, opts ...Option) err
 		return fmt.Errorf("login %s: %w", host, err)
 	}
 	reg.PlainHTTP = o.plainHTTP
-	reg.Client = client
+	reg.Client = client.api
 	if err := credentials.Login(ctx, store, reg, auth.Credential{Username: user, Password: password}); err != nil {
 		return fmt.Errorf("login %s as %s: %w", host, user, err)
 	}

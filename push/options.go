@@ -20,15 +20,26 @@ var knownChunkCaps = map[string]int64{
 	"ghcr.io": 4 << 20,
 }
 
-// DefaultIdleTimeout is how long a registry connection may make no
-// progress (no byte sent or received, no response headers) before it is
-// dropped and the transfer retried or resumed.
+// DefaultIdleTimeout is how long a registry connection may move no byte,
+// either way, before its request fails with a *StallError and is resumed,
+// re-sent or reported (see stall.go for the bounds).
 const DefaultIdleTimeout = 2 * time.Minute
 
-// WithIdleTimeout sets how long a registry connection may stall
-// (default DefaultIdleTimeout; 0 waits forever).
+// WithIdleTimeout sets how long a registry connection may stall: no byte
+// sent or received, whether connecting, sending, awaiting the answer or
+// reading it (default DefaultIdleTimeout; 0 waits forever). A request that
+// stalls is sent at most twice, so a path that stalls for good ends a pull
+// within 2 × d + 250 ms, and a push or mirror within
+// (retries+1) × (2 × d + 250 ms) plus the uploader's backoffs (see
+// WithRetries and stall.go).
 func WithIdleTimeout(d time.Duration) Option {
-	return func(o *options) error { o.idleTimeout = d; return nil }
+	return func(o *options) error {
+		if d < 0 {
+			return fmt.Errorf("--idle-timeout must not be negative")
+		}
+		o.idleTimeout = d
+		return nil
+	}
 }
 
 // Option configures Copy, Pull and Verify.
@@ -139,9 +150,18 @@ func WithSplitSize(n int64) Option {
 // WithReferrers also copies the referrers (signatures, SBOMs) of the image.
 func WithReferrers(b bool) Option { return func(o *options) error { o.referrers = b; return nil } }
 
-// WithRetries sets how many times one blob upload is retried after a
-// failure that made no progress (default 6).
-func WithRetries(n int) Option { return func(o *options) error { o.retries = n; return nil } }
+// WithRetries sets how many failed requests in a row, none of which moved
+// the upload on, one blob upload survives (default 6): each costs at most
+// the idle timeout plus a backoff of 0.2 s doubling up to 5 s.
+func WithRetries(n int) Option {
+	return func(o *options) error {
+		if n < 0 {
+			return fmt.Errorf("retries must not be negative")
+		}
+		o.retries = n
+		return nil
+	}
+}
 
 // Event reports transfer progress. Safe to aggregate across goroutines.
 type Event struct {

@@ -23,10 +23,9 @@ import (
 	"github.com/modelcar/modelcar/push"
 )
 
-const (
-	tokUser     = "modelcar"
-	tokPassword = "t0ken-flow-s3cret-pw"
-)
+// tokUser is the user of token-auth registries; its password comes from
+// testenv.NewSecret, per registry (Registry.Password).
+const tokUser = "modelcar"
 
 // tokenRegistry starts a registry with bearer-token auth and a credential
 // store holding the user's password for both of its addresses: the
@@ -37,8 +36,8 @@ func tokenRegistry(t *testing.T) (*testenv.Registry, credentials.Store) {
 	if testing.Short() {
 		t.Skip("end-to-end: real registry with token auth")
 	}
-	reg := testenv.StartRegistry(t, testenv.WithTokenAuth(tokUser, tokPassword))
-	return reg, storeFor(t, auth.Credential{Username: tokUser, Password: tokPassword}, reg.Addr, reg.SameOriginAddr())
+	reg := testenv.StartRegistry(t, testenv.WithTokenAuth(tokUser, testenv.NewSecret(t, tokUser)))
+	return reg, storeFor(t, auth.Credential{Username: tokUser, Password: reg.Password}, reg.Addr, reg.SameOriginAddr())
 }
 
 func storeFor(t *testing.T, cred auth.Credential, hosts ...string) credentials.Store {
@@ -149,7 +148,7 @@ func TestTokenAuthPackStraightToRegistry(t *testing.T) {
 func TestTokenAuthFailures(t *testing.T) {
 	reg, store := tokenRegistry(t)
 	m, p := packed(t, 23, 1<<20, pack.FormatTar)
-	const wrong = "wr0ng-s3cret-pw"
+	wrong := testenv.NewSecret(t, tokUser)
 	var errs []error
 	expectAuthError := func(what string, err error) {
 		t.Helper()
@@ -208,16 +207,16 @@ func TestTokenAuthFailures(t *testing.T) {
 	for _, err := range errs {
 		msg := err.Error()
 		t.Logf("error: %s", msg)
-		for _, secret := range append([]string{tokPassword, wrong}, tokens...) {
+		for _, secret := range append([]string{reg.Password, wrong}, tokens...) {
 			if strings.Contains(msg, secret) {
-				t.Errorf("error message carries a secret (%.12s...): %s", secret, msg)
+				t.Errorf("error message carries a secret: %s", testenv.Mask(msg))
 			}
 		}
 		// Nor the signature or payload part of a token alone.
 		for _, tok := range tokens {
 			for _, part := range strings.Split(tok, ".") {
 				if len(part) > 16 && strings.Contains(msg, part) {
-					t.Errorf("error message carries part of a token: %s", msg)
+					t.Errorf("error message carries part of a token: %s", strings.ReplaceAll(msg, part, "***"))
 				}
 			}
 		}
@@ -233,7 +232,7 @@ func TestTokenAuthFailures(t *testing.T) {
 func TestTokenAuthResumeAcrossRuns(t *testing.T) {
 	reg, store := tokenRegistry(t)
 	proxy := testenv.StartProxy(t, reg.Addr)
-	store = storeFor(t, auth.Credential{Username: tokUser, Password: tokPassword}, proxy.Addr)
+	store = storeFor(t, auth.Credential{Username: tokUser, Password: reg.Password}, proxy.Addr)
 	_, p := packed(t, 25, 2<<20, pack.FormatTar)
 	dst := proxy.Ref("resume/tok") + ":v1"
 	state := t.TempDir()
@@ -292,7 +291,7 @@ func TestTokenAuthExpiryMidPush(t *testing.T) {
 	const lifetime = 2 * time.Second
 	reg.SetTokenLifetime(lifetime)
 	proxy := testenv.StartProxy(t, reg.Addr)
-	store = storeFor(t, auth.Credential{Username: tokUser, Password: tokPassword}, reg.Addr, reg.SameOriginAddr(), proxy.Addr)
+	store = storeFor(t, auth.Credential{Username: tokUser, Password: reg.Password}, reg.Addr, reg.SameOriginAddr(), proxy.Addr)
 	src := testenv.StartRegistry(t)
 	m, p := packed(t, 24, 2<<20, pack.FormatTar)
 	copyT(t, p.Reference, src.Ref("plain/m")+":v1")
@@ -367,7 +366,7 @@ func TestTokenAuthExpiryUnseekableSource(t *testing.T) {
 	reg, _ := tokenRegistry(t)
 	const lifetime = 2 * time.Second
 	reg.SetTokenLifetime(lifetime)
-	store := storeFor(t, auth.Credential{Username: tokUser, Password: tokPassword}, reg.Addr)
+	store := storeFor(t, auth.Credential{Username: tokUser, Password: reg.Password}, reg.Addr)
 	src := testenv.StartRegistry(t)
 	_, p := packed(t, 26, 6<<20, pack.FormatTar)
 	copyT(t, p.Reference, src.Ref("plain/m")+":v1")

@@ -44,38 +44,82 @@ func (u *uploader) base(ref registry.Reference) string {
 
 // upload sends desc's content from r. r is read once from the start; it
 // must be an io.Seeker to resume within a blob after a failure.
+//
+// Every request that fails counts against u.retries; one that finds the
+// registry holding more of the blob than before starts the count again.
+// After a failure it waits (backoff), then asks the registry how much of
+// the session it holds and continues from there, so a stalled or dropped
+// connection costs at most one idle timeout per failed request.
 func (u *uploader) upload(ctx context.Context, ref registry.Reference, desc ocispec.Descriptor, r io.Reader) error {
 	ctx = auth.AppendRepositoryScope(ctx, ref, "pull", "push")
 	dg := desc.Digest.String()
+	where := ref.Registry + "/" + ref.Repository
 	src := &sourceReader{r: r}
 	u.progress(Event{Digest: dg, Size: desc.Size, Start: true})
 
 	var loc string
 	var offset int64
+	resync := false   // ask the registry where the session is before sending
+	resuming := false // that session is one a previous run saved
 	if saved, ok := u.state.load(ref.Registry, ref.Repository, dg); ok && !u.monolithic {
-		if n, l, err := u.status(ctx, saved.Location); err == nil && src.canSeekTo(n) {
-			loc, offset = l, n
-			u.progress(Event{Digest: dg, Size: desc.Size, Resumed: n})
-		} else {
-			u.state.drop(ref.Registry, ref.Repository, dg)
+		loc, resync, resuming = saved.Location, true, true
+	}
+	// restart drops the session: the next round opens a new one.
+	restart := func() bool {
+		if !src.canSeekTo(0) {
+			return false
 		}
+		u.state.drop(ref.Registry, ref.Repository, dg)
+		loc, offset, resync = "", 0, false
+		return true
 	}
 	failures := 0
+	var lastErr error // the last failure, for messages
 	for {
-		if loc == "" {
-			l, err := u.open(ctx, ref)
-			if err != nil {
-				return fmt.Errorf("pushing blob %s: %w", dg, err)
-			}
-			loc, offset = l, 0
-			if !u.monolithic {
-				u.state.save(savedUpload{Registry: ref.Registry, Repo: ref.Repository, Digest: dg, Location: loc})
-			}
-		}
 		var err error
-		if u.monolithic {
-			err = u.putWhole(ctx, loc, desc, src)
-		} else {
+		switch {
+		case loc == "":
+			var l string
+			if l, err = u.open(ctx, ref); err == nil {
+				loc, offset = l, 0
+				if !u.monolithic {
+					u.state.save(savedUpload{Registry: ref.Registry, Repo: ref.Repository, Digest: dg, Location: loc})
+				}
+				continue
+			}
+		case resync:
+			var n int64
+			var l string
+			n, l, err = u.status(ctx, loc)
+			var se *statusError
+			switch {
+			case err == nil && src.canSeekTo(n):
+				if n > offset {
+					failures = 0 // the registry holds more than before
+				}
+				if resuming && n > 0 {
+					u.progress(Event{Digest: dg, Size: desc.Size, Resumed: n})
+				}
+				loc, offset, resync, resuming = l, n, false, false
+				continue
+			case err == nil || resuming || (errors.As(err, &se) && (se.code == http.StatusNotFound || se.code == http.StatusRequestedRangeNotSatisfiable)):
+				// Out of reach for this source, a saved session that
+				// does not answer, or a session that is gone (expired,
+				// the registry restarted): start again.
+				resuming = false
+				if !restart() {
+					return fmt.Errorf("pushing blob %s to %s: the registry holds %d bytes of the upload, and the source cannot be re-read from there (last failure: %v)", dg, where, n, lastErr)
+				}
+				if err == nil || errors.As(err, &se) {
+					continue
+				}
+				// No answer at all (a stall): counted as a failure.
+			}
+		case u.monolithic:
+			if err = u.putWhole(ctx, loc, desc, src); err == nil {
+				return u.done(ref, desc)
+			}
+		default:
 			loc, offset, err = u.sendChunks(ctx, ref, loc, offset, desc, src)
 			if errors.Is(err, errChunkRefused) && offset == 0 {
 				u.monolithic = true
@@ -83,13 +127,10 @@ func (u *uploader) upload(ctx context.Context, ref registry.Reference, desc ocis
 				continue
 			}
 			if err == nil {
-				err = u.commit(ctx, loc, desc)
+				if err = u.commit(ctx, loc, desc); err == nil {
+					return u.done(ref, desc)
+				}
 			}
-		}
-		if err == nil {
-			u.state.drop(ref.Registry, ref.Repository, dg)
-			u.progress(Event{Digest: dg, Size: desc.Size, Done: true})
-			return nil
 		}
 		if ctx.Err() != nil || isPermanent(err) {
 			var se *statusError
@@ -99,32 +140,37 @@ func (u *uploader) upload(ctx context.Context, ref registry.Reference, desc ocis
 				// Auth refusals keep it, to resume once credentials work.
 				u.state.drop(ref.Registry, ref.Repository, dg)
 			}
-			return fmt.Errorf("pushing blob %s to %s/%s: %w", dg, ref.Registry, ref.Repository, err)
+			return fmt.Errorf("pushing blob %s to %s: %w", dg, where, err)
+		}
+		lastErr = err
+		if !src.canSeek() && src.dirty {
+			return fmt.Errorf("pushing blob %s to %s: %w (the source cannot be re-read to resume)", dg, where, err)
 		}
 		failures++
 		if failures > u.retries {
-			return fmt.Errorf("pushing blob %s to %s/%s: giving up after %d failures: %w", dg, ref.Registry, ref.Repository, failures, err)
+			return fmt.Errorf("pushing blob %s to %s: giving up after %d failures: %w", dg, where, failures, err)
 		}
-		if err := sleepCtx(ctx, backoff(failures)); err != nil {
-			return err
+		if serr := sleepCtx(ctx, backoff(failures)); serr != nil {
+			return fmt.Errorf("pushing blob %s to %s: %w (after: %v)", dg, where, serr, err)
 		}
-		// Ask the registry what it has; continue from there if we can
-		// rewind the source, else start a new session.
-		if !u.monolithic {
-			if n, l, serr := u.status(ctx, loc); serr == nil && src.canSeekTo(n) {
-				if n > offset {
-					failures = 0 // progress was made
-				}
-				loc, offset = l, n
-				continue
+		switch {
+		case loc == "":
+		case u.monolithic:
+			// The PUT that failed ended nothing: a new session, from 0.
+			if !restart() {
+				return fmt.Errorf("pushing blob %s to %s: %w (the source cannot be re-read)", dg, where, err)
 			}
+		default:
+			resync = true
 		}
-		if !src.canSeekTo(0) {
-			return fmt.Errorf("pushing blob %s: %w (the source cannot be re-read)", dg, err)
-		}
-		u.state.drop(ref.Registry, ref.Repository, dg)
-		loc, offset = "", 0
 	}
+}
+
+// done records a committed blob.
+func (u *uploader) done(ref registry.Reference, desc ocispec.Descriptor) error {
+	u.state.drop(ref.Registry, ref.Repository, desc.Digest.String())
+	u.progress(Event{Digest: desc.Digest.String(), Size: desc.Size, Done: true})
+	return nil
 }
 
 // open starts an upload session and returns its absolute URL.
@@ -135,7 +181,7 @@ func (u *uploader) open(ctx context.Context, ref registry.Reference) (string, er
 	}
 	resp, err := u.client.Do(req)
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("starting upload: %w", err)
 	}
 	defer drain(resp)
 	if resp.StatusCode != http.StatusAccepted {
@@ -157,7 +203,7 @@ func (u *uploader) status(ctx context.Context, loc string) (int64, string, error
 	}
 	resp, err := u.client.Do(req)
 	if err != nil {
-		return 0, "", err
+		return 0, "", fmt.Errorf("checking upload: %w", err)
 	}
 	defer drain(resp)
 	if resp.StatusCode != http.StatusNoContent {
@@ -195,7 +241,7 @@ func (u *uploader) sendChunks(ctx context.Context, ref registry.Reference, loc s
 		resp, err := u.client.Do(req)
 		if err != nil {
 			src.dirty = src.dirty || body.n > 0
-			return loc, offset, err
+			return loc, offset, fmt.Errorf("uploading bytes %d-%d: %w", offset, offset+n-1, err)
 		}
 		drain(resp)
 		switch {
@@ -234,7 +280,7 @@ func (u *uploader) commit(ctx context.Context, loc string, desc ocispec.Descript
 	req.ContentLength = 0
 	resp, err := u.client.Do(req)
 	if err != nil {
-		return err
+		return fmt.Errorf("committing upload: %w", err)
 	}
 	defer drain(resp)
 	if resp.StatusCode != http.StatusCreated {
@@ -261,7 +307,7 @@ func (u *uploader) putWhole(ctx context.Context, loc string, desc ocispec.Descri
 	resp, err := u.client.Do(req)
 	src.dirty = true
 	if err != nil {
-		return err
+		return fmt.Errorf("uploading blob: %w", err)
 	}
 	defer drain(resp)
 	if resp.StatusCode != http.StatusCreated {
@@ -281,14 +327,19 @@ type sourceReader struct {
 func (s *sourceReader) Read(p []byte) (int, error) {
 	n, err := s.r.Read(p)
 	s.pos += int64(n)
+	if err != nil && err != io.EOF {
+		err = fmt.Errorf("reading the source: %w", err)
+	}
 	return n, err
 }
 
+func (s *sourceReader) canSeek() bool {
+	_, ok := s.r.(io.Seeker)
+	return ok
+}
+
 func (s *sourceReader) canSeekTo(off int64) bool {
-	if _, ok := s.r.(io.Seeker); ok {
-		return true
-	}
-	return !s.dirty && off == s.pos
+	return s.canSeek() || (!s.dirty && off == s.pos)
 }
 
 func (s *sourceReader) seekTo(off int64) error {

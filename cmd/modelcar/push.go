@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
@@ -23,6 +24,7 @@ type transferFlags struct {
 	plainHTTP, insecure, monolithic, quiet, jsonOut, passwordStdin bool
 	jobs                                                           int
 	chunkSize, digestFile, username                                string
+	idleTimeout                                                    time.Duration
 }
 
 func (f *transferFlags) register(cmd *cobra.Command, transfer bool) {
@@ -31,6 +33,7 @@ func (f *transferFlags) register(cmd *cobra.Command, transfer bool) {
 	fl.BoolVar(&f.insecure, "insecure", false, "skip TLS certificate verification")
 	fl.StringVarP(&f.username, "username", "u", "", "registry user name (with --password-stdin); not saved")
 	fl.BoolVar(&f.passwordStdin, "password-stdin", false, "read the registry password or token from stdin")
+	fl.DurationVar(&f.idleTimeout, "idle-timeout", push.DefaultIdleTimeout, "fail (then resume or retry) a registry request whose connection moves no byte for this long; 0: wait forever")
 	if !transfer {
 		return
 	}
@@ -45,7 +48,8 @@ func (f *transferFlags) register(cmd *cobra.Command, transfer bool) {
 // options turns the flags into push options; refs are the references the
 // command talks to, used to scope --username credentials.
 func (f *transferFlags) options(cmd *cobra.Command, refs ...string) ([]push.Option, error) {
-	opts := []push.Option{push.WithPlainHTTP(f.plainHTTP), push.WithInsecure(f.insecure), push.WithMonolithic(f.monolithic)}
+	opts := []push.Option{push.WithPlainHTTP(f.plainHTTP), push.WithInsecure(f.insecure), push.WithMonolithic(f.monolithic),
+		push.WithIdleTimeout(f.idleTimeout)}
 	if f.jobs > 0 {
 		opts = append(opts, push.WithJobs(f.jobs))
 	}
@@ -260,9 +264,10 @@ func newPushCmd() *cobra.Command {
 registry, byte for byte, and prints the pinned reference REGISTRY/REPO@sha256:...
 on stdout. Blobs the registry has are skipped, blobs in another repository of the
 same registry are mounted, the largest blobs go first, and uploads are chunked,
-retried with backoff (5xx, 429 with Retry-After, dropped connections) and
-resumed: re-running an interrupted push, even after kill -9, sends no finished
-blob again and continues a partial one from the offset the registry acknowledged.
+retried with backoff (5xx, 429 with Retry-After, dropped connections, and
+connections on which nothing moves for --idle-timeout) and resumed: re-running
+an interrupted push, even after kill -9, sends no finished blob again and
+continues a partial one from the offset the registry acknowledged.
 The tag is written last, only when everything it points to is there.
 
 Credentials come from docker's config.json and credential helpers (DOCKER_CONFIG),
@@ -318,7 +323,8 @@ func newLoginCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := push.Login(cmd.Context(), args[0], f.username, pw, push.WithPlainHTTP(f.plainHTTP), push.WithInsecure(f.insecure)); err != nil {
+			if err := push.Login(cmd.Context(), args[0], f.username, pw, push.WithPlainHTTP(f.plainHTTP), push.WithInsecure(f.insecure),
+				push.WithIdleTimeout(f.idleTimeout)); err != nil {
 				return err
 			}
 			fmt.Fprintln(cmd.ErrOrStderr(), "Login succeeded")

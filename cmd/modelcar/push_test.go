@@ -3,11 +3,13 @@ package main
 import (
 	"bytes"
 	"errors"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/modelcar/modelcar/internal/testenv"
 )
@@ -38,7 +40,8 @@ func TestPushLoginPullWithAuth(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end: real registry with htpasswd auth")
 	}
-	const user, secret = "ci-bot", "pa55-w0rd-never-printed"
+	const user = "ci-bot"
+	secret, wrong := testenv.NewSecret(t, user), testenv.NewSecret(t, user)
 	reg := testenv.StartRegistry(t, testenv.WithHtpasswd(user, secret))
 	m := genModel(t)
 	layout := "oci:" + filepath.Join(t.TempDir(), "oci") + ":v1"
@@ -56,7 +59,7 @@ func TestPushLoginPullWithAuth(t *testing.T) {
 		t.Errorf("anonymous push: %+v", anon)
 	}
 	dockerConfig := []string{"DOCKER_CONFIG=" + t.TempDir()}
-	bad := check(runWith(t, dockerConfig, "wrong\n", "login", reg.Addr, "-u", user, "--password-stdin", "--plain-http"))
+	bad := check(runWith(t, dockerConfig, wrong+"\n", "login", reg.Addr, "-u", user, "--password-stdin", "--plain-http"))
 	if bad.code != 1 {
 		t.Errorf("login with a wrong password: %+v", bad)
 	}
@@ -87,8 +90,52 @@ func TestPushLoginPullWithAuth(t *testing.T) {
 		t.Errorf("verify: %+v", v)
 	}
 	for _, o := range outputs {
-		if strings.Contains(o, secret) {
-			t.Errorf("the password appears in output: %q", o)
+		for _, pw := range []string{secret, wrong} {
+			if strings.Contains(o, pw) {
+				t.Errorf("a password appears in output: %q", testenv.Mask(o))
+			}
 		}
 	}
+}
+
+// TestFaultStallIdleTimeoutFlag: with --idle-timeout 1s, a push whose
+// manifest PUT the registry never answers (a proxy holds it) exits 1
+// within the documented bound (a request is sent at most twice: 2 × 1 s
+// plus 250 ms, plus slack) with an error naming the destination and saying
+// "no data for 1s", leaves no tag, and succeeds once the stall is gone.
+func TestFaultStallIdleTimeoutFlag(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end: real registry behind a stalling proxy")
+	}
+	reg := testenv.StartRegistry(t)
+	proxy := testenv.StartProxy(t, reg.Addr)
+	m := genModel(t)
+	layout := "oci:" + filepath.Join(t.TempDir(), "oci") + ":v1"
+	if r := run(t, nil, "pack", m.Dir, "--output", layout); r.code != 0 {
+		t.Fatalf("pack: %+v", r)
+	}
+	dst := proxy.Ref("stall/m") + ":v1"
+	proxy.Inject(testenv.Fault{Method: http.MethodPut, PathContains: "/manifests/", Times: 1000, Stall: time.Hour})
+	begin := time.Now()
+	r := run(t, nil, "push", layout, dst, "--plain-http", "--idle-timeout", "1s")
+	elapsed := time.Since(begin)
+	if r.code != 1 || !strings.Contains(r.stderr, "no data for 1s") || !strings.Contains(r.stderr, proxy.Addr) {
+		t.Fatalf("push with every manifest PUT stalled, after %v: %+v", elapsed, r)
+	}
+	if bound := 2*time.Second + 250*time.Millisecond + 10*time.Second; elapsed > bound {
+		t.Errorf("the push took %v to fail, more than %v", elapsed, bound)
+	}
+	resp, err := http.Head(reg.URL() + "/v2/stall/m/manifests/v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Errorf("after the stalled push, the tag answers %s, want 404", resp.Status)
+	}
+	proxy.ClearFaults()
+	if r := run(t, nil, "push", layout, dst, "--plain-http", "--idle-timeout", "1s"); r.code != 0 {
+		t.Fatalf("push without the stall: %+v", r)
+	}
+	t.Logf("FAULT name=http/stall-put-manifests-cli/push outcome=failed-clearly bytes_lost=0")
 }

@@ -107,18 +107,7 @@ func StartContainerd(t testing.TB) *Containerd {
 		ctr:    ctr,
 	}
 	// Registered first, so it runs last: after the daemon is stopped.
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("testenv: containerd log %s (tail):\n%s", c.Log, tailFile(c.Log, 80))
-		}
-		if os.Getenv("MODELCAR_KEEP_TMP") != "" {
-			t.Logf("testenv: keeping %s (MODELCAR_KEEP_TMP set)", dir)
-			return
-		}
-		if err := os.RemoveAll(dir); err != nil {
-			t.Logf("testenv: removing %s: %v", dir, err)
-		}
-	})
+	cleanupServiceDir(t, "containerd", dir, c.Log, 80)
 
 	if err := os.WriteFile(c.Config, []byte(containerdConfig(dir)), 0o644); err != nil {
 		t.Fatalf("testenv: %v", err)

@@ -117,7 +117,7 @@ func TestCraneOrasAgainstRegistry(t *testing.T) {
 }
 
 func TestPeersWithHtpasswd(t *testing.T) {
-	r := StartRegistry(t, WithHtpasswd("peer", "pw"))
+	r := StartRegistry(t, WithHtpasswd("peer", NewSecret(t, "peer")))
 	img := randomOCIImage(t)
 	ref := r.Ref("auth/tiny:v1")
 	if err := pushImage(t, mustRef(t, ref), img, remote.WithAuth(&authn.Basic{Username: r.User, Password: r.Password})); err != nil {

@@ -291,7 +291,8 @@ func TestProxyPushPull(t *testing.T) {
 }
 
 func TestProxyAuthHeaders(t *testing.T) {
-	r := StartRegistry(t, WithHtpasswd("alice", "s3cret"))
+	pw := NewSecret(t, "alice")
+	r := StartRegistry(t, WithHtpasswd("alice", pw))
 	p := StartProxy(t, r.Addr)
 	c := rawClient(t, 30*time.Second)
 
@@ -300,7 +301,7 @@ func TestProxyAuthHeaders(t *testing.T) {
 		t.Errorf("anonymous GET /v2/: %s, WWW-Authenticate %q; want 401 with a Basic challenge", resp.Status, resp.Header.Get("WWW-Authenticate"))
 	}
 	req, _ := http.NewRequest(http.MethodGet, p.URL()+"/v2/", nil)
-	req.SetBasicAuth("alice", "s3cret")
+	req.SetBasicAuth("alice", pw)
 	resp2, err := c.Do(req)
 	if err != nil {
 		t.Fatal(err)

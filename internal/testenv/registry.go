@@ -53,7 +53,8 @@ type registryOptions struct {
 
 // WithHtpasswd makes the registry require HTTP basic auth with user and
 // password, from an htpasswd file (bcrypt, the only scheme distribution
-// accepts). Anonymous requests get 401.
+// accepts). Anonymous requests get 401. Draw password with NewSecret; it is
+// recorded either way (RecordSecret).
 func WithHtpasswd(user, password string) RegistryOption {
 	return func(o *registryOptions) {
 		o.user, o.password = user, password
@@ -158,21 +159,12 @@ func StartRegistry(t testing.TB, opts ...RegistryOption) *Registry {
 		dir:      dir,
 	}
 	// Registered first, so it runs last: after the registry is stopped.
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("testenv: registry log %s (tail):\n%s", r.LogFile, tailFile(r.LogFile, 80))
-		}
-		if os.Getenv("MODELCAR_KEEP_TMP") != "" {
-			t.Logf("testenv: keeping %s (MODELCAR_KEEP_TMP set)", dir)
-			return
-		}
-		if err := os.RemoveAll(dir); err != nil {
-			t.Logf("testenv: removing %s: %v", dir, err)
-		}
-	})
+	cleanupServiceDir(t, "registry", dir, r.LogFile, 80)
 	if err := os.MkdirAll(r.Root, 0o755); err != nil {
 		t.Fatalf("testenv: %v", err)
 	}
+	// Recorded for the leak checks, with the basic-auth form clients send.
+	RecordSecret(t, o.password, o.user)
 	htpasswd := ""
 	var authLines []string
 	if o.auth != nil {

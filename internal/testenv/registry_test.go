@@ -118,9 +118,10 @@ func TestRegistryPushPull(t *testing.T) {
 }
 
 func TestRegistryHtpasswd(t *testing.T) {
-	r := StartRegistry(t, WithHtpasswd("modelcar", "s3cret"))
-	if r.User != "modelcar" || r.Password != "s3cret" {
-		t.Errorf("User, Password = %q, %q", r.User, r.Password)
+	pw, wrong := NewSecret(t, "modelcar"), NewSecret(t, "modelcar")
+	r := StartRegistry(t, WithHtpasswd("modelcar", pw))
+	if r.User != "modelcar" || r.Password != pw {
+		t.Errorf("User, Password = %q, %q", r.User, Mask(r.Password))
 	}
 	img := randomOCIImage(t)
 	ref := mustRef(t, r.Ref("private/tiny:v1"))
@@ -130,7 +131,7 @@ func TestRegistryHtpasswd(t *testing.T) {
 	if !errors.As(err, &terr) || terr.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("anonymous push: got %v, want a 401 transport error", err)
 	}
-	err = pushImage(t, ref, img, remote.WithAuth(&authn.Basic{Username: "modelcar", Password: "wrong"}))
+	err = pushImage(t, ref, img, remote.WithAuth(&authn.Basic{Username: "modelcar", Password: wrong}))
 	if !errors.As(err, &terr) || terr.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("push with a wrong password: got %v, want a 401 transport error", err)
 	}

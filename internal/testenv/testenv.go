@@ -139,7 +139,7 @@ func run(ctx context.Context, env []string, name string, args ...string) runResu
 	return runResult{stdout: stdout.Bytes(), stderr: stderr.Bytes(), err: err}
 }
 
-// quoteArgs renders a command line for messages.
+// quoteArgs renders a command line for messages, secrets masked (Mask).
 func quoteArgs(name string, args []string) string {
 	parts := make([]string, 0, len(args)+1)
 	for _, a := range append([]string{name}, args...) {
@@ -148,7 +148,7 @@ func quoteArgs(name string, args []string) string {
 		}
 		parts = append(parts, a)
 	}
-	return strings.Join(parts, " ")
+	return Mask(strings.Join(parts, " "))
 }
 
 // tailFile returns at most the last n lines of the file at path.
@@ -162,6 +162,27 @@ func tailFile(path string, n int) string {
 		lines = append([]string{fmt.Sprintf("... (%d earlier lines omitted)", len(lines)-n)}, lines[len(lines)-n:]...)
 	}
 	return strings.Join(lines, "\n")
+}
+
+// cleanupServiceDir registers the cleanup of the temporary directory dir of
+// a service (kind: "registry", ...) whose log is logFile: the log's last
+// lines go to t.Log when t failed (secrets masked), a copy is kept for the
+// leak checks (keepLog), and dir is removed unless MODELCAR_KEEP_TMP is set.
+// Register it before the service's stop, so that it runs after it.
+func cleanupServiceDir(t testing.TB, kind, dir, logFile string, lines int) {
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("testenv: %s log %s (tail):\n%s", kind, logFile, Mask(tailFile(logFile, lines)))
+		}
+		keepLog(t, kind, logFile)
+		if os.Getenv("MODELCAR_KEEP_TMP") != "" {
+			t.Logf("testenv: keeping %s (MODELCAR_KEEP_TMP set)", dir)
+			return
+		}
+		if err := os.RemoveAll(dir); err != nil {
+			t.Logf("testenv: removing %s: %v", dir, err)
+		}
+	})
 }
 
 // shortTempDir makes a temporary directory whose path is short enough for

@@ -66,6 +66,10 @@ const registryLeeway = 60 * time.Second
 // the registry API, so /token and /v2/ share one origin, like ghcr.io/token
 // or Harbor's /service/token; every client accepts that.
 //
+// The password (draw it with NewSecret) and every token issued are
+// recorded (RecordSecret); refresh tokens and the jti claim of access
+// tokens start with SecretMarker.
+//
 // WithTokenAuth replaces WithHtpasswd; don't combine them.
 func WithTokenAuth(user, password string) RegistryOption {
 	return func(o *registryOptions) {
@@ -78,6 +82,13 @@ func WithTokenAuth(user, password string) RegistryOption {
 			// r.Addr is only picked after this hook; it is read per
 			// request, once the registry is up.
 			ts, err := startTokenServer(user, password, func() string { return r.Addr })
+			// Tokens are recorded as they are issued, from the server's
+			// goroutines: a failure fails the test without stopping it.
+			ts.record = func(secret string) {
+				if err := recordSecret(secret); err != nil {
+					t.Errorf("testenv: recording a token: %v", err)
+				}
+			}
 			if err != nil {
 				t.Fatalf("testenv: token server: %v", err)
 			}
@@ -192,6 +203,7 @@ type tokenServer struct {
 	secrets  []string          // access and refresh tokens handed out
 	granted  []string          // scopes granted, per token
 	refresh  map[string]string // refresh token -> subject
+	record   func(secret string)
 }
 
 // resourceActions is one entry of a token's access claim.
@@ -390,8 +402,12 @@ func (ts *tokenServer) serveToken(w http.ResponseWriter, req *http.Request) {
 	}
 	var refresh string
 	if offline {
-		refresh = randomHex(32)
+		refresh = SecretMarker + randomHex(32)
 		resp["refresh_token"] = refresh
+	}
+	if ts.record != nil {
+		ts.record(token)
+		ts.record(refresh)
 	}
 
 	ts.mu.Lock()
@@ -473,7 +489,7 @@ func (ts *tokenServer) sign(subject string, access []resourceActions, now, exp t
 		"exp":    exp.Unix(),
 		"nbf":    now.Add(-time.Second).Unix(),
 		"iat":    now.Unix(),
-		"jti":    randomHex(16),
+		"jti":    SecretMarker + randomHex(16), // recognisable in the base64 claims
 		"access": access,
 	}
 	hb, err := json.Marshal(header)

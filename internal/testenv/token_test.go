@@ -23,10 +23,8 @@ import (
 	"oras.land/oras-go/v2/registry/remote/auth"
 )
 
-const (
-	tokUser     = "modelcar"
-	tokPassword = "t0ken-s3cret-pw"
-)
+// tokUser is the user of the token tests; passwords come from NewSecret.
+const tokUser = "modelcar"
 
 // getToken asks the token server for a token the way docker does.
 func getToken(t *testing.T, r *Registry, user, password string, scopes ...string) (int, map[string]any) {
@@ -109,9 +107,11 @@ func TestTokenAuthConfig(t *testing.T) {
 // TestTokenAuthProtocol checks the token server itself and that the real
 // registry accepts its tokens for exactly the access they grant.
 func TestTokenAuthProtocol(t *testing.T) {
-	r := StartRegistry(t, WithTokenAuth(tokUser, tokPassword))
-	if r.User != tokUser || r.Password != tokPassword {
-		t.Errorf("User, Password = %q, %q", r.User, r.Password)
+	wrong := NewSecret(t, tokUser)
+	pw := NewSecret(t, tokUser)
+	r := StartRegistry(t, WithTokenAuth(tokUser, pw))
+	if r.User != tokUser || r.Password != pw {
+		t.Errorf("User, Password = %q, %q", r.User, Mask(r.Password))
 	}
 	cfg, err := os.ReadFile(r.Config)
 	if err != nil {
@@ -137,14 +137,14 @@ func TestTokenAuthProtocol(t *testing.T) {
 	if code, body := getToken(t, r, "", "", "repository:tok/proto:pull"); code != http.StatusUnauthorized {
 		t.Errorf("anonymous token request: %d %v, want 401", code, body)
 	}
-	if code, body := getToken(t, r, tokUser, "wrong", "repository:tok/proto:pull"); code != http.StatusUnauthorized {
+	if code, body := getToken(t, r, tokUser, wrong, "repository:tok/proto:pull"); code != http.StatusUnauthorized {
 		t.Errorf("token request with a wrong password: %d %v, want 401", code, body)
 	}
 	if n := r.TokensIssued(); n != 0 {
 		t.Errorf("%d tokens issued to failed requests", n)
 	}
 
-	code, body := getToken(t, r, tokUser, tokPassword, "repository:tok/proto:pull", "repository:tok/other:pull,push")
+	code, body := getToken(t, r, tokUser, pw, "repository:tok/proto:pull", "repository:tok/other:pull,push")
 	if code != http.StatusOK {
 		t.Fatalf("token request: %d %v", code, body)
 	}
@@ -229,12 +229,12 @@ func TestTokenAuthProtocol(t *testing.T) {
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 		return tokenResponse(t, req)
 	}
-	form := url.Values{"grant_type": {"password"}, "username": {tokUser}, "password": {"wrong"},
+	form := url.Values{"grant_type": {"password"}, "username": {tokUser}, "password": {wrong},
 		"service": {TokenService}, "client_id": {"test"}, "scope": {"repository:tok/proto:pull"}}
 	if code, body := post(form); code != http.StatusUnauthorized {
 		t.Errorf("OAuth2 password grant with a wrong password: %d %v", code, body)
 	}
-	form.Set("password", tokPassword)
+	form.Set("password", pw)
 	form.Set("access_type", "offline")
 	code, body = post(form)
 	refresh, _ := body["refresh_token"].(string)
@@ -268,7 +268,9 @@ func TestTokenAuthProtocol(t *testing.T) {
 // SameOriginAddr: go-containerregistry refuses a loopback realm on another
 // port than the registry's.
 func TestTokenAuthPushPull(t *testing.T) {
-	r := StartRegistry(t, WithTokenAuth(tokUser, tokPassword))
+	wrong := NewSecret(t, tokUser)
+	pw := NewSecret(t, tokUser)
+	r := StartRegistry(t, WithTokenAuth(tokUser, pw))
 	img := randomOCIImage(t)
 	want, err := img.Digest()
 	if err != nil {
@@ -281,7 +283,7 @@ func TestTokenAuthPushPull(t *testing.T) {
 	if !errors.As(err, &terr) || terr.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("anonymous push: got %v, want a 401 transport error", err)
 	}
-	err = pushImage(t, ref, img, remote.WithAuth(&authn.Basic{Username: tokUser, Password: "wrong"}))
+	err = pushImage(t, ref, img, remote.WithAuth(&authn.Basic{Username: tokUser, Password: wrong}))
 	if !errors.As(err, &terr) || terr.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("push with a wrong password: got %v, want a 401 transport error", err)
 	}
@@ -320,7 +322,8 @@ func TestTokenAuthPushPull(t *testing.T) {
 // TestTokenAuthOras pushes with oras-go, at both addresses, with the
 // distribution GET flow and forced onto the OAuth2 POST flow.
 func TestTokenAuthOras(t *testing.T) {
-	r := StartRegistry(t, WithTokenAuth(tokUser, tokPassword))
+	pw := NewSecret(t, tokUser)
+	r := StartRegistry(t, WithTokenAuth(tokUser, pw))
 	for _, tc := range []struct {
 		name, addr string
 		oauth2     bool
@@ -341,7 +344,7 @@ func TestTokenAuthOras(t *testing.T) {
 			repo.Client = &auth.Client{
 				Client:             &http.Client{Transport: tr},
 				Cache:              auth.NewCache(),
-				Credential:         auth.StaticCredential(tc.addr, auth.Credential{Username: tokUser, Password: tokPassword}),
+				Credential:         auth.StaticCredential(tc.addr, auth.Credential{Username: tokUser, Password: pw}),
 				ForceAttemptOAuth2: tc.oauth2,
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)

@@ -118,16 +118,7 @@ func StartToxiproxy(t testing.TB) *Toxiproxy {
 		dir:     dir,
 		client:  &http.Client{Timeout: toxiproxyAPITimeout, Transport: &http.Transport{Proxy: nil}},
 	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("testenv: toxiproxy log %s (tail):\n%s", s.LogFile, tailFile(s.LogFile, 40))
-		}
-		if os.Getenv("MODELCAR_KEEP_TMP") != "" {
-			t.Logf("testenv: keeping %s (MODELCAR_KEEP_TMP set)", dir)
-			return
-		}
-		os.RemoveAll(dir)
-	})
+	cleanupServiceDir(t, "toxiproxy", dir, s.LogFile, 40)
 	t.Cleanup(func() { s.stop(t) })
 	const attempts = 3
 	for attempt := 1; ; attempt++ {

@@ -18,8 +18,14 @@
 // unverified. Fuzz targets are read from their "fuzz: elapsed: ..., execs:
 // N" lines; a failing target is a crash.
 //
+// With -leaks it also reports what internal/cmd/leakcheck found over the
+// same run (secrets checked, leaks found). With -print it only copies the
+// test output a stream on stdin carries to stdout, so that `make
+// test-faults` shows what it records.
+//
 // It exits 1 when any test failed, any fuzz target crashed, any byte was
-// lost, or no FAULT line was found; 2 on bad usage or unreadable input.
+// lost, any credential leaked, or no FAULT line was found; 2 on bad usage
+// or unreadable input.
 //
 // It serves `make test-faults`; it is not part of the shipped binary.
 package main
@@ -39,11 +45,20 @@ import (
 
 func main() {
 	out := flag.String("o", "", "also write the summary (Markdown) to this file")
+	leaks := flag.String("leaks", "", "the result of internal/cmd/leakcheck (-o) over the same run, to report")
+	follow := flag.Bool("print", false, "print the test output a `go test -json` stream on stdin carries, as `go test -v` would, and exit")
 	flag.Usage = func() {
-		fmt.Fprintf(os.Stderr, "usage: faultsummary [-o FILE] TEST.json...\n\nSummarises `go test -json` streams of the fault suites (see the package doc).\n")
+		fmt.Fprintf(os.Stderr, "usage: faultsummary [-o FILE] [-leaks RESULT] TEST.json...\n       faultsummary -print < TEST.json\n\nSummarises `go test -json` streams of the fault suites (see the package doc).\n")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
+	if *follow {
+		if err := printOutput(os.Stdin, os.Stdout); err != nil {
+			fmt.Fprintf(os.Stderr, "faultsummary: %v\n", err)
+			os.Exit(2)
+		}
+		return
+	}
 	if flag.NArg() == 0 {
 		flag.Usage()
 		os.Exit(2)
@@ -51,6 +66,12 @@ func main() {
 	s := newSummary()
 	for _, f := range flag.Args() {
 		if err := s.readFile(f); err != nil {
+			fmt.Fprintf(os.Stderr, "faultsummary: %v\n", err)
+			os.Exit(2)
+		}
+	}
+	if *leaks != "" {
+		if err := s.readLeaks(*leaks); err != nil {
 			fmt.Fprintf(os.Stderr, "faultsummary: %v\n", err)
 			os.Exit(2)
 		}
@@ -100,7 +121,14 @@ type fuzzRun struct {
 	input   string // "Failing input written to ..." path
 }
 
+// leakResult is what internal/cmd/leakcheck found (its -o JSON).
+type leakResult struct {
+	Secrets, Forms, Files, Lines, Leaks int
+	Short                               int // recorded values too short to search for
+}
+
 type summary struct {
+	leaks     *leakResult        // nil: no leak check reported
 	results   map[testKey]string // last of pass, fail, skip
 	outputs   map[testKey][]string
 	order     []testKey
@@ -138,6 +166,45 @@ func (s *summary) readFile(path string) error {
 	}
 	defer f.Close()
 	return s.read(f, path)
+}
+
+// readLeaks reads leakcheck's result.
+func (s *summary) readLeaks(path string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("leak check result: %w", err)
+	}
+	var r leakResult
+	if err := json.Unmarshal(b, &r); err != nil {
+		return fmt.Errorf("leak check result %s: %w", path, err)
+	}
+	s.leaks = &r
+	return nil
+}
+
+// printOutput writes the Output of each event of a test2json stream, and
+// lines that are not events as they are.
+func printOutput(r io.Reader, w io.Writer) error {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 1<<20), 16<<20)
+	bw := bufio.NewWriter(w)
+	for sc.Scan() {
+		b := sc.Bytes()
+		var e event
+		if len(b) > 0 && b[0] == '{' && json.Unmarshal(b, &e) == nil {
+			bw.WriteString(e.Output)
+		} else {
+			bw.Write(b)
+			bw.WriteByte('\n')
+		}
+		if e.Action != "output" || strings.HasSuffix(e.Output, "\n") {
+			bw.Flush() // a whole line: show it now
+		}
+	}
+	if err := bw.Flush(); err != nil {
+		return err
+	}
+	return sc.Err()
 }
 
 func (s *summary) read(r io.Reader, name string) error {
@@ -287,8 +354,8 @@ func parseFault(fields string) (fault, error) {
 // suites describes the fault suites known to the README; others are
 // listed by name.
 var suites = []struct{ name, what string }{
-	{"toxi", "toxiproxy (TCP): latency+jitter, bandwidth, slicer, reset mid-blob, stall; push, pull, mirror"},
-	{"http", "HTTP proxy: reset mid-chunk, 503 burst, 500 on commit, 429 Retry-After, chunks refused, 403"},
+	{"toxi", "toxiproxy (TCP): latency+jitter, bandwidth, slicer, reset mid-blob, stall, stall for good; push, pull, mirror"},
+	{"http", "HTTP proxy: reset mid-chunk, 503 burst, 500 on commit, 429 Retry-After, chunks refused, 403; a stall of each request kind of push, pull, mirror, once and for good"},
 	{"extra", "registry restart mid-push, credential revoked mid-push, corrupt blob at the source"},
 	{"kill9", "kill -9 with a chunk in flight, then resume"},
 	{"crash", "kill -9 of pack, push, pull, mirror at seeded points, then re-run"},
@@ -398,7 +465,8 @@ func (s *summary) ok() bool {
 	_, fail, _, _ := s.tests()
 	_, total := s.rows()
 	return fail == 0 && len(s.buildFail) == 0 && s.crashes() == 0 && total.lost == 0 &&
-		total.unverified == 0 && len(s.malformed) == 0 && len(s.faults) > 0
+		total.unverified == 0 && len(s.malformed) == 0 && len(s.faults) > 0 &&
+		(s.leaks == nil || s.leaks.Leaks == 0 && s.leaks.Short == 0)
 }
 
 func (s *summary) render() string {
@@ -432,6 +500,15 @@ func (s *summary) render() string {
 			if fr := s.fuzz[k]; fr.input != "" {
 				fmt.Fprintf(&b, "\n%s crashed; failing input: %s\n", k.test, fr.input)
 			}
+		}
+	}
+	if l := s.leaks; l != nil {
+		b.WriteString("\n## Credentials in output and logs\n\n")
+		b.WriteString("| secrets checked | forms searched | files | lines | leaks |\n")
+		b.WriteString("|--:|--:|--:|--:|--:|\n")
+		fmt.Fprintf(&b, "| %d | %d | %d | %d | %d |\n", l.Secrets, l.Forms, l.Files, l.Lines, l.Leaks)
+		if l.Short > 0 {
+			fmt.Fprintf(&b, "\n%d recorded credentials are too short to search for (draw them with testenv.NewSecret).\n", l.Short)
 		}
 	}
 	if len(s.gaps) > 0 {
@@ -470,6 +547,9 @@ func (s *summary) render() string {
 	b.WriteString("\n")
 	if total.lost != 0 {
 		fmt.Fprintf(&b, "BYTES LOST: %d\n", total.lost)
+	}
+	if s.leaks != nil && s.leaks.Leaks != 0 {
+		fmt.Fprintf(&b, "CREDENTIALS LEAKED: %d (see leakcheck's report above)\n", s.leaks.Leaks)
 	}
 	fmt.Fprintf(&b, "fault-suite: %d passed, %d failed, %d skipped\n", pass, fail+len(s.buildFail), skip)
 	return b.String()

@@ -2,6 +2,8 @@ package main
 
 import (
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -145,5 +147,64 @@ func TestSummaryFailures(t *testing.T) {
 				t.Errorf("summary lacks %q:\n%s", tc.want, text)
 			}
 		})
+	}
+}
+
+// TestSummaryReportsLeakCheck: leakcheck's result shows as the secrets
+// checked and leaks found; a leak fails the run.
+func TestSummaryReportsLeakCheck(t *testing.T) {
+	passing := stream(t,
+		event{Action: "run", Package: pkg, Test: "TestA"},
+		out("TestA", "FAULT name=toxi/a outcome=survived bytes_lost=0"),
+		event{Action: "pass", Package: pkg, Test: "TestA"},
+	)
+	for _, tc := range []struct {
+		leaks, short int
+		ok           bool
+		want         string
+	}{
+		{0, 0, true, "| 57 | 174 | 3 | 9000 | 0 |"},
+		{2, 0, false, "CREDENTIALS LEAKED: 2"},
+		{0, 1, false, "1 recorded credentials are too short to search for"},
+	} {
+		res := filepath.Join(t.TempDir(), "leakcheck.out")
+		b, _ := json.Marshal(map[string]int{"secrets": 57, "forms": 174, "files": 3, "lines": 9000, "leaks": tc.leaks, "short": tc.short})
+		if err := os.WriteFile(res, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		s := newSummary()
+		if err := s.read(strings.NewReader(passing), "in"); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.readLeaks(res); err != nil {
+			t.Fatal(err)
+		}
+		text := s.render()
+		if s.ok() != tc.ok || !strings.Contains(text, "## Credentials in output and logs") || !strings.Contains(text, tc.want) {
+			t.Errorf("%d leaks: ok %v, want %v; summary lacks %q?\n%s", tc.leaks, s.ok(), tc.ok, tc.want, text)
+		}
+	}
+	if err := newSummary().readLeaks(filepath.Join(t.TempDir(), "missing")); err == nil {
+		t.Error("a missing leak check result was accepted")
+	}
+}
+
+// TestPrintOutput: -print shows what `go test -v` would, from the stream.
+func TestPrintOutput(t *testing.T) {
+	in := stream(t,
+		event{Action: "start", Package: pkg},
+		event{Action: "run", Package: pkg, Test: "TestA"},
+		out("TestA", "=== RUN   TestA"),
+		event{Action: "output", Package: pkg, Test: "TestA", Output: "    a_test.go:3: a long line, "},
+		event{Action: "output", Package: pkg, Test: "TestA", Output: "split by test2json\n"},
+		event{Action: "pass", Package: pkg, Test: "TestA"},
+	) + "go: downloading example.com/x v1.0.0\n"
+	var b strings.Builder
+	if err := printOutput(strings.NewReader(in), &b); err != nil {
+		t.Fatal(err)
+	}
+	want := "=== RUN   TestA\n    a_test.go:3: a long line, split by test2json\ngo: downloading example.com/x v1.0.0\n"
+	if b.String() != want {
+		t.Errorf("printed %q, want %q", b.String(), want)
 	}
 }
