@@ -62,16 +62,23 @@ bench: build deps
 # Node-side cold start, pull start -> model read, per image format, with a
 # real registry behind a tc-shaped link in a private network namespace, real
 # containerd, and stargz-snapshotter for lazy pulls (tools/coldstart). Root.
-# COLDSTART_SIZE=4GiB, COLDSTART_RATE=10gbit, COLDSTART_RUNS=3 to vary.
+# COLDSTART_SIZE=4GiB, COLDSTART_RATE=10gbit, COLDSTART_RUNS=3 to vary;
+# COLDSTART_NODE=containerd2 measures containerd 2.4.2 (pinned in
+# tools/coldstart/go.mod, built here) with 3 concurrent unpacks instead of
+# Debian's containerd 1.6.
 COLDSTART_SIZE ?= 2GiB
 COLDSTART_RATE ?= 1gbit
 COLDSTART_RUNS ?= 1
+COLDSTART_NODE ?= debian
+COLDSTART_NODE_FLAGS_debian      := -containerd containerd
+COLDSTART_NODE_FLAGS_containerd2 := -containerd bin/containerd-2.4.2 -max-concurrent-unpacks 3
 bench-coldstart: build deps
 	go build -o bin/genmodel ./internal/cmd/genmodel
-	cd tools/coldstart && go build -o ../../bin/coldstart . && go build -o ../../bin/stargz-grpc ./cmd/stargz-grpc
-	./bin/coldstart -modelcar $(BIN) -genmodel bin/genmodel -stargz bin/stargz-grpc \
+	cd tools/coldstart && go build -o ../../bin/coldstart . && go build -o ../../bin/stargz-grpc ./cmd/stargz-grpc && \
+	  go build -tags "no_btrfs no_devmapper no_zfs" -o ../../bin/containerd-2.4.2 github.com/containerd/containerd/v2/cmd/containerd
+	./bin/coldstart -modelcar $(BIN) -genmodel bin/genmodel -stargz bin/stargz-grpc $(COLDSTART_NODE_FLAGS_$(COLDSTART_NODE)) \
 	  -work $(WORK)/coldstart -size $(COLDSTART_SIZE) -rate $(COLDSTART_RATE) -runs $(COLDSTART_RUNS) \
-	  -json $(WORK)/coldstart/results-$(COLDSTART_RATE).json -md $(WORK)/coldstart/results-$(COLDSTART_RATE).md
+	  -json $(WORK)/coldstart/results-$(COLDSTART_NODE)-$(COLDSTART_RATE).json -md $(WORK)/coldstart/results-$(COLDSTART_NODE)-$(COLDSTART_RATE).md
 
 # modelcar's own container image (amd64 + arm64, static, non-root, no shell),
 # built reproducibly with go-containerregistry: an OCI layout in .work/image,

@@ -15,6 +15,7 @@ import (
 	"github.com/containerd/containerd/v2/core/remotes/docker"
 	"github.com/containerd/stargz-snapshotter/fs/source"
 	"github.com/opencontainers/image-spec/identity"
+	"golang.org/x/sync/semaphore"
 )
 
 // measurement is one cold start of one format; times are seconds after the
@@ -87,6 +88,10 @@ func coldStart(ctx context.Context, c config, ps *processes, work string, m *mod
 		containerd.WithPullUnpack,
 		containerd.WithPullSnapshotter(f.snapshotter()),
 		containerd.WithMaxConcurrentDownloads(c.downloads),
+	}
+	if c.unpacks > 1 {
+		opts = append(opts, containerd.WithUnpackOpts([]containerd.UnpackOpt{
+			containerd.WithUnpackLimiter(semaphore.NewWeighted(int64(c.unpacks)))}))
 	}
 	if f.lazy {
 		opts = append(opts, containerd.WithImageHandlerWrapper(source.AppendDefaultLabelsHandlerWrapper(img.ref, c.prefetch)))

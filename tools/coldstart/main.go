@@ -58,6 +58,7 @@ type config struct {
 	prefetch   int64
 	downloads  int
 	sgConfig   string
+	unpacks    int
 }
 
 func main() {
@@ -78,6 +79,7 @@ func main() {
 	flag.BoolVar(&c.keep, "keep", false, "keep the work directory's registry and containerd state")
 	flag.Int64Var(&c.prefetch, "prefetch-size", 10<<20, "bytes the lazy pull prefetches per layer beyond the prioritized files' landmark")
 	flag.IntVar(&c.downloads, "max-concurrent-downloads", 3, "layers fetched at once (kubelet/CRI default: 3)")
+	flag.IntVar(&c.unpacks, "max-concurrent-unpacks", 1, "layers unpacked at once (containerd 2.x transfer service's max_concurrent_unpacks; default 1; more needs a snapshotter with rebase, such as containerd 2.x overlayfs)")
 	flag.StringVar(&c.sgConfig, "stargz-config", "", "stargz snapshotter config.toml to measure instead of the built-in one")
 	flag.BoolVar(&c.inner, "inner", false, "internal: run inside the benchmark's network namespace")
 	flag.Parse()
@@ -222,6 +224,8 @@ func runInner(c config) error {
 		Shards:      len(model.shards),
 		Runs:        c.runs,
 		Downloads:   c.downloads,
+		Unpacks:     c.unpacks,
+		Containerd:  containerdVersion(c.containerd),
 	}
 	for _, f := range formats {
 		img := images[f.name]

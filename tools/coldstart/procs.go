@@ -285,6 +285,20 @@ no_background_fetch = false
 const stargzAsyncPrefetch = `prefetch_async_size = 67108864
 `
 
+// containerdVersion is what `containerd --version` prints, less the
+// program name and commit.
+func containerdVersion(bin string) string {
+	out, err := exec.Command(bin, "--version").Output()
+	if err != nil {
+		return "containerd (version unknown)"
+	}
+	f := strings.Fields(string(out))
+	if len(f) >= 3 {
+		return "containerd " + f[2]
+	}
+	return strings.TrimSpace(string(out))
+}
+
 func dial(sock string) error {
 	conn, err := net.DialTimeout("unix", sock, time.Second)
 	if err != nil {
