@@ -27,8 +27,10 @@ type Bench struct {
 }
 
 // A BenchResult is one format's run. Format is gzip-single (one gzip
-// stream, as a Dockerfile COPY of the weights makes), tar, zstd, estargz or
-// zstd-chunked; other formats are kept and not used.
+// stream, as a Dockerfile COPY of the weights makes), tar, zstd, estargz,
+// zstd-chunked, or estargz-prefetch / zstd-chunked-prefetch (packed with
+// --prefetch all, the snapshotter prefetching asynchronously); other
+// formats are kept and not used.
 type BenchResult struct {
 	Format          string  `json:"format"`
 	Lazy            bool    `json:"lazy"`
@@ -88,7 +90,7 @@ func ReadBench(path string) (*Bench, error) {
 
 // formats are the layer formats plan knows: the bench's, and modelcar's
 // parallel per-file gzip.
-var formats = []string{"gzip-single", "gzip", "tar", "zstd", "estargz", "zstd-chunked"}
+var formats = []string{"gzip-single", "gzip", "tar", "zstd", "estargz", "zstd-chunked", "estargz-prefetch", "zstd-chunked-prefetch"}
 
 // result returns format's run; several runs give the median of each time.
 func (b *Bench) result(format string) (BenchResult, bool) {
@@ -131,8 +133,16 @@ func (b *Bench) tarRatio(base string) (ratio, bool) {
 
 // lazyRatios: lazy's config-readable and all-weights times over base's
 // all-weights time.
+//
+// The lever recommends --prefetch all, so the benchmark's run of that
+// (format "LAZY-prefetch") is used when it has one.
 func (b *Bench) lazyRatios(lazy, base string) (first, all ratio) {
-	l, ok1 := b.result(lazy)
+	l, ok1 := b.result(lazy + "-prefetch")
+	if ok1 {
+		lazy += "-prefetch"
+	} else {
+		l, ok1 = b.result(lazy)
+	}
 	r, ok2 := b.result(base)
 	if ok1 && ok2 {
 		src := fmt.Sprintf("bench: %s config readable %s s, all weights %s s / %s all weights %s s",
