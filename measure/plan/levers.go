@@ -291,7 +291,7 @@ func (c *calc) lazyPull(mp modelPull) Lever {
 	lazyFmt, why := c.facts.lazyRuntime()
 	target := cmp.Or(lazyFmt, "zstd-chunked")
 	l.Apply = []string{fmt.Sprintf("modelcar pack MODEL_DIR --format %s --prefetch all --output REGISTRY/REPO:TAG (pack-flags.txt with --emit)", target),
-		"stargz-snapshotter config.toml on the GPU nodes: prefetch_async_size = 67108864 (the weights stream in at mount without holding the container start)"}
+		"stargz-snapshotter config.toml on the GPU nodes: prefetch_async_size = 1048576 (the weights stream in at mount without holding the container start)"}
 	if why != "" {
 		l.Needs = []string{why}
 	}

@@ -280,9 +280,11 @@ no_background_fetch = false
 `
 
 // stargzAsyncPrefetch lets the container start while prefetches larger
-// than 64 MiB (the weight layers of a --prefetch all image) go on in the
-// background; the small files' layer is still prefetched before the start.
-const stargzAsyncPrefetch = `prefetch_async_size = 67108864
+// than 1 MiB go on in the background: the weight layers of a --prefetch all
+// image whatever the model's size (a threshold near the layer size would
+// hold the start for them), and a large tokenizer layer too, whose files
+// are then read on demand, a chunk at a time, as fast.
+const stargzAsyncPrefetch = `prefetch_async_size = 1048576
 `
 
 // containerdVersion is what `containerd --version` prints, less the
