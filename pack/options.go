@@ -89,7 +89,7 @@ const (
 	// PrefetchAll prioritizes every file, weights included, so the
 	// snapshotter streams each whole layer at mount instead of fetching
 	// 4 MiB chunks one read at a time. Use it with the snapshotter's
-	// prefetch_async_size set (for example 64 MiB), or the container start
+	// prefetch_async_size set (for example 1 MiB), or the container start
 	// waits for the weights (up to prefetch_timeout_sec).
 	PrefetchAll Prefetch = "all"
 )
