@@ -62,6 +62,29 @@ func (k *warmKubeFlags) renderNamespace() string {
 	return "default"
 }
 
+// renderOrConnect is how the subcommands that render or apply manifests
+// begin. With -o yaml (mode "yaml") it sets *namespace to the namespace
+// rendered manifests carry (renderNamespace), prints the manifests objects
+// returns on out and reports done: the command is over, err its result; no
+// cluster is needed. Otherwise it connects to the cluster and sets
+// *namespace to the namespace resolved; done is also set when that fails.
+func (k *warmKubeFlags) renderOrConnect(out io.Writer, mode string, namespace *string, objects func() ([]warm.Object, error)) (cs kubernetes.Interface, done bool, err error) {
+	if mode == "yaml" {
+		*namespace = k.renderNamespace()
+		objs, err := objects()
+		if err != nil {
+			return nil, true, err
+		}
+		return nil, true, warm.Render(out, objs)
+	}
+	cs, ns, err := k.client()
+	if err != nil {
+		return nil, true, err
+	}
+	*namespace = ns
+	return cs, false, nil
+}
+
 // warmOutputFlags choose between rendering, applying and deleting.
 type warmOutputFlags struct {
 	output, dryRun string
@@ -243,19 +266,11 @@ DaemonSet.`,
 
 func runWarmPrepull(cmd *cobra.Command, kf *warmKubeFlags, of *warmOutputFlags, opts warm.PrepullOptions, mode string, waitFor bool, wo warm.WaitOptions) error {
 	out, errw := cmd.OutOrStdout(), cmd.ErrOrStderr()
-	if mode == "yaml" {
-		opts.Namespace = kf.renderNamespace()
-		objs, err := warm.PrepullObjects(opts)
-		if err != nil {
-			return err
-		}
-		return warm.Render(out, objs)
-	}
-	cs, ns, err := kf.client()
-	if err != nil {
+	cs, done, err := kf.renderOrConnect(out, mode, &opts.Namespace, func() ([]warm.Object, error) { return warm.PrepullObjects(opts) })
+	if done {
 		return err
 	}
-	opts.Namespace = ns
+	ns := opts.Namespace
 	ctx := cmd.Context()
 	dry := of.dryRun == "server"
 	name := opts.Name
@@ -441,19 +456,11 @@ PriorityClass is shared by all pools and stays.`,
 				}
 			}
 			out := cmd.OutOrStdout()
-			if mode == "yaml" {
-				opts.Namespace = kf.renderNamespace()
-				objs, err := warm.Pool(opts)
-				if err != nil {
-					return err
-				}
-				return warm.Render(out, objs)
-			}
-			cs, ns, err := kf.client()
-			if err != nil {
+			cs, done, err := kf.renderOrConnect(out, mode, &opts.Namespace, func() ([]warm.Object, error) { return warm.Pool(opts) })
+			if done {
 				return err
 			}
-			opts.Namespace = ns
+			ns := opts.Namespace
 			dry := of.dryRun == "server"
 			if mode == "delete" {
 				name := opts.Name

@@ -1,18 +1,15 @@
 package testcluster
 
 import (
-	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/modelcar/modelcar/internal/toolcache"
 )
 
 // Pinned versions. Each must equal the version its nested module's go.mod
@@ -28,11 +25,11 @@ const (
 
 // ToolsBinEnv names the directory the binaries are cached in; when unset it
 // is ~/.cache/modelcar-testenv/tools (the directory internal/testenv caches
-// its peer tools in).
-const ToolsBinEnv = "MODELCAR_TOOLS_BIN"
+// its peer tools in; internal/toolcache owns it).
+const ToolsBinEnv = toolcache.DirEnv
 
 // Tool is one pinned binary: built with `go build` from Module's nested
-// module directory and cached as NAME-VERSION.
+// module directory and cached as NAME-VERSION (internal/toolcache).
 type Tool struct {
 	Name      string // binary name: kube-apiserver
 	Version   string // version pinned, part of the cache file name
@@ -89,25 +86,14 @@ func LookupTool(name string) (Tool, bool) {
 }
 
 // BinDir returns the binary cache directory: $MODELCAR_TOOLS_BIN or
-// ~/.cache/modelcar-testenv/tools.
+// ~/.cache/modelcar-testenv/tools (see internal/toolcache).
 func BinDir() (string, error) {
-	if d := os.Getenv(ToolsBinEnv); d != "" {
-		return filepath.Abs(d)
-	}
-	home, err := os.UserHomeDir()
-	if err != nil {
-		return "", fmt.Errorf("no %s and no home directory: %w", ToolsBinEnv, err)
-	}
-	return filepath.Join(home, ".cache", "modelcar-testenv", "tools"), nil
+	return toolcache.Dir()
 }
 
 // Path returns where t's binary is cached (whether or not it is there).
 func (t Tool) Path() (string, error) {
-	dir, err := BinDir()
-	if err != nil {
-		return "", err
-	}
-	return filepath.Join(dir, t.Name+"-"+t.Version), nil
+	return toolcache.Path(t.Name, t.Version)
 }
 
 // BinaryPath returns the cached binary of the tool called name, or an error
@@ -121,7 +107,7 @@ func BinaryPath(name string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if !isExecutable(p) {
+	if !toolcache.IsExecutable(p) {
 		return "", fmt.Errorf("testcluster: %s %s is not built (no %s); run .ci/install-deps.sh or `go run ./internal/cmd/testcluster build`", t.Name, t.Version, p)
 	}
 	return p, nil
@@ -160,22 +146,19 @@ func FindRepoRoot(dir string) (string, error) {
 // Build builds every tool in names (all of Tools when names is empty) whose
 // binary is not cached yet, from the nested modules under repoRoot, logging
 // to w. Builds of one binary are serialised across processes by a lock file
-// and installed by rename, so concurrent callers build it once.
+// and installed by rename (toolcache.Install), so concurrent callers build
+// it once.
 func Build(ctx context.Context, repoRoot string, names []string, w io.Writer) error {
 	if len(names) == 0 {
 		for _, t := range Tools {
 			names = append(names, t.Name)
 		}
 	}
-	goBin, err := findGo()
+	goBin, err := toolcache.FindGo()
 	if err != nil {
-		return err
+		return fmt.Errorf("testcluster: %w", err)
 	}
-	dir, err := BinDir()
-	if err != nil {
-		return err
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if _, err := BinDir(); err != nil {
 		return err
 	}
 	for _, name := range names {
@@ -195,125 +178,29 @@ func buildTool(ctx context.Context, goBin, repoRoot string, t Tool, w io.Writer)
 	if err != nil {
 		return err
 	}
-	if isExecutable(path) {
+	var begin time.Time
+	built, err := toolcache.Install(path, func(tmp string) error {
+		modDir := filepath.Join(repoRoot, t.ModuleDir)
+		if v, err := toolcache.RequiredVersion(filepath.Join(modDir, "go.mod"), t.Module); err != nil {
+			return err
+		} else if v != t.Version {
+			return fmt.Errorf("testcluster: %s/go.mod pins %s %s, the code expects %s", t.ModuleDir, t.Module, v, t.Version)
+		}
+		args := []string{"build", "-trimpath", "-ldflags", strings.TrimSpace("-s -w " + t.LDFlags), "-o", tmp, t.Package}
+		fmt.Fprintf(w, "testcluster: building %s %s (go %s in %s)\n", t.Name, t.Version, strings.Join(args[:2], " "), t.ModuleDir)
+		begin = time.Now()
+		cmd := toolcache.GoCommand(ctx, goBin, modDir, args...)
+		cmd.Stdout = w
+		cmd.Stderr = w
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("testcluster: building %s %s in %s: %w", t.Name, t.Version, modDir, err)
+		}
 		return nil
+	})
+	if built {
+		fmt.Fprintf(w, "testcluster: built %s in %v\n", path, time.Since(begin).Round(time.Second))
 	}
-	lock, err := os.OpenFile(path+".lock", os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		return err
-	}
-	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
-		return fmt.Errorf("locking %s: %w", lock.Name(), err)
-	}
-	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
-	if isExecutable(path) { // built by another process while we waited
-		return nil
-	}
-	modDir := filepath.Join(repoRoot, t.ModuleDir)
-	if v, err := RequiredVersion(filepath.Join(modDir, "go.mod"), t.Module); err != nil {
-		return err
-	} else if v != t.Version {
-		return fmt.Errorf("testcluster: %s/go.mod pins %s %s, the code expects %s", t.ModuleDir, t.Module, v, t.Version)
-	}
-	tmp := fmt.Sprintf("%s.tmp-%d", path, os.Getpid())
-	defer os.Remove(tmp)
-	args := []string{"build", "-trimpath", "-ldflags", strings.TrimSpace("-s -w " + t.LDFlags), "-o", tmp, t.Package}
-	fmt.Fprintf(w, "testcluster: building %s %s (go %s in %s)\n", t.Name, t.Version, strings.Join(args[:2], " "), t.ModuleDir)
-	begin := time.Now()
-	cmd := exec.CommandContext(ctx, goBin, args...)
-	cmd.Dir = modDir
-	cmd.Env = buildEnv()
-	cmd.Stdout = w
-	cmd.Stderr = w
-	cmd.WaitDelay = 10 * time.Second
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("testcluster: building %s %s in %s: %w", t.Name, t.Version, modDir, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	fmt.Fprintf(w, "testcluster: built %s in %v\n", path, time.Since(begin).Round(time.Second))
-	return nil
-}
-
-// buildEnv is the caller's environment for this machine, without cgo, without
-// a workspace and with -mod=mod (a go.sum line missing is fetched, not fatal).
-func buildEnv() []string {
-	var env []string
-	goflags := []string{"-mod=mod"}
-	for _, kv := range os.Environ() {
-		k, v, _ := strings.Cut(kv, "=")
-		switch k {
-		case "GOOS", "GOARCH", "GOARM", "GOAMD64", "CGO_ENABLED", "GOWORK":
-			continue
-		case "GOFLAGS":
-			for _, f := range strings.Fields(v) {
-				if !strings.HasPrefix(f, "-mod=") && !strings.HasPrefix(f, "-modfile=") {
-					goflags = append(goflags, f)
-				}
-			}
-			continue
-		}
-		env = append(env, kv)
-	}
-	return append(env, "CGO_ENABLED=0", "GOWORK=off", "GOFLAGS="+strings.Join(goflags, " "))
-}
-
-// RequiredVersion returns the version the go.mod at gomod requires of module
-// (single-line or block require syntax).
-func RequiredVersion(gomod, module string) (string, error) {
-	f, err := os.Open(gomod)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	inBlock := false
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		line := sc.Text()
-		if i := strings.Index(line, "//"); i >= 0 {
-			line = line[:i]
-		}
-		fields := strings.Fields(line)
-		switch {
-		case len(fields) == 0:
-			continue
-		case inBlock && fields[0] == ")":
-			inBlock = false
-			continue
-		case fields[0] == "require" && len(fields) == 2 && fields[1] == "(":
-			inBlock = true
-			continue
-		case fields[0] == "require":
-			fields = fields[1:]
-		case !inBlock:
-			continue
-		}
-		if len(fields) == 2 && fields[0] == module {
-			return fields[1], nil
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return "", err
-	}
-	return "", fmt.Errorf("%s does not require %s", gomod, module)
-}
-
-func findGo() (string, error) {
-	if p, err := exec.LookPath("go"); err == nil {
-		return filepath.Abs(p)
-	}
-	p := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if isExecutable(p) {
-		return p, nil
-	}
-	return "", errors.New("testcluster: go command not found in PATH")
-}
-
-func isExecutable(p string) bool {
-	fi, err := os.Stat(p)
-	return err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0
+	return err
 }
 
 func isRegular(p string) bool {

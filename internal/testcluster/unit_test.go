@@ -14,6 +14,8 @@ import (
 	"testing"
 
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+
+	"github.com/modelcar/modelcar/internal/toolcache"
 )
 
 // Tests in this file need no cluster and no binaries.
@@ -33,7 +35,7 @@ func TestToolVersionsPinned(t *testing.T) {
 	root := repoRoot(t)
 	for _, tool := range Tools {
 		gomod := filepath.Join(root, tool.ModuleDir, "go.mod")
-		v, err := RequiredVersion(gomod, tool.Module)
+		v, err := toolcache.RequiredVersion(gomod, tool.Module)
 		if err != nil {
 			t.Errorf("%s: %v", tool.Name, err)
 			continue

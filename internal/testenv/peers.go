@@ -1,25 +1,21 @@
 package testenv
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
-	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/modelcar/modelcar/internal/toolcache"
 )
 
 // ToolsBinEnv names the directory peer binaries are cached in; when unset it
 // is ~/.cache/modelcar-testenv/tools. .ci/install-deps.sh fills the same
-// directory.
-const ToolsBinEnv = "MODELCAR_TOOLS_BIN"
+// directory; internal/toolcache owns it.
+const ToolsBinEnv = toolcache.DirEnv
 
 // ToolsModuleDir is the module that pins the peer tools (tool directives in
 // its go.mod), relative to the repository root.
@@ -90,18 +86,6 @@ func PeerBinary(t testing.TB, name string) string {
 	return b.path
 }
 
-// toolsBinDir returns the peer binary cache directory.
-func toolsBinDir() (string, error) {
-	if d := os.Getenv(ToolsBinEnv); d != "" {
-		return filepath.Abs(d)
-	}
-	home, err := os.UserHomeDir()
-	if err != nil {
-		return "", fmt.Errorf("no %s and no home directory: %w", ToolsBinEnv, err)
-	}
-	return filepath.Join(home, ".cache", "modelcar-testenv", "tools"), nil
-}
-
 // findToolsModule walks up from the working directory (a package directory
 // under go test) to the repository root, looking for tools/go.mod.
 func findToolsModule() (string, error) {
@@ -126,46 +110,6 @@ func findToolsModule() (string, error) {
 	return "", fmt.Errorf("no %s/go.mod above the working directory", ToolsModuleDir)
 }
 
-// requiredVersion returns the version go.mod (at path) requires of module.
-// It understands the go.mod require syntax, both single-line and block.
-func requiredVersion(gomod, module string) (string, error) {
-	f, err := os.Open(gomod)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	inBlock := false
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		line := sc.Text()
-		if i := strings.Index(line, "//"); i >= 0 {
-			line = line[:i]
-		}
-		fields := strings.Fields(line)
-		switch {
-		case len(fields) == 0:
-			continue
-		case inBlock && fields[0] == ")":
-			inBlock = false
-			continue
-		case fields[0] == "require" && len(fields) == 2 && fields[1] == "(":
-			inBlock = true
-			continue
-		case fields[0] == "require":
-			fields = fields[1:]
-		case !inBlock:
-			continue
-		}
-		if len(fields) == 2 && fields[0] == module {
-			return fields[1], nil
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return "", err
-	}
-	return "", fmt.Errorf("%s does not require %s", gomod, module)
-}
-
 // findOrBuildPeer returns the cached binary for tool, building it first when
 // it is missing. skip is set when it cannot be built here for want of tools.
 func findOrBuildPeer(t testing.TB, name string, tool peerTool) (path, skip string, err error) {
@@ -173,50 +117,6 @@ func findOrBuildPeer(t testing.TB, name string, tool peerTool) (path, skip strin
 	return buildPinned(t, name, tool.module, tool.version, findToolsModule, func(_, out string) []string {
 		return []string{"build", "-trimpath", "-o", out, tool.pkg}
 	})
-}
-
-// findGo returns the go command: the one go test runs under (GOROOT/bin is
-// first in its PATH), else the one in GOROOT.
-func findGo() (string, error) {
-	if p, err := lookPathQuiet("go"); err == nil {
-		return p, nil
-	}
-	p := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if isExecutable(p) {
-		return p, nil
-	}
-	return "", errors.New("go command not found in PATH")
-}
-
-func isExecutable(p string) bool {
-	fi, err := os.Stat(p)
-	return err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0
-}
-
-// peerBuildEnv is the environment of `go build` for a peer tool: the
-// caller's, building for this machine (no GOOS/GOARCH from a cross test run),
-// without cgo (static binaries, no C compiler needed), without a workspace,
-// and with -mod=mod so that a go.sum missing a line is completed rather than
-// fatal.
-func peerBuildEnv() []string {
-	var env []string
-	goflags := []string{"-mod=mod"}
-	for _, kv := range os.Environ() {
-		k, v, _ := strings.Cut(kv, "=")
-		switch k {
-		case "GOOS", "GOARCH", "GOARM", "GOAMD64", "CGO_ENABLED", "GOWORK", "GOFLAGS":
-			if k == "GOFLAGS" {
-				for _, f := range strings.Fields(v) {
-					if !strings.HasPrefix(f, "-mod=") && !strings.HasPrefix(f, "-modfile=") {
-						goflags = append(goflags, f)
-					}
-				}
-			}
-			continue
-		}
-		env = append(env, kv)
-	}
-	return append(env, "CGO_ENABLED=0", "GOWORK=off", "GOFLAGS="+strings.Join(goflags, " "))
 }
 
 // peerSandbox is the private HOME and DOCKER_CONFIG one test's peer tools
@@ -307,26 +207,4 @@ func Crane(t testing.TB, args ...string) string {
 func Oras(t testing.TB, args ...string) string {
 	t.Helper()
 	return runPeer(t, "oras", args...)
-}
-
-// lookPathQuiet is exec.LookPath made absolute, without LookPath's skip.
-func lookPathQuiet(name string) (string, error) {
-	p, err := exec.LookPath(name)
-	if err != nil {
-		return "", err
-	}
-	return filepath.Abs(p)
-}
-
-// runIn is run (see testenv.go) in directory dir, bounded by ctx alone.
-func runIn(ctx context.Context, dir string, env []string, name string, args ...string) runResult {
-	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Dir = dir
-	cmd.Env = env
-	cmd.WaitDelay = 10 * time.Second
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout = &stdout
-	cmd.Stderr = &stderr
-	err := cmd.Run()
-	return runResult{stdout: stdout.Bytes(), stderr: stderr.Bytes(), err: err}
 }

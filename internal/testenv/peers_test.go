@@ -11,40 +11,9 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/modelcar/modelcar/internal/toolcache"
 )
-
-func TestRequiredVersion(t *testing.T) {
-	gomod := filepath.Join(t.TempDir(), "go.mod")
-	content := `module example.com/tools
-
-go 1.26
-
-tool oras.land/oras/cmd/oras
-
-require example.com/single v1.0.0 // indirect
-
-require (
-	github.com/google/go-containerregistry v0.22.1 // indirect
-	oras.land/oras v1.3.6
-)
-`
-	if err := os.WriteFile(gomod, []byte(content), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	for module, want := range map[string]string{
-		"github.com/google/go-containerregistry": "v0.22.1",
-		"oras.land/oras":                         "v1.3.6",
-		"example.com/single":                     "v1.0.0",
-	} {
-		got, err := requiredVersion(gomod, module)
-		if err != nil || got != want {
-			t.Errorf("requiredVersion(%s) = %q, %v; want %q", module, got, err, want)
-		}
-	}
-	if _, err := requiredVersion(gomod, "oras.land/oras-go/v2"); err == nil {
-		t.Errorf("requiredVersion of an absent module succeeded")
-	}
-}
 
 // TestPeerVersionsPinned checks that the fallback versions in peerTools agree
 // with tools/go.mod, which is what PeerBinary really uses.
@@ -54,7 +23,7 @@ func TestPeerVersionsPinned(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, tool := range peerTools {
-		got, err := requiredVersion(filepath.Join(dir, "go.mod"), tool.module)
+		got, err := toolcache.RequiredVersion(filepath.Join(dir, "go.mod"), tool.module)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -67,7 +36,7 @@ func TestPeerVersionsPinned(t *testing.T) {
 func TestPeerBinaryCached(t *testing.T) {
 	for _, name := range []string{"crane", "oras"} {
 		p := PeerBinary(t, name)
-		if !filepath.IsAbs(p) || !isExecutable(p) {
+		if !filepath.IsAbs(p) || !toolcache.IsExecutable(p) {
 			t.Errorf("PeerBinary(%s) = %q, not an absolute executable", name, p)
 		}
 		if want := name + "-" + peerTools[name].version; filepath.Base(p) != want {

@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -13,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/modelcar/modelcar/internal/toolcache"
 )
 
 // process is one run of a daemon started by startProcess.
@@ -111,68 +114,59 @@ func (p *process) stop(t testing.TB, timeout time.Duration) {
 // returns requires of module, else fallback when that directory cannot be
 // found. buildArgs gives the go command's arguments that build version into
 // out. Builds are serialised across processes by a lock file and installed
-// by rename. skip is set when the binary cannot be built here for want of
-// tools.
+// by rename (toolcache.Install). skip is set when the binary cannot be built
+// here for want of tools.
 func buildPinned(t testing.TB, name, module, fallback string, findModDir func() (string, error), buildArgs func(version, out string) []string) (path, skip string, err error) {
 	t.Helper()
-	cache, err := toolsBinDir()
+	cache, err := toolcache.Dir()
 	if err != nil {
 		return "", "", err
 	}
 	modDir, modErr := findModDir()
 	version := fallback
 	if modErr == nil {
-		if version, err = requiredVersion(filepath.Join(modDir, "go.mod"), module); err != nil {
+		if version, err = toolcache.RequiredVersion(filepath.Join(modDir, "go.mod"), module); err != nil {
 			return "", "", err
 		}
 	}
-	path = filepath.Join(cache, name+"-"+version)
-	if isExecutable(path) {
+	path = filepath.Join(cache, toolcache.Name(name, version))
+	if toolcache.IsExecutable(path) {
 		return path, "", nil
 	}
 	if modErr != nil {
 		return "", fmt.Sprintf("testenv: %s %s is not in %s and cannot be built: %v; run %s", name, version, cache, modErr, InstallScript), nil
 	}
-	goBin, err := findGo()
+	goBin, err := toolcache.FindGo()
 	if err != nil {
 		return "", fmt.Sprintf("testenv: %s %s is not in %s and cannot be built: %v; run %s", name, version, cache, err, InstallScript), nil
 	}
-	if err := os.MkdirAll(cache, 0o755); err != nil {
-		return "", "", err
-	}
 
-	// Serialise builds of the same binary across processes: go test runs
-	// packages in parallel, and each would otherwise build its own copy.
-	lock, err := os.OpenFile(path+".lock", os.O_CREATE|os.O_RDWR, 0o644)
+	// Serialised across processes: go test runs packages in parallel, and
+	// each would otherwise build its own copy.
+	var begin time.Time
+	built, err := toolcache.Install(path, func(tmp string) error {
+		begin = time.Now()
+		ctx, cancel := context.WithTimeout(context.Background(), peerBuildTimeout)
+		defer cancel()
+		args := buildArgs(version, tmp)
+		var stdout, stderr bytes.Buffer
+		cmd := toolcache.GoCommand(ctx, goBin, modDir, args...)
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		if err := cmd.Run(); err != nil {
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				err = fmt.Errorf("%w (timed out after %v)", err, peerBuildTimeout)
+			}
+			out := runResult{stdout: stdout.Bytes(), stderr: stderr.Bytes()}.combined()
+			return fmt.Errorf("building %s %s in %s: %s: %v\n%s", name, version, modDir, quoteArgs("go", args), err, out)
+		}
+		return nil
+	})
 	if err != nil {
 		return "", "", err
 	}
-	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
-		return "", "", fmt.Errorf("locking %s: %w", lock.Name(), err)
+	if built {
+		t.Logf("testenv: built %s %s into %s in %v", name, version, path, time.Since(begin).Round(time.Millisecond))
 	}
-	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
-	if isExecutable(path) { // another process built it while we waited
-		return path, "", nil
-	}
-
-	tmp := fmt.Sprintf("%s.tmp-%d", path, os.Getpid())
-	defer os.Remove(tmp)
-	begin := time.Now()
-	ctx, cancel := context.WithTimeout(context.Background(), peerBuildTimeout)
-	defer cancel()
-	args := buildArgs(version, tmp)
-	r := runIn(ctx, modDir, peerBuildEnv(), goBin, args...)
-	if r.err != nil {
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			r.err = fmt.Errorf("%w (timed out after %v)", r.err, peerBuildTimeout)
-		}
-		return "", "", fmt.Errorf("building %s %s in %s: %s: %v\n%s", name, version, modDir, quoteArgs("go", args), r.err, r.combined())
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return "", "", err
-	}
-	t.Logf("testenv: built %s %s into %s in %v", name, version, path, time.Since(begin).Round(time.Millisecond))
 	return path, "", nil
 }
 

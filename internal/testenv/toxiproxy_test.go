@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/modelcar/modelcar/internal/toolcache"
 )
 
 func TestToxiproxyVersionPinned(t *testing.T) {
@@ -18,7 +20,7 @@ func TestToxiproxyVersionPinned(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v, err := requiredVersion(filepath.Join(dir, "go.mod"), toxiproxyModule)
+	v, err := toolcache.RequiredVersion(filepath.Join(dir, "go.mod"), toxiproxyModule)
 	if err != nil {
 		t.Fatal(err)
 	}
