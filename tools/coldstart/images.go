@@ -198,15 +198,13 @@ func buildImage(ctx context.Context, c config, host string, m *model, f format) 
 			args = append(args, "--prefetch", "all")
 		}
 		cmd := exec.CommandContext(ctx, c.modelcar, args...)
-		out, err := cmd.Output()
-		if err != nil {
+		if _, err := cmd.Output(); err != nil {
 			msg := ""
 			if ee, ok := err.(*exec.ExitError); ok {
 				msg = string(ee.Stderr)
 			}
 			return nil, fmt.Errorf("modelcar pack --format %s: %v: %s", f.pack, err, msg)
 		}
-		_ = out
 	}
 	r, err := name.ParseReference(ref, name.Insecure)
 	if err != nil {
