@@ -358,6 +358,9 @@ func buildLayerOnce(ctx context.Context, l Store, i int, p layerPlan, level int,
 	if err != nil {
 		return builtLayer{}, err
 	}
+	if pa, ok := w.(preallocator); ok && o.format == FormatTar {
+		pa.Preallocate(ts.size) // a tar layer's size is known before it is written
+	}
 	bl, err := encodeLayer(ctx, ts, o.format, level, prioritized, w, func(n int64) {
 		if n > 0 {
 			e := ev

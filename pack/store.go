@@ -60,6 +60,10 @@ func (s *layoutStore) NewBlob(context.Context) (BlobWriter, error) {
 
 type layoutBlob struct{ *ocilayout.BlobWriter }
 
+// preallocator is a BlobWriter that can reserve disk for a blob whose size
+// is known before it is written (layout blobs; registry uploads cannot).
+type preallocator interface{ Preallocate(n int64) }
+
 func (b layoutBlob) Commit(_ context.Context, want v1.Hash) error {
 	_, err := b.BlobWriter.Commit(want)
 	return err
