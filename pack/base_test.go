@@ -65,15 +65,7 @@ func TestPackOnBaseKeepsModelLayerDigests(t *testing.T) {
 			t.Errorf("model layer %d: %s without base, %s on base", i, plain.Layers[i].Digest, onBase.Layers[i].Digest)
 		}
 	}
-	idx, err := layout.ImageIndexFromPath(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := idx.Image(onBase.Digest)
-	if err != nil {
-		t.Fatal(err)
-	}
-	layers, _ := img.Layers()
+	img, _, layers := layoutImage(t, out, onBase.Digest)
 	if len(layers) != 2+len(plain.Layers) {
 		t.Fatalf("%d layers", len(layers))
 	}

@@ -113,22 +113,7 @@ func TestPackFormatsRoundTrip(t *testing.T) {
 			if res.Reference != "oci:"+out+":v1" {
 				t.Errorf("Reference = %q", res.Reference)
 			}
-			idx, err := layout.ImageIndexFromPath(out)
-			if err != nil {
-				t.Fatal(err)
-			}
-			img, err := idx.Image(res.Digest)
-			if err != nil {
-				t.Fatal(err)
-			}
-			mf, err := img.Manifest()
-			if err != nil {
-				t.Fatal(err)
-			}
-			layers, err := img.Layers()
-			if err != nil {
-				t.Fatal(err)
-			}
+			img, mf, layers := layoutImage(t, out, res.Digest)
 			if len(layers) != 1+len(m.Shards) {
 				t.Fatalf("%d layers, want %d (small files + one per shard)", len(layers), 1+len(m.Shards))
 			}
@@ -184,6 +169,29 @@ func TestPackFormatsRoundTrip(t *testing.T) {
 			}
 		})
 	}
+}
+
+// layoutImage opens the image with digest h in the OCI layout at dir, with
+// its manifest and layers.
+func layoutImage(t *testing.T, dir string, h v1.Hash) (v1.Image, *v1.Manifest, []v1.Layer) {
+	t.Helper()
+	idx, err := layout.ImageIndexFromPath(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := idx.Image(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mf, err := img.Manifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	layers, err := img.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img, mf, layers
 }
 
 // verifyTOC opens a lazy-pull layer with the estargz reader, checks its TOC
@@ -261,22 +269,7 @@ func TestPackPrefetchAll(t *testing.T) {
 			if all.Digest == small.Digest {
 				t.Fatal("--prefetch all made the same image as the default")
 			}
-			idx, err := layout.ImageIndexFromPath(out)
-			if err != nil {
-				t.Fatal(err)
-			}
-			img, err := idx.Image(all.Digest)
-			if err != nil {
-				t.Fatal(err)
-			}
-			mf, err := img.Manifest()
-			if err != nil {
-				t.Fatal(err)
-			}
-			layers, err := img.Layers()
-			if err != nil {
-				t.Fatal(err)
-			}
+			_, mf, layers := layoutImage(t, out, all.Digest)
 			for i, l := range layers {
 				names, _ := layerFiles(t, l)
 				verifyTOC(t, l, mf.Layers[i], f, true, names)
