@@ -64,10 +64,11 @@ func WithHtpasswd(user, password string) RegistryOption {
 // registryStartTimeout bounds the wait for GET /v2/ to answer.
 const registryStartTimeout = 30 * time.Second
 
-// registryConfig renders a distribution 2.8 (config version 0.1)
+// RegistryConfig renders a distribution 2.8 (config version 0.1)
 // configuration. Upload purging is off: it would delete uploads older than a
 // week at startup and then every day, on a timer tests don't control.
-func registryConfig(root, addr, htpasswd string, auth ...string) string {
+// make bench (internal/cmd/pushbench) runs its registries with it too.
+func RegistryConfig(root, addr, htpasswd string, auth ...string) string {
 	q := strconv.Quote
 	lines := []string{
 		`version: 0.1`,
@@ -191,7 +192,7 @@ func StartRegistry(t testing.TB, opts ...RegistryOption) *Registry {
 	const attempts = 3
 	for attempt := 1; ; attempt++ {
 		r.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(freeLoopbackPort(t)))
-		if err := os.WriteFile(r.Config, []byte(registryConfig(r.Root, r.Addr, htpasswd, authLines...)), 0o644); err != nil {
+		if err := os.WriteFile(r.Config, []byte(RegistryConfig(r.Root, r.Addr, htpasswd, authLines...)), 0o644); err != nil {
 			t.Fatalf("testenv: %v", err)
 		}
 		err := r.start(t)

@@ -180,7 +180,7 @@ func TestRegistryStoppedInCleanup(t *testing.T) {
 }
 
 func TestRegistryConfig(t *testing.T) {
-	cfg := registryConfig("/tmp/x y/storage", "127.0.0.1:5555", "")
+	cfg := RegistryConfig("/tmp/x y/storage", "127.0.0.1:5555", "")
 	for _, want := range []string{
 		"version: 0.1\n",
 		`rootdirectory: "/tmp/x y/storage"`,
@@ -196,7 +196,7 @@ func TestRegistryConfig(t *testing.T) {
 	if strings.Contains(cfg, "auth:") {
 		t.Errorf("config without htpasswd has an auth section:\n%s", cfg)
 	}
-	if cfg := registryConfig("/r", "127.0.0.1:1", "/h/htpasswd"); !strings.Contains(cfg, "auth:\n  htpasswd:\n") || !strings.Contains(cfg, `path: "/h/htpasswd"`) {
+	if cfg := RegistryConfig("/r", "127.0.0.1:1", "/h/htpasswd"); !strings.Contains(cfg, "auth:\n  htpasswd:\n") || !strings.Contains(cfg, `path: "/h/htpasswd"`) {
 		t.Errorf("config with htpasswd:\n%s", cfg)
 	}
 }

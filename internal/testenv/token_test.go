@@ -95,7 +95,7 @@ func registryStatus(t *testing.T, r *Registry, method, path, token string) (int,
 
 func TestTokenAuthConfig(t *testing.T) {
 	lines := []string{"auth:", "  token:", `    realm: "http://127.0.0.1:1/token"`}
-	cfg := registryConfig("/r", "127.0.0.1:1", "/h/htpasswd", lines...)
+	cfg := RegistryConfig("/r", "127.0.0.1:1", "/h/htpasswd", lines...)
 	if !strings.Contains(cfg, strings.Join(lines, "\n")+"\n") || strings.Contains(cfg, "htpasswd") {
 		t.Errorf("config with token auth:\n%s", cfg)
 	}

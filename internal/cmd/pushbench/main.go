@@ -46,6 +46,7 @@ import (
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/modelcar/modelcar/internal/testenv"
 	"github.com/modelcar/modelcar/internal/testmodel"
 )
 
@@ -790,7 +791,7 @@ func startRegistry(bin, dir string) (*registry, error) {
 		r.addr = l.Addr().String()
 		l.Close()
 		cfg := filepath.Join(dir, "config.yml")
-		if err := os.WriteFile(cfg, []byte(registryConfig(r.root, r.addr)), 0o644); err != nil {
+		if err := os.WriteFile(cfg, []byte(testenv.RegistryConfig(r.root, r.addr, "")), 0o644); err != nil {
 			return nil, err
 		}
 		err = r.start(bin, cfg)
@@ -802,29 +803,6 @@ func startRegistry(bin, dir string) (*registry, error) {
 		}
 		return nil, fmt.Errorf("%v\n%s", err, tail(r.log, 40))
 	}
-}
-
-// registryConfig is a distribution 2.8 configuration: filesystem storage,
-// no auth, no upload purging, info logging (one line per request, which
-// countRequests reads).
-func registryConfig(root, addr string) string {
-	q := strconv.Quote
-	return strings.Join([]string{
-		`version: 0.1`,
-		`log:`,
-		`  level: info`,
-		`  formatter: text`,
-		`storage:`,
-		`  filesystem:`,
-		`    rootdirectory: ` + q(root),
-		`  delete:`,
-		`    enabled: true`,
-		`  maintenance:`,
-		`    uploadpurging:`,
-		`      enabled: false`,
-		`http:`,
-		`  addr: ` + q(addr),
-	}, "\n") + "\n"
 }
 
 func (r *registry) start(bin, cfg string) error {
