@@ -3,6 +3,7 @@ package main
 import (
 	"archive/tar"
 	"bufio"
+	"bytes"
 	"compress/gzip"
 	"context"
 	"encoding/json"
@@ -184,6 +185,8 @@ type image struct {
 	digest string
 	layers int
 	bytes  int64 // manifest, config and layers: what a full pull transfers
+	// largest is the biggest layer, which measureLink downloads.
+	largest v1.Descriptor
 }
 
 func buildImage(ctx context.Context, c config, host string, m *model, f format) (*image, error) {
@@ -214,7 +217,7 @@ func buildImage(ctx context.Context, c config, host string, m *model, f format) 
 	if err != nil {
 		return nil, err
 	}
-	mf, err := v1.ParseManifest(strings.NewReader(string(desc.Manifest)))
+	mf, err := v1.ParseManifest(bytes.NewReader(desc.Manifest))
 	if err != nil {
 		return nil, err
 	}
@@ -222,6 +225,9 @@ func buildImage(ctx context.Context, c config, host string, m *model, f format) 
 	img.bytes = desc.Size + mf.Config.Size
 	for _, l := range mf.Layers {
 		img.bytes += l.Size
+		if l.Size > img.largest.Size {
+			img.largest = l
+		}
 	}
 	return img, nil
 }
@@ -327,32 +333,16 @@ func writeNaiveLayer(path string, m *model) (err error) {
 // and returns the achieved bytes per second: the bandwidth limit every
 // format is compared with.
 func measureLink(ctx context.Context, host string, images map[string]*image) (float64, error) {
-	var (
-		repoDigest string
-		size       int64
-	)
+	var largest v1.Descriptor
 	for _, img := range images {
-		r, err := name.ParseReference(img.ref, name.Insecure)
-		if err != nil {
-			return 0, err
-		}
-		desc, err := remote.Get(r, remote.WithContext(ctx))
-		if err != nil {
-			return 0, err
-		}
-		mf, err := v1.ParseManifest(strings.NewReader(string(desc.Manifest)))
-		if err != nil {
-			return 0, err
-		}
-		for _, l := range mf.Layers {
-			if l.Size > size {
-				size, repoDigest = l.Size, l.Digest.String()
-			}
+		if img.largest.Size > largest.Size {
+			largest = img.largest
 		}
 	}
-	if size == 0 {
+	if largest.Size == 0 {
 		return 0, fmt.Errorf("no layer to measure the link with")
 	}
+	repoDigest, size := largest.Digest.String(), largest.Size
 	// Up to 512 MiB is enough for a stable figure.
 	n := min(size, 512<<20)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://%s/v2/coldstart/blobs/%s", host, repoDigest), nil)
