@@ -16,12 +16,11 @@ import (
 	"github.com/modelcar/modelcar/pack"
 )
 
-// writeBase writes a two-layer base image with a command into a layout.
-func writeBase(t *testing.T) (string, v1.Image) {
+// baseImage builds an OCI image for pl with n random layers and cmd.
+func baseImage(t *testing.T, pl v1.Platform, n int, cmd ...string) v1.Image {
 	t.Helper()
-	img := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
-	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
-	for range 2 {
+	img := mutate.ConfigMediaType(mutate.MediaType(empty.Image, types.OCIManifestSchema1), types.OCIConfigJSON)
+	for range n {
 		l, err := random.Layer(4096, types.OCILayer)
 		if err != nil {
 			t.Fatal(err)
@@ -35,20 +34,35 @@ func writeBase(t *testing.T) (string, v1.Image) {
 		t.Fatal(err)
 	}
 	cfg = cfg.DeepCopy()
-	cfg.OS, cfg.Architecture = "linux", "amd64"
-	cfg.Config.Cmd = []string{"sh", "-c", "sleep infinity"}
+	cfg.OS, cfg.Architecture, cfg.Variant = pl.OS, pl.Architecture, pl.Variant
+	cfg.Config.Cmd = cmd
 	if img, err = mutate.ConfigFile(img, cfg); err != nil {
 		t.Fatal(err)
 	}
+	return img
+}
+
+// writeBase writes a two-layer linux/amd64 base image with a command into
+// a layout, tagged busybox.
+func writeBase(t *testing.T) (string, v1.Image) {
+	t.Helper()
+	img := baseImage(t, v1.Platform{OS: "linux", Architecture: "amd64"}, 2, "sh", "-c", "sleep infinity")
+	return writeBaseLayout(t, func(p layout.Path, tag layout.Option) error { return p.AppendImage(img, tag) }), img
+}
+
+// writeBaseLayout creates a layout and lets add put the base in it with
+// the tag option (busybox).
+func writeBaseLayout(t *testing.T, add func(layout.Path, layout.Option) error) string {
+	t.Helper()
 	dir := filepath.Join(t.TempDir(), "base")
 	p, err := layout.Write(dir, empty.Index)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := p.AppendImage(img, layout.WithAnnotations(map[string]string{"org.opencontainers.image.ref.name": "busybox"})); err != nil {
+	if err := add(p, layout.WithAnnotations(map[string]string{"org.opencontainers.image.ref.name": "busybox"})); err != nil {
 		t.Fatal(err)
 	}
-	return dir, img
+	return dir
 }
 
 func TestPackOnBaseKeepsModelLayerDigests(t *testing.T) {

@@ -5,8 +5,9 @@
 // It owns reading and validating the model (safetensors headers, shard
 // indexes, JSON files), choosing layers (small files first, then one layer per
 // large file in the order a server loads them), deterministic tar streams, the
-// layer formats (tar, gzip, zstd, eStargz and zstd:chunked), and writing an
-// OCI image layout or archive atomically. It never touches the network except
+// layer formats (tar, gzip, zstd, eStargz and zstd:chunked), one image per
+// platform (an image index when there are several, sharing the model
+// layers), and writing an OCI image layout or archive atomically. It never touches the network except
 // to read a --base image from a registry.
 //
 // go-containerregistry provides the image model (v1.Manifest, v1.ConfigFile,

@@ -27,6 +27,47 @@ type ImageInfo struct {
 	Layers      []LayerInfo       `json:"layers"`
 	// TotalSize is the sum of the layer sizes.
 	TotalSize int64 `json:"totalSize"`
+	// Index is set when the reference names an image index (a
+	// multi-platform modelcar); the fields above then describe the image
+	// picked from it for the requested platform.
+	Index *IndexInfo `json:"index,omitempty"`
+}
+
+// IndexInfo describes an image index and the image of each platform.
+type IndexInfo struct {
+	Digest      v1.Hash           `json:"digest"`
+	Annotations map[string]string `json:"annotations,omitempty"`
+	Images      []PlatformResult  `json:"images"`
+}
+
+// ParseIndex reads an image index and returns its description and the
+// descriptor of the image for platform.
+func ParseIndex(reference string, dg v1.Hash, raw []byte, platform v1.Platform) (*IndexInfo, v1.Descriptor, error) {
+	var idx v1.IndexManifest
+	if err := json.Unmarshal(raw, &idx); err != nil {
+		return nil, v1.Descriptor{}, fmt.Errorf("%s: index %s: %w", reference, dg, err)
+	}
+	info := &IndexInfo{Digest: dg, Annotations: idx.Annotations}
+	var picked *v1.Descriptor
+	for i, d := range idx.Manifests {
+		pl := "unknown"
+		if d.Platform != nil {
+			pl = d.Platform.String()
+			if picked == nil && d.Platform.Satisfies(platform) && !d.MediaType.IsIndex() {
+				picked = &idx.Manifests[i]
+			}
+		}
+		info.Images = append(info.Images, PlatformResult{Platform: pl, Digest: d.Digest, Size: d.Size})
+	}
+	if picked == nil {
+		var have []string
+		for _, im := range info.Images {
+			have = append(have, im.Platform)
+		}
+		return info, v1.Descriptor{}, fmt.Errorf("%s: index %s has no image for platform %s (have %s); pick one with --platform",
+			reference, dg, platform.String(), strings.Join(have, ", "))
+	}
+	return info, *picked, nil
 }
 
 // LayerInfo describes one layer of an inspected image.
@@ -41,8 +82,9 @@ type LayerInfo struct {
 }
 
 // Inspect reads the manifest and config of an image in an OCI layout or
-// archive without reading its layers.
-func Inspect(ctx context.Context, s string) (*ImageInfo, error) {
+// archive without reading its layers. An image index is described with the
+// image it holds for platform.
+func Inspect(ctx context.Context, s string, platform v1.Platform) (*ImageInfo, error) {
 	r, err := ref.Parse(s)
 	if err != nil {
 		return nil, err
@@ -69,8 +111,15 @@ func Inspect(ctx context.Context, s string) (*ImageInfo, error) {
 	if err != nil {
 		return nil, err
 	}
+	var index *IndexInfo
 	if desc.MediaType.IsIndex() {
-		return nil, fmt.Errorf("%s is an image index; inspect one of its images by @DIGEST", s)
+		raw, err := rd.ReadBlob(desc.Digest, maxManifestSize)
+		if err != nil {
+			return nil, err
+		}
+		if index, desc, err = ParseIndex(s, desc.Digest, raw, platform); err != nil {
+			return nil, err
+		}
 	}
 	mb, err := rd.ReadBlob(desc.Digest, maxManifestSize)
 	if err != nil {
@@ -84,7 +133,11 @@ func Inspect(ctx context.Context, s string) (*ImageInfo, error) {
 	if err != nil {
 		return nil, err
 	}
-	return Describe(s, desc.Digest, mb, cb)
+	info, err := Describe(s, desc.Digest, mb, cb)
+	if info != nil {
+		info.Index = index
+	}
+	return info, err
 }
 
 // Describe builds the inspection of an image from its raw manifest and

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"path"
 	"runtime"
+	"sort"
 	"strings"
 	"time"
 
@@ -37,7 +38,7 @@ type options struct {
 	annotations  map[string]string
 	tags         []string
 	base         string
-	platform     v1.Platform
+	platforms    []v1.Platform
 	jobs         int
 	cacheDir     string
 	progress     func(ProgressEvent)
@@ -51,7 +52,7 @@ func defaults() options {
 		maxLayerSize: DefaultMaxLayerSize,
 		threshold:    DefaultLargeFileThreshold,
 		epoch:        time.Unix(0, 0).UTC(),
-		platform:     v1.Platform{OS: "linux", Architecture: "amd64"},
+		platforms:    []v1.Platform{{OS: "linux", Architecture: "amd64"}},
 		jobs:         runtime.GOMAXPROCS(0),
 		cacheDir:     DefaultCacheDir(),
 		progress:     func(ProgressEvent) {},
@@ -199,15 +200,29 @@ func WithBase(ref string) Option {
 	return func(o *options) error { o.base = ref; return nil }
 }
 
-// WithPlatform sets the platform recorded in the config and used to pick a
-// base image from an index (default linux/amd64).
-func WithPlatform(p string) Option {
+// WithPlatform sets the platforms, comma-separated, recorded in the config
+// and used to pick each base image from an index (default linux/amd64). One
+// platform gives an image manifest; several give an image index with one
+// manifest per platform, all sharing the same model layers, listed in
+// sorted order so the index digest does not depend on the flag's order.
+func WithPlatform(list string) Option {
 	return func(o *options) error {
-		pl, err := v1.ParsePlatform(p)
-		if err != nil || pl.OS == "" || pl.Architecture == "" {
-			return fmt.Errorf("--platform %q: want OS/ARCH[/VARIANT], such as linux/amd64", p)
+		var pls []v1.Platform
+		seen := map[string]bool{}
+		for _, p := range strings.Split(list, ",") {
+			p = strings.TrimSpace(p)
+			pl, err := v1.ParsePlatform(p)
+			if err != nil || pl.OS == "" || pl.Architecture == "" {
+				return fmt.Errorf("--platform %q: want OS/ARCH[/VARIANT], comma-separated, such as linux/amd64,linux/arm64", p)
+			}
+			if seen[pl.String()] {
+				return fmt.Errorf("--platform %s: named twice", pl.String())
+			}
+			seen[pl.String()] = true
+			pls = append(pls, *pl)
 		}
-		o.platform = *pl
+		sort.Slice(pls, func(i, j int) bool { return pls[i].String() < pls[j].String() })
+		o.platforms = pls
 		return nil
 	}
 }

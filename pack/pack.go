@@ -29,8 +29,20 @@ type Result struct {
 	MediaType types.MediaType `json:"mediaType"`
 	// Layers lists the model layers (base layers are not included).
 	Layers []LayerResult `json:"layers"`
-	// BaseLayers counts the layers that came from --base.
+	// BaseLayers counts the layers that came from --base (in the first
+	// platform's image when there are several).
 	BaseLayers int `json:"baseLayers,omitempty"`
+	// Platforms lists the image of each platform when the result is an
+	// image index (more than one --platform); empty for a single image.
+	Platforms []PlatformResult `json:"platforms,omitempty"`
+}
+
+// PlatformResult is one platform's image in a multi-platform index.
+type PlatformResult struct {
+	Platform   string  `json:"platform"`
+	Digest     v1.Hash `json:"digest"`
+	Size       int64   `json:"size"`
+	BaseLayers int     `json:"baseLayers,omitempty"`
 }
 
 // LayerResult describes one model layer.
@@ -126,14 +138,21 @@ func packTo(ctx context.Context, dir, reference string, open func() (Store, erro
 				Err: fmt.Errorf("layer would be %d bytes, over --max-layer-size %d", n, o.maxLayerSize)}
 		}
 	}
-	var base *baseParts
+	// One base per platform (nil without --base), resolved before anything
+	// is written so a missing platform fails early.
+	bases := make([]*baseParts, len(o.platforms))
 	if o.base != "" {
-		img, err := resolveBase(ctx, o.base, o.platform)
-		if err != nil {
-			return nil, err
-		}
-		if base, err = loadBase(img); err != nil {
-			return nil, err
+		for i, pl := range o.platforms {
+			img, err := resolveBase(ctx, o.base, pl)
+			if err != nil {
+				return nil, err
+			}
+			if bases[i], err = loadBase(img); err != nil {
+				return nil, err
+			}
+			if bp := bases[i].config.Platform(); bp != nil && !bp.Satisfies(pl) {
+				return nil, fmt.Errorf("--base %s is an image for %s, not %s; name a base index that has %s", o.base, bp, &pl, &pl)
+			}
 		}
 	}
 
@@ -141,7 +160,7 @@ func packTo(ctx context.Context, dir, reference string, open func() (Store, erro
 	if err != nil {
 		return nil, err
 	}
-	res, manifest, err := build(ctx, store, plans, base, o)
+	res, manifest, err := build(ctx, store, plans, bases, o)
 	if err != nil {
 		store.Abort()
 		return nil, err
@@ -155,8 +174,49 @@ func packTo(ctx context.Context, dir, reference string, open func() (Store, erro
 	return res, nil
 }
 
-// build writes every blob into l and returns the image.
-func build(ctx context.Context, l Store, plans []layerPlan, base *baseParts, o *options) (*Result, []byte, error) {
+// build writes every blob into l and returns the image (one platform) or
+// the image index (several) with its manifest bytes, for Publish.
+func build(ctx context.Context, l Store, plans []layerPlan, bases []*baseParts, o *options) (*Result, []byte, error) {
+	layers, diffs, err := buildLayers(ctx, l, plans, o)
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(o.platforms) == 1 {
+		res, m, err := buildImage(ctx, l, plans, diffs, bases[0], o.platforms[0], o)
+		if err != nil {
+			return nil, nil, err
+		}
+		res.Layers = layers
+		return &res.Result, m, nil
+	}
+	idx := v1.IndexManifest{SchemaVersion: 2, MediaType: types.OCIImageIndex, Annotations: o.annotations}
+	res := &Result{MediaType: types.OCIImageIndex, Layers: layers}
+	for i, pl := range o.platforms {
+		img, m, err := buildImage(ctx, l, plans, diffs, bases[i], pl, o)
+		if err != nil {
+			return nil, nil, err
+		}
+		desc := v1.Descriptor{MediaType: img.MediaType, Digest: img.Digest, Size: img.Size, Platform: img.platform}
+		if err := l.PutManifest(ctx, desc, m); err != nil {
+			return nil, nil, err
+		}
+		idx.Manifests = append(idx.Manifests, desc)
+		res.Platforms = append(res.Platforms, PlatformResult{Platform: img.platform.String(), Digest: img.Digest, Size: img.Size, BaseLayers: img.BaseLayers})
+		if i == 0 {
+			res.BaseLayers = img.BaseLayers
+		}
+	}
+	b, dg, err := marshalDigest(idx)
+	if err != nil {
+		return nil, nil, err
+	}
+	res.Digest, res.Size = dg, int64(len(b))
+	return res, b, nil
+}
+
+// buildLayers builds every model layer into l, largest first on o.jobs
+// workers, and returns them in plan order.
+func buildLayers(ctx context.Context, l Store, plans []layerPlan, o *options) ([]LayerResult, []builtLayer, error) {
 	var cache *layerCache
 	if o.cacheDir != "" {
 		cache = &layerCache{dir: o.cacheDir}
@@ -220,7 +280,19 @@ feed:
 	if err := ctx.Err(); err != nil {
 		return nil, nil, err
 	}
+	return layers, diffs, nil
+}
 
+// builtImage is one platform's image: its manifest descriptor and the
+// platform its config records.
+type builtImage struct {
+	Result
+	platform *v1.Platform
+}
+
+// buildImage stores the config of one platform's image (model layers on
+// base, when there is one) and returns its manifest, not yet stored.
+func buildImage(ctx context.Context, l Store, plans []layerPlan, diffs []builtLayer, base *baseParts, platform v1.Platform, o *options) (*builtImage, []byte, error) {
 	var (
 		cfg       *v1.ConfigFile
 		layerDesc []v1.Descriptor
@@ -233,9 +305,9 @@ feed:
 		layerDesc = append(layerDesc, base.layers...)
 	} else {
 		cfg = &v1.ConfigFile{
-			Architecture: o.platform.Architecture,
-			OS:           o.platform.OS,
-			Variant:      o.platform.Variant,
+			Architecture: platform.Architecture,
+			OS:           platform.OS,
+			Variant:      platform.Variant,
 			RootFS:       v1.RootFS{Type: "layers"},
 		}
 	}
@@ -254,11 +326,7 @@ feed:
 		d.Annotations[AnnotationTitle] = strings.Join(plans[i].files(), ",")
 		layerDesc = append(layerDesc, d)
 	}
-	cfgBytes, err := json.Marshal(cfg)
-	if err != nil {
-		return nil, nil, err
-	}
-	cfgDigest, _, err := v1.SHA256(bytes.NewReader(cfgBytes))
+	cfgBytes, cfgDigest, err := marshalDigest(cfg)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -272,19 +340,28 @@ feed:
 		Layers:        layerDesc,
 		Annotations:   o.annotations,
 	}
-	mBytes, err := json.Marshal(m)
+	mBytes, mDigest, err := marshalDigest(m)
 	if err != nil {
 		return nil, nil, err
 	}
-	mDigest, _, err := v1.SHA256(bytes.NewReader(mBytes))
-	if err != nil {
-		return nil, nil, err
+	res := &builtImage{Result: Result{Digest: mDigest, Size: int64(len(mBytes)), MediaType: m.MediaType}, platform: cfg.Platform()}
+	if res.platform == nil {
+		res.platform = &platform
 	}
-	res := &Result{Digest: mDigest, Size: int64(len(mBytes)), MediaType: m.MediaType, Layers: layers}
 	if base != nil {
 		res.BaseLayers = len(base.layers)
 	}
 	return res, mBytes, nil
+}
+
+// marshalDigest encodes v as JSON and returns the bytes and their digest.
+func marshalDigest(v any) ([]byte, v1.Hash, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, v1.Hash{}, err
+	}
+	h, _, err := v1.SHA256(bytes.NewReader(b))
+	return b, h, err
 }
 
 func historyFiles(files []string) string {

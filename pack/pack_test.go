@@ -518,7 +518,7 @@ func TestPackUpdatesExistingLayoutKeepingOtherTags(t *testing.T) {
 	ra := packT(t, a.Dir, "oci:"+out+":a")
 	rb := packT(t, b.Dir, "oci:"+out+":b", pack.WithTags("b2"))
 	for tag, want := range map[string]v1.Hash{"a": ra.Digest, "b": rb.Digest, "b2": rb.Digest} {
-		info, err := pack.Inspect(context.Background(), "oci:"+out+":"+tag)
+		info, err := pack.Inspect(context.Background(), "oci:"+out+":"+tag, v1.Platform{OS: "linux", Architecture: "amd64"})
 		if err != nil {
 			t.Fatal(err)
 		}

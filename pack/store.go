@@ -22,7 +22,10 @@ type Store interface {
 	NewBlob(ctx context.Context) (BlobWriter, error)
 	// PutBlob stores a blob whose digest is known (config, base layers).
 	PutBlob(ctx context.Context, h v1.Hash, size int64, r io.Reader) error
-	// Publish stores the manifest and points the tags at it.
+	// PutManifest stores a manifest that an index published later refers
+	// to (one platform's image), untagged.
+	PutManifest(ctx context.Context, desc v1.Descriptor, manifest []byte) error
+	// Publish stores the manifest (or index) and points the tags at it.
 	Publish(ctx context.Context, desc v1.Descriptor, manifest []byte, tags []string) error
 	// Abort discards what a failed pack left that could look complete.
 	Abort()
@@ -71,6 +74,11 @@ func (b layoutBlob) Commit(_ context.Context, want v1.Hash) error {
 
 func (s *layoutStore) PutBlob(ctx context.Context, h v1.Hash, size int64, r io.Reader) error {
 	return s.l.CopyBlob(ctx, h, size, r)
+}
+
+func (s *layoutStore) PutManifest(_ context.Context, _ v1.Descriptor, manifest []byte) error {
+	_, err := s.l.WriteBlob(manifest)
+	return err
 }
 
 func (s *layoutStore) Publish(_ context.Context, desc v1.Descriptor, manifest []byte, tags []string) error {

@@ -122,43 +122,62 @@ func (l *fetchedLayer) Compressed() (io.ReadCloser, error) {
 		Digest: digest.Digest(l.desc.Digest.String()), Size: l.desc.Size})
 }
 
-// ReadImage returns the manifest digest, manifest and config bytes of the
-// image src (any reference kind), for inspection. An index is resolved to
-// the platform's image.
-func ReadImage(ctx context.Context, src string, platform v1.Platform, opts ...Option) (v1.Hash, []byte, []byte, error) {
+// RawImage is an image as stored, for inspection: its manifest and config,
+// and the index it was picked from when the reference names one.
+type RawImage struct {
+	Digest   v1.Hash
+	Manifest []byte
+	Config   []byte
+	// IndexDigest and Index are set when the reference names an index.
+	IndexDigest v1.Hash
+	Index       []byte
+}
+
+// ReadImage reads the image src (any reference kind) for inspection. An
+// index is resolved to the platform's image.
+func ReadImage(ctx context.Context, src string, platform v1.Platform, opts ...Option) (*RawImage, error) {
 	o, err := newOptions(opts)
 	if err != nil {
-		return v1.Hash{}, nil, nil, err
+		return nil, err
 	}
 	sr, err := ref.Parse(src)
 	if err != nil {
-		return v1.Hash{}, nil, nil, err
+		return nil, err
 	}
 	client, err := o.httpClient()
 	if err != nil {
-		return v1.Hash{}, nil, nil, err
+		return nil, err
 	}
 	s, err := openSource(ctx, sr, o, client)
 	if err != nil {
-		return v1.Hash{}, nil, nil, fmt.Errorf("%s: %w", src, err)
+		return nil, fmt.Errorf("%s: %w", src, err)
 	}
 	defer s.finish()
 	root, err := s.target.Resolve(ctx, s.refName())
 	if err != nil {
-		return v1.Hash{}, nil, nil, fmt.Errorf("%s: %w", src, err)
+		return nil, fmt.Errorf("%s: %w", src, err)
+	}
+	var out RawImage
+	if types.MediaType(root.MediaType).IsIndex() {
+		if out.Index, err = fetchManifest(ctx, s.target, root); err != nil {
+			return nil, fmt.Errorf("%s: %w", src, err)
+		}
+		if out.IndexDigest, err = v1.NewHash(root.Digest.String()); err != nil {
+			return nil, err
+		}
 	}
 	img, err := imageOf(ctx, s.target, root, platform)
 	if err != nil {
-		return v1.Hash{}, nil, nil, fmt.Errorf("%s: %w", src, err)
+		return nil, fmt.Errorf("%s: %w", src, err)
 	}
-	d, err := img.Digest()
-	if err != nil {
-		return v1.Hash{}, nil, nil, err
+	if out.Digest, err = img.Digest(); err != nil {
+		return nil, err
 	}
-	m, err := img.RawManifest()
-	if err != nil {
-		return v1.Hash{}, nil, nil, err
+	if out.Manifest, err = img.RawManifest(); err != nil {
+		return nil, err
 	}
-	c, err := img.RawConfigFile()
-	return d, m, c, err
+	if out.Config, err = img.RawConfigFile(); err != nil {
+		return nil, err
+	}
+	return &out, nil
 }

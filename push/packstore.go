@@ -78,6 +78,14 @@ func (s *registryStore) PutBlob(ctx context.Context, h v1.Hash, size int64, r io
 	return s.up.upload(ctx, s.e.repo.Reference, ociDesc(h, size, "application/octet-stream"), r)
 }
 
+func (s *registryStore) PutManifest(ctx context.Context, desc v1.Descriptor, manifest []byte) error {
+	d := ociDesc(desc.Digest, desc.Size, string(desc.MediaType))
+	if err := s.e.repo.Push(ctx, d, bytesReader(manifest)); err != nil {
+		return fmt.Errorf("pushing manifest %s: %w", desc.Digest, err)
+	}
+	return nil
+}
+
 func (s *registryStore) Publish(ctx context.Context, desc v1.Descriptor, manifest []byte, tags []string) error {
 	d := ociDesc(desc.Digest, desc.Size, string(desc.MediaType))
 	if len(tags) == 0 {

@@ -16,15 +16,17 @@ import (
 
 func newInspectCmd() *cobra.Command {
 	var (
-		jsonOut bool
-		f       transferFlags
+		jsonOut  bool
+		platform string
+		f        transferFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "inspect REGISTRY/REPO[:TAG|@DIGEST]|oci:PATH[:TAG|@DIGEST]|oci-archive:FILE[:TAG]",
 		Short: "Show a modelcar's layers, files, sizes, formats and annotations",
 		Example: `  modelcar inspect oci:./llama:v1
   modelcar inspect localhost:5000/models/llama:v1 --plain-http
-  modelcar inspect oci-archive:llama.tar --json | jq '.layers[].files'`,
+  modelcar inspect oci-archive:llama.tar --json | jq '.layers[].files'
+  modelcar inspect oci:./llama:v1 --platform linux/arm64   # one image of a multi-platform modelcar`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) != 1 {
 				return usageError{fmt.Errorf("inspect takes exactly one image reference, got %d arguments", len(args))}
@@ -32,7 +34,11 @@ func newInspectCmd() *cobra.Command {
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			info, err := inspect(cmd, &f, args[0])
+			pl, err := v1.ParsePlatform(platform)
+			if err != nil {
+				return usageError{fmt.Errorf("--platform: %w", err)}
+			}
+			info, err := inspect(cmd, &f, args[0], *pl)
 			if err != nil {
 				return err
 			}
@@ -48,6 +54,13 @@ func newInspectCmd() *cobra.Command {
 				fmt.Fprintf(w, "Annotation: %s=%s\n", k, v)
 			}
 			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+			if info.Index != nil {
+				fmt.Fprintf(tw, "\nIndex %s, an image per platform (the one above is picked with --platform):\n", info.Index.Digest)
+				fmt.Fprintln(tw, "PLATFORM\tDIGEST\tSIZE")
+				for _, im := range info.Index.Images {
+					fmt.Fprintf(tw, "%s\t%s\t%d B\n", im.Platform, im.Digest, im.Size)
+				}
+			}
 			fmt.Fprintln(tw, "\n#\tDIGEST\tSIZE\tFORMAT\tFILES")
 			for i, l := range info.Layers {
 				files := strings.Join(l.Files, ", ")
@@ -60,28 +73,34 @@ func newInspectCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "print JSON")
+	cmd.Flags().StringVar(&platform, "platform", "linux/amd64", "platform to pick from an image index")
 	f.register(cmd, false)
 	return cmd
 }
 
 // inspect reads local images with pack and registry images through push.
-func inspect(cmd *cobra.Command, f *transferFlags, s string) (*pack.ImageInfo, error) {
+func inspect(cmd *cobra.Command, f *transferFlags, s string, platform v1.Platform) (*pack.ImageInfo, error) {
 	r, err := ref.Parse(s)
 	if err != nil {
 		return nil, err
 	}
 	if r.Kind != ref.Registry {
-		return pack.Inspect(cmd.Context(), s)
+		return pack.Inspect(cmd.Context(), s, platform)
 	}
 	opts, err := f.options(cmd, s)
 	if err != nil {
 		return nil, err
 	}
-	dg, m, c, err := push.ReadImage(cmd.Context(), s, v1.Platform{OS: "linux", Architecture: "amd64"}, opts...)
+	raw, err := push.ReadImage(cmd.Context(), s, platform, opts...)
 	if err != nil {
 		return nil, err
 	}
-	return pack.Describe(s, dg, m, c)
+	info, err := pack.Describe(s, raw.Digest, raw.Manifest, raw.Config)
+	if err != nil || raw.Index == nil {
+		return info, err
+	}
+	info.Index, _, err = pack.ParseIndex(s, raw.IndexDigest, raw.Index, platform)
+	return info, err
 }
 
 func humanBytes(n int64) string {

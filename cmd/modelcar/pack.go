@@ -36,6 +36,11 @@ owners, paths or machine. Timestamps are the Unix epoch, or SOURCE_DATE_EPOCH.
 Nothing is written until validation passes, and the output appears only when
 complete. Prints the manifest digest on stdout (--json for details).
 
+Several --platform values (linux/amd64,linux/arm64) give an image index with
+one image per platform: the model layers are shared, byte for byte, and each
+platform's --base is picked from the base's index. Print and pin the index
+digest; nodes pull the image for their own architecture.
+
 With a registry as output, layers stream to the registry while they are built:
 one read of the model, nothing written to local disk, the tag pushed last.`,
 		Example: `  # Plain tar layers (fastest pack and unpack), tagged v1
@@ -47,6 +52,9 @@ one read of the model, nothing written to local disk, the tag pushed last.`,
 
   # On a base with a shell, for KServe's modelcar sidecar (storageUri: oci://...)
   modelcar pack ./model --base oci:./busybox --output oci:./model:kserve
+
+  # For a fleet of x86 and Grace (arm64) GPU nodes: one index, shared layers
+  modelcar pack ./model --base oci:./busybox --platform linux/amd64,linux/arm64 --output oci:./model:kserve
 
   # Straight to a registry from CI, no local copy
   modelcar pack ./model --output registry.example.com/models/qwen:v1
@@ -155,7 +163,7 @@ one read of the model, nothing written to local disk, the tag pushed last.`,
 	fl.StringArrayVar(&include, "include", nil, "only pack files matching this glob (repeatable; gitignore-style)")
 	fl.StringArrayVar(&exclude, "exclude", nil, "skip files matching this glob (repeatable; adds to the defaults "+strings.Join(pack.DefaultExcludes, " ")+")")
 	fl.StringVar(&base, "base", "", "base image to put the model on (REGISTRY/REPO[:TAG|@DIGEST] or oci:PATH[:TAG])")
-	fl.StringVar(&platform, "platform", "linux/amd64", "platform of the image, and of the --base to pick from an index")
+	fl.StringVar(&platform, "platform", "linux/amd64", "platforms of the image, comma-separated (several give an image index); each picks its --base from an index")
 	fl.StringVar(&maxLayer, "max-layer-size", "", "largest layer allowed, e.g. 10GiB (default 50GiB, below ECR's 52,000 MiB cap)")
 	fl.StringVar(&threshold, "large-file-threshold", "", "files from this size get their own layer even if not weights (default 64MiB)")
 	fl.StringArrayVar(&annotations, "annotation", nil, "manifest annotation KEY=VALUE (repeatable)")
