@@ -98,4 +98,15 @@ func TestContainerdUnpacksArchive(t *testing.T) {
 			}
 		})
 	}
+	// A multi-platform index: containerd imports it and unpacks this
+	// machine's platform.
+	t.Run("two-platforms", func(t *testing.T) {
+		archive := filepath.Join(t.TempDir(), "model.tar")
+		packT(t, m.Dir, "oci-archive:"+archive+":multi", pack.WithPlatform("linux/amd64,linux/arm64"))
+		names := ctd.ImportArchive(t, archive)
+		if len(names) != 1 {
+			t.Fatalf("imported %v", names)
+		}
+		assertSameTree(t, m.Dir, filepath.Join(ctd.UnpackedRoot(t, names[0]), "models"))
+	})
 }
