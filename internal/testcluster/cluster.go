@@ -232,6 +232,10 @@ func start(ctx context.Context, opts Options) (c *Cluster, err error) {
 		"--requestheader-group-headers=X-Remote-Group",
 		"--requestheader-extra-headers-prefix=X-Remote-Extra-",
 		"--profiling=false",
+		// Reach kubelets (kwok's nodes, for logs) by their InternalIP only,
+		// which the fixtures set to 127.0.0.1: never a DNS lookup of a
+		// node name.
+		"--kubelet-preferred-address-types=InternalIP",
 		"--cert-dir=" + filepath.Join(dir, "pki", "apiserver-generated"),
 	}, nil)
 	if err != nil {

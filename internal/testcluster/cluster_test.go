@@ -3,8 +3,10 @@ package testcluster
 import (
 	"context"
 	"fmt"
+	"net"
 	"slices"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -443,4 +445,56 @@ func unschedulableReason(p *corev1.Pod) string {
 		}
 	}
 	return ""
+}
+
+// TestNodeAddressesStayOnLoopback: every address a node reports is
+// loopback or its own name, and the apiserver reaches a node's kubelet (for
+// logs) by its InternalIP: a log request fails on 127.0.0.1, not by looking
+// up the node's name in DNS.
+func TestNodeAddressesStayOnLoopback(t *testing.T) {
+	c := Shared(t)
+	cs := c.Client()
+	ctx := testContext(t)
+	nodes, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nodes.Items {
+		for _, a := range n.Status.Addresses {
+			if a.Type == corev1.NodeHostName {
+				continue
+			}
+			if ip := net.ParseIP(a.Address); ip == nil || !ip.IsLoopback() {
+				t.Errorf("node %s reports %s address %s, not loopback", n.Name, a.Type, a.Address)
+			}
+		}
+	}
+	ns := c.Namespace(t, "logs")
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "server"},
+		Spec: corev1.PodSpec{
+			Tolerations: []corev1.Toleration{GPUToleration()},
+			Containers:  []corev1.Container{gpuContainer("server", 1)},
+		},
+	}
+	if _, err := cs.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var node string
+	poll(t, ctx, "pod running", func(ctx context.Context) (bool, string, error) {
+		p, err := cs.CoreV1().Pods(ns).Get(ctx, pod.Name, metav1.GetOptions{})
+		if err != nil {
+			return false, "", err
+		}
+		node = p.Spec.NodeName
+		return p.Status.Phase == corev1.PodRunning, string(p.Status.Phase), nil
+	})
+	body, err := cs.CoreV1().Pods(ns).GetLogs(pod.Name, &corev1.PodLogOptions{}).DoRaw(ctx)
+	if err == nil {
+		t.Skip("a kubelet answered on 127.0.0.1; nothing to check")
+	}
+	// The apiserver's reason is in the response body.
+	if msg := string(body); !strings.Contains(msg, "127.0.0.1") || strings.Contains(msg, "lookup "+node) {
+		t.Errorf("log request for a pod on %s: %v: %s; want a failure on 127.0.0.1 with no DNS lookup", node, err, msg)
+	}
 }
