@@ -67,7 +67,7 @@ func imageForPlatform(idx v1.ImageIndex, platform v1.Platform, where string) (v1
 	}
 	var have []string
 	for _, d := range im.Manifests {
-		if d.Platform != nil && d.Platform.Satisfies(platform) {
+		if d.Platform != nil && PlatformMatches(*d.Platform, platform) {
 			return idx.Image(d.Digest)
 		}
 		if d.Platform != nil {

@@ -53,7 +53,7 @@ func ParseIndex(reference string, dg v1.Hash, raw []byte, platform v1.Platform) 
 		pl := "unknown"
 		if d.Platform != nil {
 			pl = d.Platform.String()
-			if picked == nil && d.Platform.Satisfies(platform) && !d.MediaType.IsIndex() {
+			if picked == nil && PlatformMatches(*d.Platform, platform) && !d.MediaType.IsIndex() {
 				picked = &idx.Manifests[i]
 			}
 		}

@@ -200,6 +200,23 @@ func WithBase(ref string) Option {
 	return func(o *options) error { o.base = ref; return nil }
 }
 
+// NormalizePlatform drops the variant v8 of arm64, the default one, so
+// linux/arm64/v8 and linux/arm64 name the same platform (as containerd and
+// docker treat them).
+func NormalizePlatform(p v1.Platform) v1.Platform {
+	if p.Architecture == "arm64" && p.Variant == "v8" {
+		p.Variant = ""
+	}
+	return p
+}
+
+// PlatformMatches reports whether an image for have runs on want: want's
+// set fields must match, after NormalizePlatform on both.
+func PlatformMatches(have, want v1.Platform) bool {
+	have, want = NormalizePlatform(have), NormalizePlatform(want)
+	return have.Satisfies(want)
+}
+
 // WithPlatform sets the platforms, comma-separated, recorded in the config
 // and used to pick each base image from an index (default linux/amd64). One
 // platform gives an image manifest; several give an image index with one
@@ -215,6 +232,7 @@ func WithPlatform(list string) Option {
 			if err != nil || pl.OS == "" || pl.Architecture == "" {
 				return fmt.Errorf("--platform %q: want OS/ARCH[/VARIANT], comma-separated, such as linux/amd64,linux/arm64", p)
 			}
+			*pl = NormalizePlatform(*pl)
 			if seen[pl.String()] {
 				return fmt.Errorf("--platform %s: named twice", pl.String())
 			}

@@ -150,7 +150,7 @@ func packTo(ctx context.Context, dir, reference string, open func() (Store, erro
 			if bases[i], err = loadBase(img); err != nil {
 				return nil, err
 			}
-			if bp := bases[i].config.Platform(); bp != nil && !bp.Satisfies(pl) {
+			if bp := bases[i].config.Platform(); bp != nil && !PlatformMatches(*bp, pl) {
 				return nil, fmt.Errorf("--base %s is an image for %s, not %s; name a base index that has %s", o.base, bp, &pl, &pl)
 			}
 		}
@@ -478,6 +478,9 @@ func openTarget(r ref.Ref) (*layoutStore, error) {
 			}
 			return &layoutStore{l: l, finish: func() error { return nil }, abort: l.Cleanup}, nil
 		}
+		if st, err := os.Lstat(r.Path); err == nil && !st.IsDir() {
+			return nil, fmt.Errorf("--output oci:%s: %s exists and is not a directory (an archive is written with oci-archive:%s)", r.Path, r.Path, r.Path)
+		}
 		if ents, err := os.ReadDir(r.Path); err == nil && len(ents) > 0 {
 			return nil, fmt.Errorf("--output %s: directory exists, is not empty and is not an OCI image layout", r.Path)
 		}
@@ -488,7 +491,11 @@ func openTarget(r ref.Ref) (*layoutStore, error) {
 		staging := l.Dir
 		return &layoutStore{l: l,
 			finish: func() error {
-				os.Remove(r.Path) // an empty directory given as output
+				// An empty directory given as output makes way; anything
+				// else there now fails the rename below.
+				if st, err := os.Lstat(r.Path); err == nil && st.IsDir() {
+					os.Remove(r.Path)
+				}
 				if err := os.Rename(staging, r.Path); err != nil {
 					return fmt.Errorf("--output %s: %w", r.Path, err)
 				}

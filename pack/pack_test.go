@@ -536,3 +536,23 @@ func TestPackUpdatesExistingLayoutKeepingOtherTags(t *testing.T) {
 		t.Errorf("packing into a non-layout dir: %v", err)
 	}
 }
+
+// TestPackKeepsAFileAtTheLayoutPath: oci:PATH where PATH is a file (say,
+// an archive given the wrong prefix) is refused, and the file is kept.
+func TestPackKeepsAFileAtTheLayoutPath(t *testing.T) {
+	m := genModel(t, 25, 1<<20, 1)
+	path := filepath.Join(t.TempDir(), "model.tar")
+	if err := os.WriteFile(path, []byte("important"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := pack.Pack(context.Background(), m.Dir, "oci:"+path, pack.WithCacheDir(""))
+	if err == nil || !strings.Contains(err.Error(), "exists and is not a directory (an archive is written with oci-archive:") {
+		t.Fatalf("pack onto a file: %v", err)
+	}
+	if b, err := os.ReadFile(path); err != nil || string(b) != "important" {
+		t.Fatalf("the file at the output path was changed: %q, %v", b, err)
+	}
+	if ents, _ := os.ReadDir(filepath.Dir(path)); len(ents) != 1 {
+		t.Errorf("left behind: %v", ents)
+	}
+}

@@ -230,3 +230,23 @@ func TestSkopeoReadsMultiPlatformLayout(t *testing.T) {
 		t.Errorf("skopeo copy --all: index %+v, want %s", info.Index, res.Digest)
 	}
 }
+
+// TestPackArm64V8IsArm64: linux/arm64/v8 and linux/arm64 name one platform,
+// in what pack writes and in what inspect picks.
+func TestPackArm64V8IsArm64(t *testing.T) {
+	m := genModel(t, 26, 1<<20, 1)
+	out := filepath.Join(t.TempDir(), "a")
+	a := packT(t, m.Dir, "oci:"+out+":v1", pack.WithPlatform("linux/amd64,linux/arm64"))
+	b := packT(t, m.Dir, "oci:"+filepath.Join(t.TempDir(), "b"), pack.WithPlatform("linux/arm64/v8,linux/amd64"))
+	if a.Digest != b.Digest {
+		t.Errorf("linux/arm64 gives %s, linux/arm64/v8 gives %s", a.Digest, b.Digest)
+	}
+	info, err := pack.Inspect(context.Background(), "oci:"+out+":v1", arm64)
+	if err != nil || info.Platform != "linux/arm64" {
+		t.Errorf("inspect --platform linux/arm64/v8 of an index listing linux/arm64: %v, %v", info, err)
+	}
+	if _, err := pack.Pack(context.Background(), m.Dir, "oci:"+filepath.Join(t.TempDir(), "c"), pack.WithPlatform("linux/arm64,linux/arm64/v8")); err == nil ||
+		!strings.Contains(err.Error(), "named twice") {
+		t.Errorf("linux/arm64 and linux/arm64/v8 together: %v", err)
+	}
+}
