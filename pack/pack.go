@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -468,6 +469,9 @@ func buildLayerOnce(ctx context.Context, l Store, i int, p layerPlan, level int,
 func openTarget(r ref.Ref) (*layoutStore, error) {
 	switch r.Kind {
 	case ref.Layout:
+		if _, err := ocilayout.Open(r.Path); errors.Is(err, fs.ErrPermission) {
+			return nil, fmt.Errorf("--output %s: %w", r.Path, err)
+		}
 		if ocilayout.IsLayout(r.Path) {
 			// An existing layout is updated in place: blobs appear atomically
 			// under their digest and index.json is replaced last, so it is

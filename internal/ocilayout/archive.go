@@ -2,7 +2,9 @@ package ocilayout
 
 import (
 	"archive/tar"
+	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -28,6 +30,13 @@ func VolumeName(file string, i int) string { return fmt.Sprintf("%s.%03d", file,
 // WriteArchiveSplit is WriteArchive cut into volumes of at most volume
 // bytes (0: one file). Volumes are renamed into place only when all are
 // complete, the first last, so FILE.000 existing means the set is whole.
+//
+// Writing one form removes the other: volumes replace a single FILE, and a
+// single FILE replaces volumes, so that neither a reader nor `cat FILE.* >
+// FILE` can find the old image afterwards. The new form is published first
+// and the old one removed after; in between (or after a crash there) both
+// exist, which OpenArchive refuses (unless both hold the same image)
+// rather than pick one.
 func WriteArchiveSplit(dir, file string, volume int64) (err error) {
 	var names []string
 	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
@@ -119,7 +128,7 @@ func (v *volumeWriter) Write(p []byte) (int, error) {
 	n := 0
 	for len(p) > 0 {
 		if len(v.vols) == 0 || (v.size > 0 && v.inCur == v.size) {
-			f, err := os.CreateTemp(filepath.Dir(v.file), "."+filepath.Base(v.file)+".partial-*")
+			f, err := createTemp(filepath.Dir(v.file), "."+filepath.Base(v.file)+".partial-", filePerm)
 			if err != nil {
 				return n, err
 			}
@@ -146,24 +155,62 @@ func (v *volumeWriter) commit() error {
 		if err := f.Close(); err != nil {
 			return err
 		}
-		if err := os.Chmod(f.Name(), 0o644); err != nil {
-			return err
-		}
 	}
 	if v.size == 0 {
-		return os.Rename(v.vols[0].Name(), v.file)
+		if err := os.Rename(v.vols[0].Name(), v.file); err != nil {
+			return err
+		}
+		v.vols = nil
+		if testHookPublished != nil {
+			testHookPublished()
+		}
+		// Old volumes would otherwise be joined back into the old image;
+		// until they are gone, FILE beside FILE.000 is refused by readers.
+		return removeVolumes(v.file, 0)
 	}
 	// Stale volumes of an earlier, longer set would corrupt a join.
-	for i := len(v.vols); ; i++ {
-		if os.Remove(VolumeName(v.file, i)) != nil {
-			break
-		}
+	if err := removeVolumes(v.file, len(v.vols)); err != nil {
+		return err
 	}
-	os.Remove(VolumeName(v.file, 0))
+	if err := removeIfExists(VolumeName(v.file, 0)); err != nil {
+		return err
+	}
 	for i := len(v.vols) - 1; i >= 0; i-- {
 		if err := os.Rename(v.vols[i].Name(), VolumeName(v.file, i)); err != nil {
 			return err
 		}
+	}
+	v.vols = nil
+	if testHookPublished != nil {
+		testHookPublished()
+	}
+	// A single archive of an earlier write would shadow the volumes.
+	return removeIfExists(v.file)
+}
+
+// testHookPublished, when set by a test, runs in commit between publishing
+// the new form and removing the other.
+var testHookPublished func()
+
+// removeVolumes removes FILE.NNN from volume from on, up to the first
+// missing one (FILE.000 may be missing before FILE.001: it is removed first).
+func removeVolumes(file string, from int) error {
+	for i := from; ; i++ {
+		err := os.Remove(VolumeName(file, i))
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			if i > from || from > 0 {
+				return nil
+			}
+		case err != nil:
+			return fmt.Errorf("removing the stale volume: %w", err)
+		}
+	}
+}
+
+func removeIfExists(name string) error {
+	if err := os.Remove(name); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("removing the stale archive: %w", err)
 	}
 	return nil
 }
@@ -194,11 +241,63 @@ type section struct{ off, size int64 }
 
 // OpenArchive indexes the tar file's entries.
 // A split archive is opened by its base name when FILE.000 exists.
+// When both FILE and FILE.000 exist (volumes joined with `cat FILE.* >
+// FILE`, or a crash while one form replaced the other, or an older version
+// that left the other form behind) they must hold the same index.json, and
+// FILE is read; two different images are an error naming both rather than
+// a silent choice of one.
 func OpenArchive(file string) (*Archive, error) {
-	f, size, err := openVolumes(file)
+	_, serr := os.Lstat(file)
+	_, verr := os.Lstat(VolumeName(file, 0))
+	if serr != nil || verr != nil {
+		f, size, err := openVolumes(file)
+		if err != nil {
+			return nil, fmt.Errorf("opening archive: %w", err)
+		}
+		return indexArchive(file, f, size)
+	}
+	both := func(why string) error {
+		return fmt.Errorf("archive %s: both %s and the split volumes %s... exist and %s; remove the stale one",
+			file, file, VolumeName(file, 0), why)
+	}
+	single, err := openSingle(file)
 	if err != nil {
 		return nil, fmt.Errorf("opening archive: %w", err)
 	}
+	a, err := indexArchive(file, single, sizeOf(single))
+	if err != nil {
+		return nil, err
+	}
+	f, size, err := openSplit(file)
+	if err != nil {
+		a.Close()
+		return nil, both(fmt.Sprintf("the volumes cannot be read (%v)", err))
+	}
+	split, err := indexArchive(file, f, size)
+	if err != nil {
+		a.Close()
+		return nil, both(fmt.Sprintf("the volumes cannot be read (%v)", err))
+	}
+	defer split.Close()
+	i1, err1 := a.rawEntry(indexFile)
+	i2, err2 := split.rawEntry(indexFile)
+	if err1 != nil || err2 != nil || !bytes.Equal(i1, i2) {
+		a.Close()
+		return nil, both("hold different images")
+	}
+	return a, nil
+}
+
+func sizeOf(f *os.File) int64 {
+	st, err := f.Stat()
+	if err != nil {
+		return 0
+	}
+	return st.Size()
+}
+
+// indexArchive indexes the tar entries of f; it closes f on error.
+func indexArchive(file string, f readerAtCloser, size int64) (*Archive, error) {
 	a := &Archive{File: file, f: f, entries: map[string]section{}}
 	cr := &offsetReader{r: io.NewSectionReader(f, 0, size)}
 	tr := tar.NewReader(cr)
@@ -222,6 +321,15 @@ func OpenArchive(file string) (*Archive, error) {
 		return nil, fmt.Errorf("archive %s: not an OCI archive (no oci-layout entry)", file)
 	}
 	return a, nil
+}
+
+// rawEntry reads a small entry (index.json) as it is stored.
+func (a *Archive) rawEntry(name string) ([]byte, error) {
+	s, ok := a.entries[name]
+	if !ok || s.size > 64<<20 {
+		return nil, fmt.Errorf("archive %s: no usable %s", a.File, name)
+	}
+	return io.ReadAll(io.NewSectionReader(a.f, s.off, s.size))
 }
 
 // Close closes the archive file.
@@ -275,16 +383,28 @@ func (o *offsetReader) Seek(offset int64, whence int) (int64, error) {
 
 // openVolumes opens file, or its volumes FILE.000, FILE.001... as one.
 func openVolumes(file string) (readerAtCloser, int64, error) {
-	if f, err := os.Open(file); err == nil {
-		st, err := f.Stat()
-		if err != nil {
-			f.Close()
-			return nil, 0, err
-		}
-		return f, st.Size(), nil
+	if f, err := openSingle(file); err == nil {
+		return f, sizeOf(f), nil
 	} else if !os.IsNotExist(err) {
 		return nil, 0, err
 	}
+	return openSplit(file)
+}
+
+func openSingle(file string) (*os.File, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := f.Stat(); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// openSplit opens the volumes FILE.000, FILE.001... as one file.
+func openSplit(file string) (readerAtCloser, int64, error) {
 	var m multiFile
 	for i := 0; ; i++ {
 		f, err := os.Open(VolumeName(file, i))
@@ -293,7 +413,7 @@ func openVolumes(file string) (readerAtCloser, int64, error) {
 		}
 		if err != nil {
 			m.Close()
-			if i == 0 {
+			if i == 0 && os.IsNotExist(err) {
 				return nil, 0, fmt.Errorf("%s: no such file (nor volumes %s...)", file, VolumeName(file, 0))
 			}
 			return nil, 0, err

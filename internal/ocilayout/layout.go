@@ -19,8 +19,11 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"io/fs"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
@@ -47,14 +50,40 @@ func IsLayout(dir string) bool {
 	return err == nil
 }
 
+// checkLayout opens dir's oci-layout file, telling "not a layout" apart from
+// "a layout this process may not read" (a layout written by another user).
+func checkLayout(dir string) error {
+	f, err := os.Open(filepath.Join(dir, layoutFile))
+	switch {
+	case err == nil:
+		f.Close()
+		return nil
+	case errors.Is(err, fs.ErrPermission):
+		return fmt.Errorf("%s: cannot read the OCI image layout: %w", dir, err)
+	case errors.Is(err, fs.ErrNotExist):
+		if _, serr := os.Stat(dir); errors.Is(serr, fs.ErrNotExist) {
+			return fmt.Errorf("%s is not an OCI image layout (no such directory): %w", dir, fs.ErrNotExist)
+		}
+		return fmt.Errorf("%s is not an OCI image layout (no oci-layout file)", dir)
+	}
+	if st, serr := os.Stat(dir); serr == nil && !st.IsDir() {
+		return fmt.Errorf("%s is not an OCI image layout (not a directory)", dir)
+	}
+	return fmt.Errorf("%s: cannot read the OCI image layout: %w", dir, err)
+}
+
 // Init creates the layout skeleton in dir (which may exist and be empty),
 // or opens dir when it already is a layout. A non-empty directory that is
 // not a layout is refused.
 func Init(dir string) (*Layout, error) {
-	if IsLayout(dir) {
-		return Open(dir)
+	err := checkLayout(dir)
+	if err == nil {
+		return &Layout{Dir: dir}, nil
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if errors.Is(err, fs.ErrPermission) {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, dirPerm); err != nil {
 		return nil, fmt.Errorf("creating layout %s: %w", dir, err)
 	}
 	ents, err := os.ReadDir(dir)
@@ -64,7 +93,7 @@ func Init(dir string) (*Layout, error) {
 	if len(ents) > 0 {
 		return nil, fmt.Errorf("%s exists, is not empty and is not an OCI image layout (no oci-layout file)", dir)
 	}
-	if err := os.MkdirAll(filepath.Join(dir, "blobs", "sha256"), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Join(dir, "blobs", "sha256"), dirPerm); err != nil {
 		return nil, err
 	}
 	l := &Layout{Dir: dir}
@@ -77,12 +106,52 @@ func Init(dir string) (*Layout, error) {
 	return l, nil
 }
 
-// Open opens an existing layout.
+// Open opens an existing layout. A layout the process may not read is
+// reported as such (permission denied), not as "not an OCI image layout".
 func Open(dir string) (*Layout, error) {
-	if !IsLayout(dir) {
-		return nil, fmt.Errorf("%s is not an OCI image layout (no oci-layout file)", dir)
+	if err := checkLayout(dir); err != nil {
+		return nil, err
 	}
 	return &Layout{Dir: dir}, nil
+}
+
+// Files and directories of layouts and archives are created with these
+// modes less the process umask (as os.Create and os.MkdirAll apply it), so
+// with the usual umask 022 a layout written by one user (root in CI, say)
+// is readable by others, as skopeo and oras write them. os.CreateTemp and
+// os.MkdirTemp would make them 0600 and 0700.
+const (
+	filePerm = 0o644
+	dirPerm  = 0o755
+)
+
+// createTemp is os.CreateTemp(dir, prefix+"*") creating the file with mode
+// perm (less the umask) instead of 0600.
+func createTemp(dir, prefix string, perm fs.FileMode) (*os.File, error) {
+	for try := 0; ; try++ {
+		name := filepath.Join(dir, prefix+strconv.FormatUint(rand.Uint64(), 36))
+		f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, perm)
+		if errors.Is(err, fs.ErrExist) && try < 1000 {
+			continue
+		}
+		return f, err
+	}
+}
+
+// mkdirTemp is os.MkdirTemp(dir, prefix+"*") creating the directory with
+// mode perm (less the umask) instead of 0700.
+func mkdirTemp(dir, prefix string, perm fs.FileMode) (string, error) {
+	for try := 0; ; try++ {
+		name := filepath.Join(dir, prefix+strconv.FormatUint(rand.Uint64(), 36))
+		err := os.Mkdir(name, perm)
+		if errors.Is(err, fs.ErrExist) && try < 1000 {
+			continue
+		}
+		if err != nil {
+			return "", err
+		}
+		return name, nil
+	}
 }
 
 // BlobPath is where the blob h lives.
@@ -143,10 +212,10 @@ type BlobWriter struct {
 
 // NewBlob starts a blob. The digest is computed while writing.
 func (l *Layout) NewBlob() (*BlobWriter, error) {
-	if err := os.MkdirAll(filepath.Join(l.Dir, tmpDir), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Join(l.Dir, tmpDir), dirPerm); err != nil {
 		return nil, fmt.Errorf("layout %s: %w", l.Dir, err)
 	}
-	f, err := os.CreateTemp(filepath.Join(l.Dir, tmpDir), "blob-*")
+	f, err := createTemp(filepath.Join(l.Dir, tmpDir), "blob-", filePerm)
 	if err != nil {
 		return nil, fmt.Errorf("layout %s: %w", l.Dir, err)
 	}
@@ -204,7 +273,7 @@ func (w *BlobWriter) Commit(want v1.Hash) (v1.Hash, error) {
 		return v1.Hash{}, fmt.Errorf("layout %s: closing blob %s: %w", w.l.Dir, got, err)
 	}
 	dst := w.l.BlobPath(got)
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(dst), dirPerm); err != nil {
 		os.Remove(w.f.Name())
 		return v1.Hash{}, err
 	}
@@ -348,7 +417,7 @@ func (l *Layout) Cleanup() {
 }
 
 func writeFileAtomic(path string, b []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	f, err := createTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-", filePerm)
 	if err != nil {
 		return err
 	}
@@ -366,10 +435,6 @@ func writeFileAtomic(path string, b []byte) error {
 		os.Remove(f.Name())
 		return err
 	}
-	if err := os.Chmod(f.Name(), 0o644); err != nil {
-		os.Remove(f.Name())
-		return err
-	}
 	if err := os.Rename(f.Name(), path); err != nil {
 		os.Remove(f.Name())
 		return fmt.Errorf("writing %s: %w", path, err)
@@ -381,8 +446,10 @@ func writeFileAtomic(path string, b []byte) error {
 // (.NAME.modelcar-partial-*) for output that must appear only when
 // complete: the caller renames it over target or writes an archive from
 // it, and removes l.Dir when done or on failure. target's parent must exist.
+// The directory is made 0755 less the umask (not os.MkdirTemp's 0700), so a
+// layout renamed into place is readable by other users.
 func Stage(target string) (*Layout, error) {
-	d, err := os.MkdirTemp(filepath.Dir(target), "."+filepath.Base(target)+".modelcar-partial-")
+	d, err := mkdirTemp(filepath.Dir(target), "."+filepath.Base(target)+".modelcar-partial-", dirPerm)
 	if err != nil {
 		return nil, err
 	}

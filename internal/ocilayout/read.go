@@ -3,12 +3,14 @@ package ocilayout
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"sort"
 	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
 // Reader is a layout or an archive opened for reading.
@@ -51,6 +53,9 @@ func (a *Archive) ReadBlob(h v1.Hash, max int64) ([]byte, error) {
 
 // Resolve picks the index.json entry named by tag or digest. With neither,
 // a store holding exactly one image, or exactly one tagged image, yields it.
+// A digest not in index.json is also looked up in the image indexes it
+// lists (and the indexes those list, down to maxIndexDepth), so a platform
+// image inside a multi-platform index can be named by its digest.
 func Resolve(r Reader, where, tag string, dgst *v1.Hash) (v1.Descriptor, error) {
 	idx, err := r.Index()
 	if err != nil {
@@ -62,6 +67,9 @@ func Resolve(r Reader, where, tag string, dgst *v1.Hash) (v1.Descriptor, error) 
 			if d.Digest == *dgst {
 				return d, nil
 			}
+		}
+		if d, ok := findInIndexes(r, idx.Manifests, *dgst, 1, map[v1.Hash]bool{}); ok {
+			return d, nil
 		}
 		return v1.Descriptor{}, fmt.Errorf("%s: no image with digest %s", where, dgst)
 	case tag != "":
@@ -90,6 +98,73 @@ func Resolve(r Reader, where, tag string, dgst *v1.Hash) (v1.Descriptor, error) 
 		return v1.Descriptor{}, fmt.Errorf("%s: holds no image", where)
 	}
 	return v1.Descriptor{}, fmt.Errorf("%s: holds %d images; name one with :TAG (have: %s)", where, len(idx.Manifests), tagList(idx))
+}
+
+// maxIndexDepth bounds how deep Resolve looks into nested image indexes
+// (index.json is depth 0); maxIndexBytes bounds each index read.
+const (
+	maxIndexDepth = 4
+	maxIndexBytes = 8 << 20
+)
+
+// findInIndexes looks for want among the children of the image indexes in
+// descs, breadth first. Indexes that cannot be read (a blob left out of a
+// partial copy) are skipped.
+func findInIndexes(r Reader, descs []v1.Descriptor, want v1.Hash, depth int, seen map[v1.Hash]bool) (v1.Descriptor, bool) {
+	if depth > maxIndexDepth {
+		return v1.Descriptor{}, false
+	}
+	var next []v1.Descriptor
+	for _, d := range descs {
+		if !d.MediaType.IsIndex() || seen[d.Digest] {
+			continue
+		}
+		seen[d.Digest] = true
+		b, err := r.ReadBlob(d.Digest, maxIndexBytes)
+		if err != nil {
+			continue
+		}
+		var child v1.IndexManifest
+		if json.Unmarshal(b, &child) != nil {
+			continue
+		}
+		for _, c := range child.Manifests {
+			if c.Digest == want {
+				if c.MediaType == "" {
+					c.MediaType = sniffMediaType(r, c.Digest)
+				}
+				return c, true
+			}
+		}
+		next = append(next, child.Manifests...)
+	}
+	if len(next) == 0 {
+		return v1.Descriptor{}, false
+	}
+	return findInIndexes(r, next, want, depth+1, seen)
+}
+
+// sniffMediaType reads the mediaType field of a manifest or index blob, for
+// a descriptor that lacks one.
+func sniffMediaType(r Reader, h v1.Hash) types.MediaType {
+	b, err := r.ReadBlob(h, maxIndexBytes)
+	if err != nil {
+		return ""
+	}
+	var m struct {
+		MediaType types.MediaType `json:"mediaType"`
+		Manifests json.RawMessage `json:"manifests"`
+	}
+	if json.Unmarshal(b, &m) != nil {
+		return ""
+	}
+	if m.MediaType == "" && m.Manifests != nil {
+		return types.OCIImageIndex
+	}
+	if m.MediaType == "" {
+		return types.OCIManifestSchema1
+	}
+	return m.MediaType
 }
 
 func tagList(idx *v1.IndexManifest) string {
