@@ -210,11 +210,21 @@ func NormalizePlatform(p v1.Platform) v1.Platform {
 	return p
 }
 
-// PlatformMatches reports whether an image for have runs on want: want's
-// set fields must match, after NormalizePlatform on both.
+// PlatformMatches reports whether have, an index entry's platform,
+// satisfies want, the platform asked for (fields want leaves empty are not
+// compared). As in containerd and docker, arm64 with no variant and
+// arm64/v8 are the same platform: v8 is arm64's default variant. No other
+// default is assumed (arm with no variant is not arm/v7).
 func PlatformMatches(have, want v1.Platform) bool {
-	have, want = NormalizePlatform(have), NormalizePlatform(want)
-	return have.Satisfies(want)
+	if have.Satisfies(want) {
+		return true
+	}
+	arm64v8 := func(p v1.Platform) bool { return p.Architecture == "arm64" && (p.Variant == "" || p.Variant == "v8") }
+	if arm64v8(have) && arm64v8(want) {
+		have.Variant = want.Variant
+		return have.Satisfies(want)
+	}
+	return false
 }
 
 // WithPlatform sets the platforms, comma-separated, recorded in the config

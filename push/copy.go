@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2"
@@ -52,18 +53,24 @@ func Copy(ctx context.Context, src, dst string, opts ...Option) (*Result, error)
 	if dr.Digest != nil {
 		return nil, fmt.Errorf("destination %s: name it by repository and optional tag, not by digest", dst)
 	}
+	if o.splitSize > 0 && dr.Kind != ref.Archive {
+		return nil, fmt.Errorf("--split-size applies only to an oci-archive: destination, not %s", dst)
+	}
 	client, err := o.httpClient()
 	if err != nil {
 		return nil, err
 	}
+	// Count the bytes sent before any endpoint is opened: the registry
+	// uploader keeps o.progress, and reports every byte it sends there.
+	sent := o.countSent()
 	s, err := openSource(ctx, sr, o, client)
 	if err != nil {
 		return nil, fmt.Errorf("source %s: %w", src, err)
 	}
 	defer s.finish()
-	root, err := s.target.Resolve(ctx, s.refName())
+	root, err := s.resolve(ctx, "source "+src)
 	if err != nil {
-		return nil, fmt.Errorf("source %s: %w", src, err)
+		return nil, err
 	}
 	d, err := openDest(ctx, dr, o, client)
 	if err != nil {
@@ -81,8 +88,24 @@ func Copy(ctx context.Context, src, dst string, opts ...Option) (*Result, error)
 	if err := d.finish(); err != nil {
 		return nil, fmt.Errorf("destination %s: %w", dst, err)
 	}
+	res.BytesSent = sent.Load()
 	res.Reference, res.Tagged = pinned(dr, root.Digest.String(), tag)
 	return res, nil
+}
+
+// countSent makes o.progress count the bytes that events report sent, and
+// returns the counter. Call it before opening the endpoints: their
+// uploaders keep the o.progress they are opened with.
+func (o *options) countSent() *atomic.Int64 {
+	var n atomic.Int64
+	progress := o.progress
+	o.progress = func(e Event) {
+		if e.Sent > 0 {
+			n.Add(e.Sent)
+		}
+		progress(e)
+	}
+	return &n
 }
 
 // pinned formats the digest reference, and the tagged one if any.
@@ -105,13 +128,9 @@ func copyGraph(ctx context.Context, s, d *endpoint, root ocispec.Descriptor, tag
 	res := &Result{Digest: root.Digest.String(), MediaType: root.MediaType, Size: root.Size}
 	var mu sync.Mutex
 	count := func(f func()) { mu.Lock(); f(); mu.Unlock() }
+	// Blobs uploaded to a registry report their bytes through the
+	// uploader; everything else is reported here once written.
 	progress := o.progress
-	o.progress = func(e Event) {
-		if e.Sent > 0 {
-			count(func() { res.BytesSent += e.Sent })
-		}
-		progress(e)
-	}
 	gopts := oras.CopyGraphOptions{
 		Concurrency: o.jobs,
 		// Largest blobs first, so the long transfers start at once.
@@ -128,7 +147,6 @@ func copyGraph(ctx context.Context, s, d *endpoint, root ocispec.Descriptor, tag
 			count(func() { res.Copied++ })
 			if d.repo == nil || isManifest(desc.MediaType) {
 				progress(Event{Digest: desc.Digest.String(), Size: desc.Size, Sent: desc.Size, Done: true})
-				count(func() { res.BytesSent += desc.Size })
 			}
 			return nil
 		},

@@ -50,6 +50,48 @@ func (e *endpoint) refName() string {
 	return ""
 }
 
+// resolve resolves the endpoint's tag or digest. Its error is prefixed
+// with label once: oras-go already names the registry reference in its
+// own errors ("REG/REPO:TAG: not found"), which is not repeated.
+func (e *endpoint) resolve(ctx context.Context, label string) (ocispec.Descriptor, error) {
+	d, err := e.target.Resolve(ctx, e.refName())
+	if err != nil {
+		names := []string{label, e.ref.String()}
+		if e.repo != nil {
+			names = append(names, e.repo.Reference.String())
+		} else {
+			names = append(names, e.ref.Path) // layouts and archives name their path
+		}
+		return d, labeled(label, names, err)
+	}
+	return d, nil
+}
+
+// labeledError is err with its message prefixed by a label, less a
+// leading repetition of that label (or of another name for the same thing).
+type labeledError struct {
+	msg string
+	err error
+}
+
+func (e *labeledError) Error() string { return e.msg }
+func (e *labeledError) Unwrap() error { return e.err }
+
+// labeled prefixes err with label, dropping any of names (the label
+// included) that err's message already starts with.
+func labeled(label string, names []string, err error) error {
+	msg := err.Error()
+	for trimmed := true; trimmed; {
+		trimmed = false
+		for _, n := range names {
+			if n != "" && strings.HasPrefix(msg, n+": ") {
+				msg, trimmed = msg[len(n)+2:], true
+			}
+		}
+	}
+	return &labeledError{msg: label + ": " + msg, err: err}
+}
+
 // registryClient is the pair of authenticated clients of one operation:
 // api for oras-go (manifests, tags, reads, mounts, existence checks) and
 // upload for the resumable uploader. They share credentials, the token

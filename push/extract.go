@@ -18,6 +18,7 @@ import (
 	"os"
 	"path"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -70,10 +71,11 @@ var (
 type ExtractOptions struct {
 	// Prefix is the directory inside the image holding the model, default
 	// "/models". Only entries under it are extracted, with the prefix
-	// stripped; "/" extracts every entry.
+	// stripped; "/" extracts every entry. An image with no entry at or
+	// under the prefix is an error naming its top-level directories.
 	Prefix string
 	// Jobs is how many layers are read and extracted in parallel (default
-	// GOMAXPROCS). Whatever its value, layers are committed (their files
+	// GOMAXPROCS; negative is an error). Whatever its value, layers are committed (their files
 	// renamed to their final names) one at a time in manifest order, so when
 	// two layers write the same file the later layer wins.
 	Jobs int
@@ -136,6 +138,11 @@ func Extract(ctx context.Context, img v1.Image, dir string, opts ExtractOptions)
 		infos[i] = li
 	}
 
+	if opts.Jobs < 0 {
+		return fmt.Errorf("extract: jobs must be at least 1 (or 0 for the default), not %d", opts.Jobs)
+	}
+	_, statErr := os.Lstat(dir)
+	existed := statErr == nil
 	e := &extractJob{prefix: prefix, jobs: opts.Jobs}
 	if opts.Progress != nil {
 		e.progress = func(n int64) {
@@ -160,10 +167,53 @@ func Extract(ctx context.Context, img v1.Image, dir string, opts ExtractOptions)
 	if err := e.run(ctx, infos[done:]); err != nil {
 		return fmt.Errorf("extract %s into %s: %w", manifest, dir, err)
 	}
+	if err := e.checkPrefix(dir, existed); err != nil {
+		return err
+	}
 	// The state file stays, listing every layer: it stamps DIR as a complete
 	// pull of this manifest, so pulling it again (an init container on a
 	// node-local cache path, or a re-run after a kill) is instant.
 	return nil
+}
+
+// checkPrefix fails an Extract that found nothing under its prefix and
+// left dir holding nothing but the state file (a wrong --prefix): it
+// removes the state file, and dir if Extract created it, so dir does not
+// look like a complete pull, and names the directories the image has.
+func (e *extractJob) checkPrefix(dir string, existed bool) error {
+	if e.prefix == "" || e.matched {
+		return nil
+	}
+	f, err := e.root.Open(".")
+	if err != nil {
+		return fmt.Errorf("extract: %w", err)
+	}
+	names, err := f.Readdirnames(-1)
+	f.Close()
+	if err != nil {
+		return fmt.Errorf("extract: reading %s: %w", dir, err)
+	}
+	for _, n := range names {
+		if n != extractStateName {
+			return nil // earlier runs extracted something (resume)
+		}
+	}
+	if err := e.root.Remove(extractStateName); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("extract: %w", err)
+	}
+	if !existed {
+		os.Remove(dir) // only if empty
+	}
+	tops := make([]string, 0, len(e.tops))
+	for t := range e.tops {
+		tops = append(tops, "/"+t)
+	}
+	slices.Sort(tops)
+	have := "no directories at all"
+	if len(tops) > 0 {
+		have = "these top-level directories: " + strings.Join(tops, ", ")
+	}
+	return fmt.Errorf("extract: the image has nothing under the prefix /%s; it has %s", e.prefix, have)
 }
 
 // ExtractLayer extracts one uncompressed tar stream into dir (created if
@@ -270,6 +320,27 @@ type extractLayer struct {
 	pending []extractPending
 	byRel   map[string]int  // rel -> index in pending
 	dirs    map[string]bool // rels verified to be real directories
+	// matched is set once an entry is at or under the prefix; tops holds
+	// the top-level directories of the entries outside it (bounded).
+	matched bool
+	tops    map[string]bool
+}
+
+// extractMaxTops bounds the top-level directories remembered for the
+// error of a prefix that matches nothing.
+const extractMaxTops = 32
+
+// outside records an entry outside the prefix: its top-level directory.
+func (x *extractLayer) outside(name string, dir bool) {
+	clean := path.Clean(name)
+	top, _, nested := strings.Cut(clean, "/")
+	if (!nested && !dir) || top == "." || len(x.tops) >= extractMaxTops {
+		return
+	}
+	if x.tops == nil {
+		x.tops = map[string]bool{}
+	}
+	x.tops[top] = true
 }
 
 func newExtractLayer(root *os.Root, prefix, tag string) *extractLayer {
@@ -365,8 +436,10 @@ func (x *extractLayer) entry(hdr *tar.Header, r io.Reader, insecure bool) error 
 		return errors.New("insecure name refused")
 	}
 	if !ok {
+		x.outside(hdr.Name, hdr.Typeflag == tar.TypeDir)
 		return nil
 	}
+	x.matched = true
 	if rel == "." {
 		if hdr.Typeflag != tar.TypeDir {
 			return fmt.Errorf("the prefix /%s itself must be a directory, not type %q", x.prefix, hdr.Typeflag)
@@ -649,6 +722,26 @@ type extractJob struct {
 	state      extractState
 	progress   func(int64)
 	progressMu sync.Mutex
+	// matched and tops gather extractLayer's of every layer read.
+	seenMu  sync.Mutex
+	matched bool
+	tops    map[string]bool
+}
+
+// seen gathers what x saw of the prefix.
+func (e *extractJob) seen(x *extractLayer) {
+	e.seenMu.Lock()
+	defer e.seenMu.Unlock()
+	e.matched = e.matched || x.matched
+	for t := range x.tops {
+		if len(e.tops) >= extractMaxTops {
+			break
+		}
+		if e.tops == nil {
+			e.tops = map[string]bool{}
+		}
+		e.tops[t] = true
+	}
 }
 
 // open prepares dir and loads or starts the resume state.
@@ -855,6 +948,7 @@ func (e *extractJob) layer(ctx context.Context, li extractLayerInfo, turn <-chan
 		x.discard()
 		return li.errorf(err)
 	}
+	e.seen(x)
 	select {
 	case <-turn:
 	case <-ctx.Done():

@@ -15,6 +15,7 @@ import (
 	"oras.land/oras-go/v2/content"
 
 	"github.com/modelcar/modelcar/internal/ref"
+	"github.com/modelcar/modelcar/pack"
 )
 
 // fetchManifest reads a manifest or index, verifying size and digest.
@@ -46,7 +47,7 @@ func imageOf(ctx context.Context, f content.Fetcher, desc ocispec.Descriptor, pl
 		}
 		var have []string
 		for _, m := range idx.Manifests {
-			if len(idx.Manifests) == 1 || (m.Platform != nil && m.Platform.Satisfies(platform)) {
+			if len(idx.Manifests) == 1 || (m.Platform != nil && pack.PlatformMatches(*m.Platform, platform)) {
 				return imageOf(ctx, f, ocispec.Descriptor{MediaType: string(m.MediaType), Digest: digest.Digest(m.Digest.String()), Size: m.Size}, platform)
 			}
 			if m.Platform != nil {
@@ -72,6 +73,19 @@ func imageOf(ctx context.Context, f content.Fetcher, desc ocispec.Descriptor, pl
 	}
 	core := &fetchedImage{ctx: ctx, f: f, raw: b, manifest: &m, config: cfg, diffIDs: cf.RootFS.DiffIDs, mt: types.MediaType(mt)}
 	return partial.CompressedToImage(core)
+}
+
+// checkPlatform refuses a platform that cannot name an image: one with an
+// OS but no architecture, or the reverse, or a variant with neither.
+// The zero platform is left to the caller's default.
+func checkPlatform(p v1.Platform) error {
+	if p.OS == "" && p.Architecture == "" && p.Variant == "" && p.OSVersion == "" && len(p.OSFeatures) == 0 && len(p.Features) == 0 {
+		return nil
+	}
+	if p.OS == "" || p.Architecture == "" {
+		return fmt.Errorf("platform %q: want OS/ARCHITECTURE[/VARIANT], e.g. linux/amd64", p.String())
+	}
+	return nil
 }
 
 // fetchedImage is a go-containerregistry image whose blobs come from an
@@ -140,6 +154,9 @@ func ReadImage(ctx context.Context, src string, platform v1.Platform, opts ...Op
 	if err != nil {
 		return nil, err
 	}
+	if err := checkPlatform(platform); err != nil {
+		return nil, err
+	}
 	sr, err := ref.Parse(src)
 	if err != nil {
 		return nil, err
@@ -153,9 +170,9 @@ func ReadImage(ctx context.Context, src string, platform v1.Platform, opts ...Op
 		return nil, fmt.Errorf("%s: %w", src, err)
 	}
 	defer s.finish()
-	root, err := s.target.Resolve(ctx, s.refName())
+	root, err := s.resolve(ctx, src)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", src, err)
+		return nil, err
 	}
 	var out RawImage
 	if types.MediaType(root.MediaType).IsIndex() {

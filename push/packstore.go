@@ -35,6 +35,9 @@ func Pack(ctx context.Context, dir, dst string, packOpts []pack.Option, opts ...
 	if r.Kind != ref.Registry || r.Digest != nil {
 		return nil, fmt.Errorf("--output %s: want REGISTRY/REPO[:TAG]", dst)
 	}
+	if o.splitSize > 0 {
+		return nil, fmt.Errorf("--split-size applies only to an oci-archive: destination, not %s", dst)
+	}
 	client, err := o.httpClient()
 	if err != nil {
 		return nil, err
@@ -107,7 +110,7 @@ func (s *registryStore) NewBlob(ctx context.Context) (pack.BlobWriter, error) {
 	ctx = auth.AppendRepositoryScope(ctx, s.e.repo.Reference, "pull", "push")
 	loc, err := s.up.open(ctx, s.e.repo.Reference)
 	if err != nil {
-		return nil, fmt.Errorf("starting upload: %w", err)
+		return nil, err // open names the operation: "starting upload: ..."
 	}
 	pr, pw := io.Pipe()
 	b := &streamBlob{s: s, pw: pw, h: sha256.New(), done: make(chan struct{})}

@@ -17,7 +17,9 @@ const PullStamp = extractStateName
 type PullOptions struct {
 	// Prefix is the model directory inside the image (default /models).
 	Prefix string
-	// Platform picks an image from an index (default linux/amd64).
+	// Platform picks an image from an index (default linux/amd64, when
+	// zero). A platform with an OS but no architecture, or the reverse, is
+	// an error. arm64 and arm64/v8 are the same platform.
 	Platform v1.Platform
 	// Progress receives bytes read.
 	Progress func(n int64)
@@ -32,6 +34,9 @@ type PullOptions struct {
 func Pull(ctx context.Context, src, dir string, po PullOptions, opts ...Option) (string, error) {
 	o, err := newOptions(opts)
 	if err != nil {
+		return "", err
+	}
+	if err := checkPlatform(po.Platform); err != nil {
 		return "", err
 	}
 	if po.Platform.OS == "" {
@@ -50,16 +55,16 @@ func Pull(ctx context.Context, src, dir string, po PullOptions, opts ...Option) 
 		return "", fmt.Errorf("%s: %w", src, err)
 	}
 	defer s.finish()
-	root, err := s.target.Resolve(ctx, s.refName())
+	root, err := s.resolve(ctx, src)
 	if err != nil {
-		return "", fmt.Errorf("%s: %w", src, err)
+		return "", err
 	}
 	img, err := imageOf(ctx, s.target, root, po.Platform)
 	if err != nil {
 		return "", fmt.Errorf("%s: %w", src, err)
 	}
 	if err := Extract(ctx, img, dir, ExtractOptions{Prefix: po.Prefix, Jobs: o.jobs, Progress: po.Progress}); err != nil {
-		return "", fmt.Errorf("pulling %s into %s: %w", src, dir, err)
+		return "", fmt.Errorf("pulling %s: %w", src, err) // Extract's errors name dir where it matters
 	}
 	d, err := img.Digest()
 	if err != nil {

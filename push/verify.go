@@ -53,9 +53,9 @@ func Verify(ctx context.Context, src, against, prefix string, opts ...Option) (*
 		return nil, fmt.Errorf("%s: %w", src, err)
 	}
 	defer s.finish()
-	root, err := s.target.Resolve(ctx, s.refName())
+	root, err := s.resolve(ctx, src)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", src, err)
+		return nil, err
 	}
 	res := &VerifyResult{Digest: root.Digest.String()}
 	var (
