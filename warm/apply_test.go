@@ -79,7 +79,7 @@ func allManifests(t *testing.T, ns string) map[string]string {
 	}
 	out["prepull-image-volume"] = render(t, vol)
 	o := gpuPrepull(ns)
-	o.Mode, o.Name, o.PauseImage, o.PriorityClassName = warm.InitContainerMode, "init", "mirror.example/pause:3.10", "system-node-critical"
+	o.Mode, o.Name, o.PauseImage, o.PriorityClassName = warm.InitContainerMode, "init", "mirror.example/pause:3.10@sha256:ee6521f290b2168b6e0935a181d4cff9be1ac3f505666ef0e3c98fae8199917a", "system-node-critical"
 	o.ImagePullSecrets = []string{"regcred"}
 	init, err := warm.PrepullObjects(o)
 	if err != nil {

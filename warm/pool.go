@@ -69,8 +69,8 @@ func ParseSchedule(s string) (Schedule, error) {
 	if err != nil || n < 0 {
 		return Schedule{}, fmt.Errorf("schedule %q: replicas %q is not a count", s, s[i+1:])
 	}
-	if f := strings.Fields(cron); !(len(f) == 5 || len(f) == 1 && strings.HasPrefix(f[0], "@")) {
-		return Schedule{}, fmt.Errorf("schedule %q: %q is not a five-field cron expression (minute hour day-of-month month day-of-week) or @hourly/@daily/@weekly/...", s, cron)
+	if err := CheckCron(cron); err != nil {
+		return Schedule{}, fmt.Errorf("schedule %q: %q is not a five-field cron expression (minute hour day-of-month month day-of-week) or @hourly/@daily/@weekly/...: %w", s, cron, err)
 	}
 	return Schedule{Cron: cron, Replicas: int32(n)}, nil
 }
@@ -92,6 +92,7 @@ type PoolOptions struct {
 	NodeSelector map[string]string
 	Tolerations  []corev1.Toleration
 	// PauseImage is the placeholders' container; default DefaultPauseImage.
+	// Like ModelcarImage, it must be pinned by digest unless AllowTag.
 	PauseImage string
 	// PriorityClass names the placeholders' class, default
 	// DefaultPlaceholderPriorityClass, with value Priority (default
@@ -107,9 +108,11 @@ type PoolOptions struct {
 	// Deployment's replicas: re-applying the pool leaves them as they are.
 	Schedules     []Schedule
 	ModelcarImage string
-	AllowTag      bool
-	// TimeZone of the schedules (an IANA name such as Europe/Paris);
-	// default the controller manager's.
+	// AllowTag accepts ModelcarImage and PauseImage without a digest.
+	AllowTag bool
+	// TimeZone of the schedules (an IANA name such as Europe/Paris, checked
+	// as the API server does: see CheckTimeZone); default the controller
+	// manager's.
 	TimeZone string
 	// ImagePullSecrets name Secrets in Namespace for private registries
 	// (a mirrored pause image, modelcar's image), used by every pod.
@@ -120,8 +123,8 @@ func (o PoolOptions) withDefaults() (PoolOptions, error) {
 	if o.Name == "" {
 		o.Name = DefaultPoolName
 	}
-	if errs := validation.IsDNS1123Label(o.Name); len(errs) > 0 {
-		return o, fmt.Errorf("pool name %q: %s", o.Name, strings.Join(errs, "; "))
+	if err := CheckPoolName(o.Name, len(o.Schedules)); err != nil {
+		return o, fmt.Errorf("pool name %q: %w", o.Name, err)
 	}
 	if o.Replicas < 0 {
 		return o, fmt.Errorf("pool replicas %d: must not be negative", o.Replicas)
@@ -138,11 +141,19 @@ func (o PoolOptions) withDefaults() (PoolOptions, error) {
 	if o.PauseImage == "" {
 		o.PauseImage = DefaultPauseImage
 	}
-	if _, err := imageDigest(o.PauseImage, true); err != nil {
+	if _, err := imageDigest(o.PauseImage, o.AllowTag); err != nil {
 		return o, fmt.Errorf("pause image: %w", err)
 	}
 	if o.PriorityClass == "" {
 		o.PriorityClass = DefaultPlaceholderPriorityClass
+	}
+	if err := CheckPriorityClassName(o.PriorityClass); err != nil {
+		return o, fmt.Errorf("priority class %q: %w", o.PriorityClass, err)
+	}
+	if o.TimeZone != "" {
+		if err := CheckTimeZone(o.TimeZone); err != nil {
+			return o, fmt.Errorf("time zone %q: %w", o.TimeZone, err)
+		}
 	}
 	if o.Priority == 0 {
 		o.Priority = DefaultPlaceholderPriority
@@ -160,13 +171,13 @@ func (o PoolOptions) withDefaults() (PoolOptions, error) {
 		if _, err := imageDigest(o.ModelcarImage, o.AllowTag); err != nil {
 			return o, fmt.Errorf("modelcar image: %w", err)
 		}
-		if n := len(cronJobName(o.Name, len(o.Schedules)-1)); n > maxCronJobName {
-			return o, fmt.Errorf("pool name %q is too long for its schedules' CronJob names (%d characters, at most %d)", o.Name, n, maxCronJobName)
-		}
 		seen := map[string]bool{}
 		for _, s := range o.Schedules {
 			if s.Replicas < 0 {
 				return o, fmt.Errorf("schedule %s: replicas must not be negative", s)
+			}
+			if err := CheckCron(s.Cron); err != nil {
+				return o, fmt.Errorf("schedule %s: %w", s, err)
 			}
 			if seen[s.Cron] {
 				return o, fmt.Errorf("schedule %s: two windows start at %q", s, s.Cron)

@@ -67,10 +67,12 @@ var DefaultInitCommand = []string{"/bin/true"}
 // PrepullOptions describes a pre-pull DaemonSet.
 type PrepullOptions struct {
 	// Image is the modelcar, REPO@sha256:... (REPO:TAG@sha256:... works
-	// too). A reference without a digest is refused unless AllowTag.
+	// too). A reference without a digest is refused unless AllowTag, which
+	// also accepts a PauseImage without a digest.
 	Image    string
 	AllowTag bool
-	// Name of the DaemonSet; default PrepullName(Image).
+	// Name of the DaemonSet; default PrepullName(Image). See
+	// CheckPrepullName.
 	Name      string
 	Namespace string
 	// NodeSelector and Tolerations choose the nodes, as in a pod spec.
@@ -78,7 +80,8 @@ type PrepullOptions struct {
 	Tolerations  []corev1.Toleration
 	// Mode defaults to ImageVolumeMode.
 	Mode PrepullMode
-	// PauseImage idles after the pull; default DefaultPauseImage.
+	// PauseImage idles after the pull; default DefaultPauseImage. Like
+	// Image, it must be pinned by digest unless AllowTag.
 	PauseImage string
 	// InitCommand is the init container's command in InitContainerMode;
 	// default DefaultInitCommand.
@@ -129,14 +132,22 @@ func (o PrepullOptions) withDefaults() (PrepullOptions, string, error) {
 	if o.Name == "" {
 		o.Name = PrepullName(o.Image)
 	}
+	if err := CheckPrepullName(o.Name); err != nil {
+		return o, "", fmt.Errorf("pre-pull name %q: %w", o.Name, err)
+	}
 	if o.Mode, err = ParsePrepullMode(string(o.Mode)); err != nil {
 		return o, "", err
 	}
 	if o.PauseImage == "" {
 		o.PauseImage = DefaultPauseImage
 	}
-	if _, err := imageDigest(o.PauseImage, true); err != nil {
+	if _, err := imageDigest(o.PauseImage, o.AllowTag); err != nil {
 		return o, "", fmt.Errorf("pause image: %w", err)
+	}
+	if o.PriorityClassName != "" {
+		if err := CheckPriorityClassName(o.PriorityClassName); err != nil {
+			return o, "", fmt.Errorf("priority class %q: %w", o.PriorityClassName, err)
+		}
 	}
 	if len(o.InitCommand) == 0 {
 		o.InitCommand = DefaultInitCommand

@@ -194,7 +194,7 @@ func TestPrepullGPUNodes(t *testing.T) {
 	}
 	// A change in a dry run is reported but not stored.
 	changed := gpuPrepull(ns)
-	changed.PauseImage = "mirror.example/pause:3.10"
+	changed.PauseImage = "mirror.example/pause:3.10@sha256:ee6521f290b2168b6e0935a181d4cff9be1ac3f505666ef0e3c98fae8199917a"
 	cobjs, _ := warm.PrepullObjects(changed)
 	dry, err := warm.Apply(ctx, cs, cobjs, warm.ApplyOptions{DryRun: true})
 	if err != nil || dry[0].Action != warm.Configured || !strings.Contains(dry[0].String(), "configured (server dry run)") {

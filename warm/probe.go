@@ -192,10 +192,10 @@ func (c ProbeConfig) withDefaults() (ProbeConfig, error) {
 	if c.URL == "" {
 		c.URL = DefaultURL
 	}
-	u, err := url.Parse(c.URL)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return c, fmt.Errorf("vLLM URL %q: want http://HOST:PORT", c.URL)
+	if err := CheckURL(c.URL); err != nil {
+		return c, err
 	}
+	var err error
 	c.URL = strings.TrimRight(c.URL, "/")
 	if c.Workload == nil {
 		c.Workload = DefaultWorkload()

@@ -82,6 +82,9 @@ without an answer within --request-timeout, a non-2xx answer.`,
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := warm.CheckURL(cfg.URL); err != nil {
+				return usageError{fmt.Errorf("--url: %w", err)}
+			}
 			var err error
 			if cfg.Workload, err = warm.ParseWorkload(spec); err != nil {
 				return usageError{fmt.Errorf("--workload: %w", err)}
@@ -111,7 +114,7 @@ without an answer within --request-timeout, a non-2xx answer.`,
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&cfg.URL, "url", warm.DefaultURL, "vLLM's base URL")
+	fl.StringVar(&cfg.URL, "url", warm.DefaultURL, "vLLM's base URL, http://HOST:PORT or https://HOST:PORT")
 	fl.StringVar(&cfg.Model, "model", "", "served model name to expect in /v1/models (default: the first listed)")
 	fl.StringVar(&listen, "listen", "", "sidecar mode: serve /ready, /timings and /healthz on ADDR (e.g. :8090, 127.0.0.1:0)")
 	fl.BoolVar(&exec, "exec", false, "exec mode: warm up once, exit 0 when warm, 1 on failure")

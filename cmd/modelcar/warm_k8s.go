@@ -33,8 +33,22 @@ func (k *warmKubeFlags) register(fl *pflag.FlagSet) {
 	fl.StringVarP(&k.namespace, "namespace", "n", "", "namespace (default the context's, or default)")
 }
 
+// check checks --namespace, before anything is rendered or applied.
+func (k *warmKubeFlags) check() error {
+	if k.namespace == "" {
+		return nil
+	}
+	if err := warm.CheckNamespace(k.namespace); err != nil {
+		return usageError{fmt.Errorf("--namespace %q: %w", k.namespace, err)}
+	}
+	return nil
+}
+
 // client connects to the cluster and resolves the namespace.
 func (k *warmKubeFlags) client() (kubernetes.Interface, string, error) {
+	if err := k.check(); err != nil {
+		return nil, "", err
+	}
 	cfg, ns, err := warm.KubeConfig(k.kubeconfig, k.context)
 	if err != nil {
 		return nil, "", err
@@ -69,6 +83,9 @@ func (k *warmKubeFlags) renderNamespace() string {
 // cluster is needed. Otherwise it connects to the cluster and sets
 // *namespace to the namespace resolved; done is also set when that fails.
 func (k *warmKubeFlags) renderOrConnect(out io.Writer, mode string, namespace *string, objects func() ([]warm.Object, error)) (cs kubernetes.Interface, done bool, err error) {
+	if err := k.check(); err != nil {
+		return nil, true, err
+	}
 	if mode == "yaml" {
 		*namespace = k.renderNamespace()
 		objs, err := objects()
@@ -152,13 +169,35 @@ func printWarmDeleted(w io.Writer, res []warm.DeleteResult) {
 	}
 }
 
-// warmImageError turns the library's image errors into flag errors with the fix.
-func warmImageError(flag string, err error) error {
+// warmImageError turns the library's image errors into flag errors with the
+// fix, which for a tag includes passing --allow-tag: for commands that have
+// that flag (warm's).
+func warmImageError(flag string, err error) error { return imageRefError(flag, err, true) }
+
+// imageRefError turns the library's image errors (warm.ErrNoDigest, a bad
+// reference) into usage errors for flag that say how to fix them. Only a
+// command with an --allow-tag flag passes allowTagHint, so that the hint
+// for a tag ends "or pass --allow-tag".
+func imageRefError(flag string, err error, allowTagHint bool) error {
 	if errors.Is(err, warm.ErrNoDigest) {
-		return usageError{fmt.Errorf("%s: %w: a tag can move, and each node would pull whatever it names when it pulls; "+
-			"pin the image as REPO@sha256:... ('modelcar push' prints the digest) or pass --allow-tag", flag, err)}
+		fix := "pin the image as REPO@sha256:... ('modelcar push' prints the digest)"
+		if allowTagHint {
+			fix += " or pass --allow-tag"
+		}
+		return usageError{fmt.Errorf("%s: %w: a tag can move, and each node would pull whatever it names when it pulls; %s", flag, err, fix)}
 	}
 	return usageError{fmt.Errorf("%s: %w", flag, err)}
+}
+
+// checkWarmImages checks image flags (flag name to reference) in order,
+// each pinned by digest unless allowTag.
+func checkWarmImages(allowTag bool, flags ...[2]string) error {
+	for _, f := range flags {
+		if err := warm.CheckImage(f[1], allowTag); err != nil {
+			return warmImageError(f[0], err)
+		}
+	}
+	return nil
 }
 
 func newWarmPrepullCmd() *cobra.Command {
@@ -186,7 +225,8 @@ init container with --init-command (default /bin/true), which the image must
 contain (e.g. a modelcar packed with 'pack --base').
 
 The image must be pinned by digest (REPO@sha256:...) unless --allow-tag. For
-air-gapped clusters, mirror the pause image and pass --pause-image.
+air-gapped clusters, mirror the pause image and pass --pause-image, pinned by
+digest too (unless --allow-tag).
 
 --wait follows the rollout node by node on stderr and succeeds when every
 target node has the image: its pre-pull pod started (the kubelet starts it
@@ -226,14 +266,25 @@ DaemonSet.`,
 			if opts.Tolerations, err = warm.ParseTolerations(tols); err != nil {
 				return usageError{fmt.Errorf("--toleration: %w", err)}
 			}
+			if opts.Name != "" {
+				if err := warm.CheckPrepullName(opts.Name); err != nil {
+					return usageError{fmt.Errorf("--name %q: %w", opts.Name, err)}
+				}
+			}
 			switch {
 			case mode == "yaml" || mode == "apply":
 				if opts.Image == "" {
 					return usageError{errors.New("--image is required: the modelcar to pull, REPO@sha256:...")}
 				}
-				if _, err := warm.Prepull(opts); errors.Is(err, warm.ErrNoDigest) {
-					return warmImageError("--image", err)
-				} else if err != nil {
+				if err := checkWarmImages(opts.AllowTag, [2]string{"--image", opts.Image}, [2]string{"--pause-image", opts.PauseImage}); err != nil {
+					return err
+				}
+				if opts.PriorityClassName != "" {
+					if err := warm.CheckPriorityClassName(opts.PriorityClassName); err != nil {
+						return usageError{fmt.Errorf("--priority-class %q: %w", opts.PriorityClassName, err)}
+					}
+				}
+				if _, err := warm.Prepull(opts); err != nil {
 					return usageError{err}
 				}
 			case opts.Name == "" && opts.Image == "":
@@ -246,12 +297,12 @@ DaemonSet.`,
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&opts.Image, "image", "", "the modelcar to pull, REPO@sha256:...")
-	fl.BoolVar(&opts.AllowTag, "allow-tag", false, "accept an image reference without a digest")
+	fl.BoolVar(&opts.AllowTag, "allow-tag", false, "accept --image and --pause-image references without a digest")
 	fl.StringVar(&opts.Name, "name", "", "DaemonSet name (default modelcar-prepull-REPOSITORY)")
 	fl.StringArrayVar(&selectors, "node-selector", nil, "only nodes with label KEY=VALUE (repeatable)")
 	fl.StringArrayVar(&tols, "toleration", nil, "tolerate taint KEY[=VALUE][:EFFECT] (repeatable)")
 	fl.StringVar(&modeName, "mode", string(warm.ImageVolumeMode), "how pods pull the image: image-volume or init-container")
-	fl.StringVar(&opts.PauseImage, "pause-image", warm.DefaultPauseImage, "the container that idles after the pull")
+	fl.StringVar(&opts.PauseImage, "pause-image", warm.DefaultPauseImage, "the container that idles after the pull, REPO@sha256:...")
 	fl.StringArrayVar(&opts.InitCommand, "init-command", nil, "init-container mode: the command that exits at once, one flag per argument (default /bin/true)")
 	fl.StringVar(&opts.PriorityClassName, "priority-class", "", "priorityClassName of the pods")
 	fl.StringArrayVar(&opts.ImagePullSecrets, "image-pull-secret", nil, "Secret in the namespace for a private registry (repeatable)")
@@ -322,6 +373,11 @@ pre-pull modelcar created in the namespace: pulled (and since when), pending
 a label the node selector wants, a taint not tolerated).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if name != "" {
+				if err := warm.CheckPrepullName(name); err != nil {
+					return usageError{fmt.Errorf("--name %q: %w", name, err)}
+				}
+			}
 			cs, ns, err := kf.client()
 			if err != nil {
 				return err
@@ -436,7 +492,14 @@ PriorityClass is shared by all pools and stays.`,
 				}
 				opts.Schedules = append(opts.Schedules, sch)
 			}
-			if mode != "delete" {
+			if opts.Name == "" {
+				opts.Name = warm.DefaultPoolName
+			}
+			if mode == "delete" {
+				if err := warm.CheckPoolName(opts.Name, 0); err != nil {
+					return usageError{fmt.Errorf("--name %q: %w", opts.Name, err)}
+				}
+			} else {
 				if !cmd.Flags().Changed("replicas") || !cmd.Flags().Changed("gpus-per-pod") {
 					return usageError{errors.New("--replicas and --gpus-per-pod are required")}
 				}
@@ -446,12 +509,27 @@ PriorityClass is shared by all pools and stays.`,
 				if opts.ModelcarImage != "" && len(opts.Schedules) == 0 {
 					return usageError{errors.New("--modelcar-image is only used with --schedule")}
 				}
+				if err := warm.CheckPoolName(opts.Name, len(opts.Schedules)); err != nil {
+					return usageError{fmt.Errorf("--name %q: %w", opts.Name, err)}
+				}
+				if opts.TimeZone != "" {
+					if err := warm.CheckTimeZone(opts.TimeZone); err != nil {
+						return usageError{fmt.Errorf("--time-zone %q: %w", opts.TimeZone, err)}
+					}
+				}
+				if err := warm.CheckPriorityClassName(opts.PriorityClass); err != nil {
+					return usageError{fmt.Errorf("--priority-class %q: %w", opts.PriorityClass, err)}
+				}
+				images := [][2]string{{"--pause-image", opts.PauseImage}}
+				if opts.ModelcarImage != "" {
+					images = append(images, [2]string{"--modelcar-image", opts.ModelcarImage})
+				}
+				if err := checkWarmImages(opts.AllowTag, images...); err != nil {
+					return err
+				}
 				check := opts
 				check.Namespace = "check"
 				if _, err := warm.Pool(check); err != nil {
-					if errors.Is(err, warm.ErrNoDigest) {
-						return warmImageError("--modelcar-image", err)
-					}
 					return usageError{err}
 				}
 			}
@@ -486,9 +564,9 @@ PriorityClass is shared by all pools and stays.`,
 	fl.StringArrayVar(&tols, "toleration", nil, "tolerate taint KEY[=VALUE][:EFFECT] (repeatable)")
 	fl.StringArrayVar(&schedules, "schedule", nil, `scale to REPLICAS at CRON, as "CRON=REPLICAS" (repeatable)`)
 	fl.StringVar(&opts.ModelcarImage, "modelcar-image", "", "modelcar's own image REF@sha256:... for the schedule's CronJobs")
-	fl.BoolVar(&opts.AllowTag, "allow-tag", false, "accept a --modelcar-image without a digest")
+	fl.BoolVar(&opts.AllowTag, "allow-tag", false, "accept --modelcar-image and --pause-image references without a digest")
 	fl.StringVar(&opts.TimeZone, "time-zone", "", "time zone of the schedules, e.g. Europe/Paris (default the controller manager's)")
-	fl.StringVar(&opts.PauseImage, "pause-image", warm.DefaultPauseImage, "the placeholders' container")
+	fl.StringVar(&opts.PauseImage, "pause-image", warm.DefaultPauseImage, "the placeholders' container, REPO@sha256:...")
 	fl.StringVar(&opts.PriorityClass, "priority-class", warm.DefaultPlaceholderPriorityClass, "the placeholders' PriorityClass (created)")
 	fl.StringArrayVar(&opts.ImagePullSecrets, "image-pull-secret", nil, "Secret in the namespace for a private registry (repeatable)")
 	fl.Int32Var(&opts.Priority, "priority", warm.DefaultPlaceholderPriority, "its value: negative, and not below cluster-autoscaler's --expendable-pods-priority-cutoff")
@@ -512,6 +590,9 @@ func newWarmScaleCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if name == "" || !cmd.Flags().Changed("replicas") {
 				return usageError{errors.New("--name and --replicas are required")}
+			}
+			if err := warm.CheckPoolName(name, 0); err != nil {
+				return usageError{fmt.Errorf("--name %q: %w", name, err)}
 			}
 			cs, ns, err := kf.client()
 			if err != nil {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -99,11 +100,11 @@ func TestWarmPrepullYAML(t *testing.T) {
 	// Init-container mode, a mirrored pause image, and no kubeconfig: the
 	// namespace is "default".
 	r = runK8s(t, "warm", "prepull", "--image", k8sTestImage, "--name", "llama", "--mode", "init-container",
-		"--init-command", "/bin/sh", "--init-command", "-c", "--init-command", "exit 0", "--pause-image", "mirror.internal/pause:3.10", "-o", "yaml")
+		"--init-command", "/bin/sh", "--init-command", "-c", "--init-command", "exit 0", "--pause-image", "mirror.internal/pause:3.10@sha256:ee6521f290b2168b6e0935a181d4cff9be1ac3f505666ef0e3c98fae8199917a", "-o", "yaml")
 	if r.code != 0 {
 		t.Fatalf("init-container: %+v", r)
 	}
-	for _, s := range []string{"name: llama\n", "namespace: default", "initContainers:", "- /bin/sh\n        - -c\n        - exit 0", "image: mirror.internal/pause:3.10"} {
+	for _, s := range []string{"name: llama\n", "namespace: default", "initContainers:", "- /bin/sh\n        - -c\n        - exit 0", "image: mirror.internal/pause:3.10@sha256:ee6521f290b2168b6e0935a181d4cff9be1ac3f505666ef0e3c98fae8199917a"} {
 		if !strings.Contains(r.stdout, s) {
 			t.Errorf("init-container -o yaml lacks %q:\n%s", s, r.stdout)
 		}
@@ -261,5 +262,139 @@ func TestWarmK8sOnCluster(t *testing.T) {
 	}
 	if r = runK8sOn(t, kc, "warm", "pool", "-n", ns, "--delete"); r.code != 0 || !strings.Contains(r.stdout, "deployment.apps/modelcar-pool deleted") {
 		t.Errorf("pool delete: %+v", r)
+	}
+}
+
+// TestWarmRefusesWhatTheAPIServerRefuses: values the API server would
+// refuse (a cron field out of range, an unknown time zone, a name that is
+// not DNS-1123) are usage errors naming the flag and the value, before
+// anything is rendered, and with --apply before connecting (no cluster
+// here: a later check would fail on the kubeconfig instead, exit 1).
+func TestWarmRefusesWhatTheAPIServerRefuses(t *testing.T) {
+	with := func(base []string, more ...string) []string { return append(slices.Clone(base), more...) }
+	pool := []string{"warm", "pool", "--replicas", "1", "--gpus-per-pod", "8", "-n", "inference"}
+	sched := with(pool, "--modelcar-image", k8sModelcar)
+	prepull := []string{"warm", "prepull", "--image", k8sTestImage}
+	long := strings.Repeat("a", 64)
+	for _, tc := range []struct {
+		args []string
+		want []string
+	}{
+		{with(sched, "--schedule", "61 8 * * *=4"), []string{"--schedule", "61 8 * * *", "minute", "0-59"}},
+		{with(sched, "--schedule", "0 24 * * *=4"), []string{"--schedule", "0 24 * * *", "hour"}},
+		{with(sched, "--schedule", "0 8 0 * *=4"), []string{"--schedule", "day-of-month"}},
+		{with(sched, "--schedule", "0 8 * 13 *=4"), []string{"--schedule", "month"}},
+		{with(sched, "--schedule", "0 8 * * 7=4"), []string{"--schedule", "0 8 * * 7", "day-of-week", "0-6"}},
+		{with(sched, "--schedule", "0 8 * * mon-fry=4"), []string{"--schedule", "fry"}},
+		{with(sched, "--schedule", "*/0 8 * * *=4"), []string{"--schedule", "*/0"}},
+		{with(sched, "--schedule", "@daily=1", "--time-zone", "Mars/Olympus"), []string{"--time-zone", "Mars/Olympus"}},
+		{with(sched, "--schedule", "@daily=1", "--time-zone", "Local"), []string{"--time-zone", "Local"}},
+		{with(pool, "--name", "Bad_Name"), []string{"--name", "Bad_Name"}},
+		{with(sched, "--schedule", "@daily=1", "--name", strings.Repeat("p", 45)), []string{"--name", strings.Repeat("p", 45), "CronJob", "at most 44"}},
+		{with(pool, "--priority-class", "Bad_Class"), []string{"--priority-class", "Bad_Class"}},
+		{with(prepull, "--name", "Bad_Name"), []string{"--name", "Bad_Name"}},
+		{with(prepull, "--name", long), []string{"--name", long, "63"}},
+		{with(prepull, "--priority-class", "Bad_Class"), []string{"--priority-class", "Bad_Class"}},
+		{with(prepull, "-n", "Bad_NS"), []string{"--namespace", "Bad_NS"}},
+	} {
+		for _, mode := range [][]string{{"-o", "yaml"}, {"--apply"}} {
+			args := with(tc.args, mode...)
+			r := runK8s(t, args...)
+			if r.code != 2 || r.stdout != "" {
+				t.Errorf("%q: %+v, want a usage error (exit 2) and nothing rendered", args, r)
+				continue
+			}
+			for _, s := range tc.want {
+				if !strings.Contains(r.stderr, s) {
+					t.Errorf("%q: error lacks %q: %s", args, s, r.stderr)
+				}
+			}
+		}
+	}
+	// Names are checked for the subcommands that only look objects up too.
+	for _, args := range [][]string{
+		{"warm", "prepull", "--name", "Bad_Name", "--delete"},
+		{"warm", "prepull", "--name", "Bad_Name", "--wait"},
+		{"warm", "pool", "--name", "Bad_Name", "--delete"},
+		{"warm", "status", "--name", "Bad_Name"},
+		{"warm", "scale", "--name", "Bad_Name", "--replicas", "1"},
+		{"warm", "status", "-n", "Bad_NS"},
+	} {
+		if r := runK8s(t, args...); r.code != 2 || !strings.Contains(r.stderr, "Bad_") {
+			t.Errorf("%q: %+v, want a usage error naming the value", args, r)
+		}
+	}
+	// What the API server accepts still renders: lists, ranges, steps,
+	// names, ?, macros, a time zone from the embedded database, a dotted
+	// pre-pull name, the longest names.
+	r := runK8s(t, with(sched, "--schedule", "*/15 9-17/2 1,15 JAN-jun MON-FRI=2", "--schedule", "0 0 ? * sun=0",
+		"--schedule", "@every 90m=1", "--time-zone", "America/Argentina/Buenos_Aires", "--name", strings.Repeat("p", 44), "-o", "yaml")...)
+	if r.code != 0 || !strings.Contains(r.stdout, "schedule: '*/15 9-17/2 1,15 JAN-jun MON-FRI'") || !strings.Contains(r.stdout, "timeZone: America/Argentina/Buenos_Aires") {
+		t.Errorf("valid schedules: %+v", r)
+	}
+	if r := runK8s(t, with(prepull, "--name", "llama-3.1-8b", "-o", "yaml")...); r.code != 0 || !strings.Contains(r.stdout, "name: llama-3.1-8b\n") {
+		t.Errorf("dotted pre-pull name: %+v", r)
+	}
+	if r := runK8s(t, with(prepull, "--name", long[:63], "-o", "yaml")...); r.code != 0 {
+		t.Errorf("63-character pre-pull name: %+v", r)
+	}
+}
+
+// TestWarmPauseImageRefusesTag: --pause-image without a digest is refused
+// like --image (same error, same --allow-tag escape), and the default is
+// pinned by digest.
+func TestWarmPauseImageRefusesTag(t *testing.T) {
+	const tag = "registry.k8s.io/pause:3.10"
+	for _, args := range [][]string{
+		{"warm", "prepull", "--image", k8sTestImage, "--pause-image", tag, "-o", "yaml"},
+		{"warm", "prepull", "--image", k8sTestImage, "--pause-image", tag, "--apply"},
+		{"warm", "pool", "--replicas", "1", "--gpus-per-pod", "8", "--pause-image", tag, "-o", "yaml"},
+		{"warm", "pool", "--replicas", "1", "--gpus-per-pod", "8", "--pause-image", tag, "--apply"},
+	} {
+		r := runK8s(t, args...)
+		if r.code != 2 || r.stdout != "" {
+			t.Errorf("%q: %+v, want a usage error", args, r)
+			continue
+		}
+		for _, s := range []string{"--pause-image", "has no digest", tag, "REPO@sha256:", "--allow-tag"} {
+			if !strings.Contains(r.stderr, s) {
+				t.Errorf("%q: error lacks %q: %s", args, s, r.stderr)
+			}
+		}
+		if args[len(args)-1] == "yaml" {
+			allow := append(slices.Clone(args[:len(args)-2]), "--allow-tag", "-o", "yaml")
+			if r := runK8s(t, allow...); r.code != 0 || !strings.Contains(r.stdout, "image: "+tag+"\n") {
+				t.Errorf("%q: %+v", allow, r)
+			}
+		}
+	}
+	for _, sub := range []string{"prepull", "pool"} {
+		c, _, err := k8sRoot().Find([]string{"warm", sub})
+		if err != nil {
+			t.Fatal(err)
+		}
+		def := c.Flags().Lookup("pause-image").DefValue
+		if def != warm.DefaultPauseImage || !regexp.MustCompile(`^registry\.k8s\.io/pause:[0-9.]+@sha256:[0-9a-f]{64}$`).MatchString(def) {
+			t.Errorf("warm %s --pause-image default %q is not pinned by digest", sub, def)
+		}
+	}
+}
+
+// TestImageRefErrorHint: the tag hint mentions --allow-tag only when the
+// caller has that flag (plan reuses the helper without it).
+func TestImageRefErrorHint(t *testing.T) {
+	noDigest := fmt.Errorf("%w: %q", warm.ErrNoDigest, "r.test/m:v1")
+	with, without := imageRefError("--image", noDigest, true), imageRefError("--image", noDigest, false)
+	for _, err := range []error{with, without, warmImageError("--image", noDigest)} {
+		if exitCode(err) != 2 || !strings.Contains(err.Error(), "--image: image reference has no digest") ||
+			!strings.Contains(err.Error(), "pin the image as REPO@sha256:... ('modelcar push' prints the digest)") {
+			t.Errorf("%v", err)
+		}
+	}
+	if !strings.HasSuffix(with.Error(), " or pass --allow-tag") || warmImageError("--image", noDigest).Error() != with.Error() {
+		t.Errorf("with the hint: %v", with)
+	}
+	if strings.Contains(without.Error(), "allow-tag") || !strings.HasSuffix(without.Error(), "prints the digest)") {
+		t.Errorf("without the hint: %v", without)
 	}
 }

@@ -279,3 +279,22 @@ func TestWarmProbeBinary(t *testing.T) {
 		t.Errorf("sidecar after SIGTERM: %v\n%s", err, lines)
 	}
 }
+
+// TestWarmProbeURLWithoutScheme: a --url without http:// is a usage error
+// (exit 2) that says the form wanted, in both modes, before any probing.
+func TestWarmProbeURLWithoutScheme(t *testing.T) {
+	for _, mode := range [][]string{{"--exec"}, {"--listen", "127.0.0.1:0"}} {
+		for _, u := range []string{"127.0.0.1:8000", "localhost:8000"} {
+			args := append([]string{"warm", "probe", "--url", u}, mode...)
+			r := runWarm(context.Background(), nil, args...)
+			if r.code != 2 {
+				t.Errorf("%q: %+v, want exit 2", args, r)
+			}
+			for _, s := range []string{"--url", u, "http://HOST:PORT", "http://" + u} {
+				if !strings.Contains(r.stderr, s) {
+					t.Errorf("%q: error lacks %q: %s", args, s, r.stderr)
+				}
+			}
+		}
+	}
+}
