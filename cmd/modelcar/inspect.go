@@ -17,11 +17,11 @@ import (
 func newInspectCmd() *cobra.Command {
 	var (
 		jsonOut  bool
-		platform string
+		platform = newPlatformValue("linux/amd64")
 		f        transferFlags
 	)
 	cmd := &cobra.Command{
-		Use:   "inspect REGISTRY/REPO[:TAG|@DIGEST]|oci:PATH[:TAG|@DIGEST]|oci-archive:FILE[:TAG]",
+		Use:   "inspect REGISTRY/REPO[:TAG|@DIGEST]|oci:PATH[:TAG|@DIGEST]|oci-archive:FILE[:TAG|@DIGEST]",
 		Short: "Show a modelcar's layers, files, sizes, formats and annotations",
 		Example: `  modelcar inspect oci:./llama:v1
   modelcar inspect localhost:5000/models/llama:v1 --plain-http
@@ -34,11 +34,7 @@ func newInspectCmd() *cobra.Command {
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			pl, err := v1.ParsePlatform(platform)
-			if err != nil {
-				return usageError{fmt.Errorf("--platform: %w", err)}
-			}
-			info, err := inspect(cmd, &f, args[0], *pl)
+			info, err := inspect(cmd, &f, args[0], platform.p)
 			if err != nil {
 				return err
 			}
@@ -73,7 +69,7 @@ func newInspectCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "print JSON")
-	cmd.Flags().StringVar(&platform, "platform", "linux/amd64", "platform to pick from an image index")
+	cmd.Flags().Var(platform, "platform", "platform to pick from an image index: OS/ARCH[/VARIANT]")
 	f.register(cmd, false)
 	return cmd
 }

@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -18,6 +19,8 @@ import (
 
 	"github.com/spf13/cobra"
 	"oras.land/oras-go/v2/registry/remote/auth"
+
+	"github.com/modelcar/modelcar/internal/ref"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -54,31 +57,70 @@ Results (digests, JSON) go to stdout; progress goes to stderr when it is a termi
 		SilenceErrors: true,
 	}
 	root.SetVersionTemplate("modelcar {{.Version}}\n")
+	// Bad flags (unknown, or a value that does not parse) are usage errors,
+	// in every subcommand: they inherit the root's flag error function.
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(newPackCmd(), newInspectCmd(), newPushCmd(), newPullCmd(), newMirrorCmd(), newVerifyCmd(), newLoginCmd(), newWarmCmd(), newMeasureCmd(), newPlanCmd(), newDeployCmd())
 	return root
 }
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := newRootCmd().ExecuteContext(ctx)
+	code := execute(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
 	stop()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "Error:", err)
-		if hint := hintFor(err); hint != "" {
-			fmt.Fprintln(os.Stderr, "Hint:", hint)
-		}
-		var ue usageError
-		if errors.As(err, &ue) {
-			os.Exit(2)
-		}
-		os.Exit(1)
+	os.Exit(code)
+}
+
+// execute runs modelcar with args and returns its exit status: 0, 1 for
+// failures, 2 for usage errors (see usageError).
+func execute(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	root := newRootCmd()
+	root.SetArgs(args)
+	root.SetIn(stdin)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return 0
 	}
+	err = asUsageError(err)
+	fmt.Fprintln(stderr, "Error:", err)
+	if hint := hintFor(err); hint != "" {
+		fmt.Fprintln(stderr, "Hint:", hint)
+	}
+	var ue usageError
+	if errors.As(err, &ue) {
+		return 2
+	}
+	return 1
+}
+
+// asUsageError marks as usage errors cobra's errors for an unknown command
+// and the reference parser's for a registry reference without a registry
+// host (such as ./out or qwen:v1).
+func asUsageError(err error) error {
+	var ue usageError
+	if errors.As(err, &ue) {
+		return err
+	}
+	switch {
+	case strings.HasPrefix(err.Error(), "unknown command "):
+		// cobra's error for an unknown subcommand of the root, and
+		// cobra.NoArgs's for a stray argument: plain errors, this text.
+		return usageError{err}
+	case errors.Is(err, ref.ErrNotRegistry):
+		return usageError{err}
+	}
+	return err
 }
 
 // hintFor suggests the fix for errors users meet often.
 func hintFor(err error) string {
 	msg := err.Error()
+	var lr loginRejected
 	switch {
+	case errors.As(err, &lr):
+		return fmt.Sprintf("check the user name and the password or token given on stdin; nothing was saved for %s", lr.host)
 	case errors.Is(err, auth.ErrBasicCredentialNotFound), strings.Contains(msg, "401 Unauthorized"), strings.Contains(msg, "unauthorized"):
 		return "the registry wants credentials: run 'modelcar login REGISTRY -u USER --password-stdin', or pass --username with --password-stdin"
 	case strings.Contains(msg, "server gave HTTP response to HTTPS client"):

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 
-	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/spf13/cobra"
 
 	"github.com/modelcar/modelcar/pack"
@@ -13,8 +12,9 @@ import (
 
 func newPullCmd() *cobra.Command {
 	var (
-		f                transferFlags
-		prefix, platform string
+		f        transferFlags
+		prefix   string
+		platform = newPlatformValue("linux/amd64")
 	)
 	cmd := &cobra.Command{
 		Use:   "pull REF DIR",
@@ -42,16 +42,12 @@ Prints the manifest digest on stdout.`,
 			if err != nil {
 				return err
 			}
-			pl, err := v1.ParsePlatform(platform)
-			if err != nil {
-				return usageError{fmt.Errorf("--platform: %w", err)}
-			}
 			prog := newTransferProgress(cmd.ErrOrStderr(), f.quiet, "pull")
 			var progFn func(int64)
 			if prog != nil {
 				progFn = func(n int64) { prog.bar.Add64(n) }
 			}
-			dg, err := push.Pull(cmd.Context(), args[0], args[1], push.PullOptions{Prefix: prefix, Platform: *pl, Progress: progFn}, opts...)
+			dg, err := push.Pull(cmd.Context(), args[0], args[1], push.PullOptions{Prefix: prefix, Platform: platform.p, Progress: progFn}, opts...)
 			prog.finish()
 			if err != nil {
 				return err
@@ -65,7 +61,7 @@ Prints the manifest digest on stdout.`,
 	}
 	f.register(cmd, true)
 	cmd.Flags().StringVar(&prefix, "prefix", pack.DefaultPrefix, "directory inside the image holding the model")
-	cmd.Flags().StringVar(&platform, "platform", "linux/amd64", "platform to pick from an image index")
+	cmd.Flags().Var(platform, "platform", "platform to pick from an image index: OS/ARCH[/VARIANT]")
 	return cmd
 }
 

@@ -3,17 +3,22 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 	"oras.land/oras-go/v2/registry/remote/auth"
 	"oras.land/oras-go/v2/registry/remote/credentials"
+	"oras.land/oras-go/v2/registry/remote/errcode"
 
 	"github.com/modelcar/modelcar/internal/ref"
 	"github.com/modelcar/modelcar/push"
@@ -22,27 +27,104 @@ import (
 // transferFlags are shared by commands that talk to registries.
 type transferFlags struct {
 	plainHTTP, insecure, monolithic, quiet, jsonOut, passwordStdin bool
-	jobs                                                           int
+	jobs                                                           jobsValue
 	chunkSize, digestFile, username                                string
 	idleTimeout                                                    time.Duration
 }
 
+// register adds the connection and credential flags; transfer adds the flags
+// of commands that move blobs (--jobs, --json, --digest-file, --quiet).
+// Upload-only flags come with registerUpload.
 func (f *transferFlags) register(cmd *cobra.Command, transfer bool) {
 	fl := cmd.Flags()
 	fl.BoolVar(&f.plainHTTP, "plain-http", false, "talk HTTP, not HTTPS, to registries")
 	fl.BoolVar(&f.insecure, "insecure", false, "skip TLS certificate verification")
-	fl.StringVarP(&f.username, "username", "u", "", "registry user name (with --password-stdin); not saved")
+	fl.StringVarP(&f.username, "username", "u", "", "registry user name (with --password-stdin), for this run only: not saved")
 	fl.BoolVar(&f.passwordStdin, "password-stdin", false, "read the registry password or token from stdin")
 	fl.DurationVar(&f.idleTimeout, "idle-timeout", push.DefaultIdleTimeout, "fail (then resume or retry) a registry request whose connection moves no byte for this long; 0: wait forever")
 	if !transfer {
 		return
 	}
-	fl.IntVar(&f.jobs, "jobs", 0, "blobs transferred at once (default: CPUs, 4 to 8)")
-	fl.StringVar(&f.chunkSize, "chunk-size", "", "upload chunk size, e.g. 4MiB (default 64MiB; 4MiB for ghcr.io)")
-	fl.BoolVar(&f.monolithic, "monolithic", false, "upload each blob in one PUT (for registries that mishandle chunks)")
+	fl.Var(&f.jobs, "jobs", "blobs transferred at once, at least 1 (default: CPUs, 4 to 8)")
 	fl.BoolVar(&f.jsonOut, "json", false, "print the result as JSON")
 	fl.StringVar(&f.digestFile, "digest-file", "", "also write the manifest digest to this file")
 	fl.BoolVarP(&f.quiet, "quiet", "q", false, "no progress output")
+}
+
+// registerUpload adds the flags that shape uploads, for commands that write
+// to a registry.
+func (f *transferFlags) registerUpload(cmd *cobra.Command) {
+	fl := cmd.Flags()
+	fl.StringVar(&f.chunkSize, "chunk-size", "", "upload chunk size, e.g. 4MiB (default 64MiB; 4MiB for ghcr.io)")
+	fl.BoolVar(&f.monolithic, "monolithic", false, "upload each blob in one PUT (for registries that mishandle chunks)")
+}
+
+// jobsValue is --jobs: when given, at least 1; 0 means not given (the
+// library picks). An invalid value fails flag parsing (exit status 2).
+type jobsValue int
+
+func (j *jobsValue) String() string { return strconv.Itoa(int(*j)) }
+func (j *jobsValue) Type() string   { return "int" }
+
+func (j *jobsValue) Set(s string) error {
+	n, err := strconv.Atoi(strings.TrimSpace(s))
+	if err != nil {
+		return fmt.Errorf("want a whole number, at least 1")
+	}
+	if n < 1 {
+		return fmt.Errorf("want at least 1")
+	}
+	*j = jobsValue(n)
+	return nil
+}
+
+// platformValue is --platform OS/ARCH[/VARIANT], checked when the flag is
+// parsed (exit status 2), unlike v1.ParsePlatform, which takes "bogus" as
+// an OS with no architecture.
+type platformValue struct {
+	s string
+	p v1.Platform
+}
+
+func newPlatformValue(def string) *platformValue {
+	v := &platformValue{}
+	if err := v.Set(def); err != nil {
+		panic(err)
+	}
+	return v
+}
+
+func (v *platformValue) String() string { return v.s }
+func (v *platformValue) Type() string   { return "string" }
+
+func (v *platformValue) Set(s string) error {
+	p, err := parsePlatform(s)
+	if err != nil {
+		return err
+	}
+	v.s, v.p = s, p
+	return nil
+}
+
+// parsePlatform parses OS/ARCH[/VARIANT][:OSVERSION], every part non-empty.
+func parsePlatform(s string) (v1.Platform, error) {
+	bad := fmt.Errorf("want OS/ARCH[/VARIANT], such as linux/amd64 or linux/arm64/v8")
+	spec, osVersion, hasVersion := strings.Cut(s, ":")
+	parts := strings.Split(spec, "/")
+	if len(parts) < 2 || len(parts) > 3 || (hasVersion && (osVersion == "" || strings.Contains(osVersion, ":"))) ||
+		strings.ContainsAny(s, " \t,") {
+		return v1.Platform{}, bad
+	}
+	for _, p := range parts {
+		if p == "" {
+			return v1.Platform{}, bad
+		}
+	}
+	p := v1.Platform{OS: parts[0], Architecture: parts[1], OSVersion: osVersion}
+	if len(parts) == 3 {
+		p.Variant = parts[2]
+	}
+	return p, nil
 }
 
 // options turns the flags into push options; refs are the references the
@@ -51,7 +133,7 @@ func (f *transferFlags) options(cmd *cobra.Command, refs ...string) ([]push.Opti
 	opts := []push.Option{push.WithPlainHTTP(f.plainHTTP), push.WithInsecure(f.insecure), push.WithMonolithic(f.monolithic),
 		push.WithIdleTimeout(f.idleTimeout)}
 	if f.jobs > 0 {
-		opts = append(opts, push.WithJobs(f.jobs))
+		opts = append(opts, push.WithJobs(int(f.jobs)))
 	}
 	if f.chunkSize != "" {
 		n, err := parseSize(f.chunkSize)
@@ -225,6 +307,7 @@ func copyCmd(use, short, long, example string, mirror bool) *cobra.Command {
 		},
 	}
 	f.register(cmd, true)
+	f.registerUpload(cmd)
 	cmd.Flags().BoolVar(&referrers, "referrers", false, "also copy the image's referrers (signatures, SBOMs)")
 	if mirror {
 		cmd.Flags().StringVar(&fromFile, "from-file", "", "copy every 'SRC DST' pair listed in this file (one per line, # comments)")
@@ -325,6 +408,9 @@ func newLoginCmd() *cobra.Command {
 			}
 			if err := push.Login(cmd.Context(), args[0], f.username, pw, push.WithPlainHTTP(f.plainHTTP), push.WithInsecure(f.insecure),
 				push.WithIdleTimeout(f.idleTimeout)); err != nil {
+				if credentialsRefused(err) {
+					return loginRejected{host: args[0], user: f.username, err: err}
+				}
 				return err
 			}
 			fmt.Fprintln(cmd.ErrOrStderr(), "Login succeeded")
@@ -332,5 +418,31 @@ func newLoginCmd() *cobra.Command {
 		},
 	}
 	f.register(cmd, false)
+	cmd.Flags().Lookup("username").Usage = "registry user name; saved with the password (with --password-stdin)"
 	return cmd
 }
+
+// credentialsRefused reports whether the registry answered 401 or 403 to
+// credentials.
+func credentialsRefused(err error) bool {
+	var er *errcode.ErrorResponse
+	if errors.As(err, &er) {
+		return er.StatusCode == http.StatusUnauthorized || er.StatusCode == http.StatusForbidden
+	}
+	return strings.Contains(err.Error(), "401 Unauthorized")
+}
+
+// loginRejected is login's error when the registry refuses the user and
+// password: it names them and hints at them, not at 'modelcar login'.
+type loginRejected struct {
+	host, user string
+	err        error
+}
+
+func (e loginRejected) Error() string {
+	// push.Login's errors start with "login HOST as USER: ".
+	detail := strings.TrimPrefix(e.err.Error(), fmt.Sprintf("login %s as %s: ", e.host, e.user))
+	return fmt.Sprintf("login %s: the registry rejected the credentials of user %q: %s", e.host, e.user, detail)
+}
+
+func (e loginRejected) Unwrap() error { return e.err }

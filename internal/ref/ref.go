@@ -5,6 +5,7 @@
 package ref
 
 import (
+	"errors"
 	"fmt"
 	"regexp"
 	"strings"
@@ -53,9 +54,16 @@ type Ref struct {
 // tagRE is the OCI distribution tag grammar, also used for layout ref names.
 var tagRE = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$`)
 
-// Parse parses s. Registry references are parsed strictly (a registry host
-// is required unless insecureDefaults is set by the caller through
-// name.Option values passed in opts).
+// ErrNotRegistry is wrapped by the error Parse returns for a string that is
+// neither oci:, oci-archive: nor REGISTRY/REPO with a registry host: a path,
+// or a Docker Hub short name (which modelcar does not default).
+var ErrNotRegistry = errors.New("not a registry reference (REGISTRY/REPO[:TAG|@DIGEST])")
+
+// Parse parses s. A registry reference must start with a registry host: a
+// first path component that holds a "." or a ":" or is "localhost" (the
+// test docker and containerd apply), so "models/qwen:v1", "qwen:v1" and
+// "./out" are refused here rather than defaulted to Docker Hub or sent to
+// a host named "models" or ".". opts are passed to name.ParseReference.
 func Parse(s string, opts ...name.Option) (Ref, error) {
 	switch {
 	case strings.HasPrefix(s, "oci:"):
@@ -67,6 +75,9 @@ func Parse(s string, opts ...name.Option) (Ref, error) {
 	}
 	if strings.Contains(s, "://") {
 		return Ref{}, fmt.Errorf("parsing reference %q: use REGISTRY/REPO[:TAG|@DIGEST] without a URL scheme", s)
+	}
+	if err := checkRegistryHost(s); err != nil {
+		return Ref{}, err
 	}
 	n, err := name.ParseReference(s, opts...)
 	if err != nil {
@@ -84,6 +95,30 @@ func Parse(s string, opts ...name.Option) (Ref, error) {
 		r.Tag = v.TagStr()
 	}
 	return r, nil
+}
+
+// checkRegistryHost refuses s unless its first path component is a
+// plausible registry host, naming the oci: and oci-archive: spellings the
+// user may have meant (a trailing :TAG or @DIGEST stays the tag or digest of
+// the archive FILE.tar).
+func checkRegistryHost(s string) error {
+	host, _, ok := strings.Cut(s, "/")
+	plausible := ok && host != "." && host != ".." && host != "" &&
+		(host == "localhost" || strings.ContainsAny(host, ".:")) &&
+		!strings.HasPrefix(s, "./") && !strings.HasPrefix(s, "../") && !strings.HasPrefix(s, "/")
+	if plausible {
+		return nil
+	}
+	file, tag := s, ""
+	if i := strings.LastIndex(s, "@"); i > 0 {
+		file, tag = s[:i], s[i:]
+	} else if i := strings.LastIndex(s, ":"); i > 0 && !strings.Contains(s[i+1:], "/") && tagRE.MatchString(s[i+1:]) {
+		file, tag = s[:i], s[i:]
+	}
+	if !strings.HasSuffix(file, ".tar") {
+		file += ".tar"
+	}
+	return fmt.Errorf("%s: %w; for a local layout write oci:%s, for an archive oci-archive:%s%s", s, ErrNotRegistry, s, file, tag)
 }
 
 func parseLocal(k Kind, orig, rest string) (Ref, error) {

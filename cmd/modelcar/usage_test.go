@@ -1,0 +1,177 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// runInProcess runs the command tree in this process, as main does, and
+// returns its output and exit status.
+func runInProcess(t *testing.T, stdin string, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var so, se bytes.Buffer
+	code := execute(ctx, args, strings.NewReader(stdin), &so, &se)
+	return result{stdout: so.String(), stderr: se.String(), code: code}
+}
+
+// TestUsageErrorsExit2: cobra's own errors (an unknown flag, a flag value
+// that does not parse, an unknown command) and invalid --jobs and
+// --platform values exit 2 with the reason, in every command that has the
+// flag, before anything is read or sent; failures exit 1.
+func TestUsageErrorsExit2(t *testing.T) {
+	t.Setenv("XDG_CACHE_HOME", t.TempDir())
+	missing := "oci:" + t.TempDir() + "/missing:v1"
+	dir := t.TempDir() + "/pulled"
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"push", "--bogus", missing, "localhost:5000/x:v1"}, "unknown flag: --bogus"},
+		{[]string{"push", "--jobs", "abc", missing, "localhost:5000/x:v1"}, `invalid argument "abc" for "--jobs"`},
+		{[]string{"push", "--jobs", "0", missing, "localhost:5000/x:v1"}, `invalid argument "0" for "--jobs" flag: want at least 1`},
+		{[]string{"push", "--jobs=-3", missing, "localhost:5000/x:v1"}, `invalid argument "-3" for "--jobs" flag: want at least 1`},
+		{[]string{"push", "--idle-timeout", "xyz", missing, "localhost:5000/x:v1"}, `invalid argument "xyz" for "--idle-timeout"`},
+		{[]string{"mirror", "--jobs", "0", missing, "oci:" + t.TempDir() + "/m"}, `"--jobs" flag: want at least 1`},
+		{[]string{"pull", "--jobs", "0", missing, dir}, `"--jobs" flag: want at least 1`},
+		{[]string{"verify", "--jobs", "-1", missing}, `"--jobs" flag: want at least 1`},
+		{[]string{"pull", "--platform", "bogus", missing, dir}, `invalid argument "bogus" for "--platform" flag: want OS/ARCH[/VARIANT]`},
+		{[]string{"pull", "--platform", "linux/", missing, dir}, `"--platform" flag: want OS/ARCH`},
+		{[]string{"pull", "--platform", "/amd64", missing, dir}, `"--platform" flag: want OS/ARCH`},
+		{[]string{"pull", "--platform", "linux/arm64/", missing, dir}, `"--platform" flag: want OS/ARCH`},
+		{[]string{"pull", "--platform", "linux/arm/v7/x", missing, dir}, `"--platform" flag: want OS/ARCH`},
+		{[]string{"inspect", "--platform", "bogus", missing}, `invalid argument "bogus" for "--platform" flag`},
+		{[]string{"inspect", "--platform", "linux/amd64,linux/arm64", missing}, `"--platform" flag: want OS/ARCH`},
+		{[]string{"pull", "--chunk-size", "4MiB", missing, dir}, "unknown flag: --chunk-size"},
+		{[]string{"verify", "--monolithic", missing}, "unknown flag: --monolithic"},
+		{[]string{"pack", "--bogus", "d", "-o", "oci:x"}, "unknown flag: --bogus"},
+		{[]string{"login", "localhost:5000", "--idle-timeout", "xyz"}, `invalid argument "xyz" for "--idle-timeout"`},
+		{[]string{"nosuchcmd"}, `unknown command "nosuchcmd" for "modelcar"`},
+		{[]string{"pul", missing, dir}, `unknown command "pul" for "modelcar"`},
+	} {
+		r := runInProcess(t, "", tc.args...)
+		if r.code != 2 || !strings.Contains(r.stderr, tc.want) || r.stdout != "" {
+			t.Errorf("modelcar %s: exit %d, stdout %q, stderr %q; want exit 2 and stderr containing %q",
+				strings.Join(tc.args, " "), r.code, r.stdout, r.stderr, tc.want)
+		}
+	}
+	// Valid values pass the flag checks; the missing image then fails (1).
+	for _, args := range [][]string{
+		{"pull", "--jobs", "3", "--platform", "linux/arm64/v8", missing, dir},
+		{"inspect", "--platform", "linux/arm64", missing},
+		{"push", "--jobs", "1", "--chunk-size", "4MiB", "--monolithic", missing, "localhost:5000/x:v1"},
+		{"verify", "--jobs", "2", missing},
+	} {
+		if r := runInProcess(t, "", args...); r.code != 1 || !strings.Contains(r.stderr, "Error:") {
+			t.Errorf("modelcar %s: exit %d, stderr %q; want exit 1", strings.Join(args, " "), r.code, r.stderr)
+		}
+	}
+}
+
+// TestHostlessReferencesAreUsageErrors: registry references without a
+// registry host fail with one message naming the oci: and oci-archive:
+// spellings, exit 2, and never reach the network (no "https://", no host
+// named "." or "models" looked up).
+func TestHostlessReferencesAreUsageErrors(t *testing.T) {
+	t.Setenv("XDG_CACHE_HOME", t.TempDir())
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"pack", t.TempDir(), "--output", "./out"},
+			"./out: not a registry reference (REGISTRY/REPO[:TAG|@DIGEST]); for a local layout write oci:./out, for an archive oci-archive:./out.tar"},
+		{[]string{"pack", t.TempDir(), "--output", "qwen:v1"},
+			"qwen:v1: not a registry reference (REGISTRY/REPO[:TAG|@DIGEST]); for a local layout write oci:qwen:v1, for an archive oci-archive:qwen.tar:v1"},
+		{[]string{"inspect", "models/qwen:v1"}, "models/qwen:v1: not a registry reference"},
+		{[]string{"push", "oci:" + t.TempDir() + ":v1", "models/qwen:v1"}, "models/qwen:v1: not a registry reference"},
+		{[]string{"pull", "../qwen:v1", t.TempDir() + "/x"}, "for an archive oci-archive:../qwen.tar:v1"},
+	} {
+		r := runInProcess(t, "", tc.args...)
+		if r.code != 2 || !strings.Contains(r.stderr, tc.want) || strings.Contains(r.stderr, "https://") || strings.Contains(r.stderr, "lookup") {
+			t.Errorf("modelcar %s: exit %d, stderr %q; want exit 2 and %q", strings.Join(tc.args, " "), r.code, r.stderr, tc.want)
+		}
+	}
+}
+
+// TestLoginWrongPasswordSaysRejected: when the registry answers 401 to the
+// credentials, login says the registry rejected the credentials of that
+// user at that registry, does not suggest running 'modelcar login', never
+// prints the password, and saves nothing.
+func TestLoginWrongPasswordSaysRejected(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("WWW-Authenticate", `Basic realm="test"`)
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusUnauthorized)
+		w.Write([]byte(`{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}`))
+	}))
+	defer srv.Close()
+	host := strings.TrimPrefix(srv.URL, "http://")
+	cfg := t.TempDir()
+	t.Setenv("DOCKER_CONFIG", cfg)
+	const password = "wrong-password-7f3a"
+	r := runInProcess(t, password+"\n", "login", host, "-u", "ci-bot", "--password-stdin", "--plain-http")
+	if r.code != 1 || !strings.Contains(r.stderr, "login "+host+": the registry rejected the credentials of user \"ci-bot\"") {
+		t.Errorf("login with a wrong password: %+v", r)
+	}
+	if strings.Contains(r.stderr, "modelcar login") || !strings.Contains(r.stderr, "Hint: check the user name and the password") {
+		t.Errorf("login with a wrong password gives the wrong hint: %q", r.stderr)
+	}
+	t.Logf("login stderr: %s", r.stderr)
+	if strings.Contains(r.stderr+r.stdout, password) {
+		t.Errorf("the password appears in the output: %+v", r)
+	}
+	if _, err := os.Stat(filepath.Join(cfg, "config.json")); !os.IsNotExist(err) {
+		t.Errorf("a rejected login wrote config.json (%v)", err)
+	}
+	// An anonymous push to the same registry still points at login.
+	if hint := hintFor(errString(`HEAD "http://` + host + `/v2/m/blobs/sha256:0": response status code 401: unauthorized: authentication required`)); !strings.Contains(hint, "modelcar login") {
+		t.Errorf("push hint: %q", hint)
+	}
+}
+
+type errString string
+
+func (e errString) Error() string { return string(e) }
+
+// TestHelpMatchesFlags: login says -u is saved; pull and verify, which only
+// download, have no upload flags while push and mirror do; inspect's usage
+// line shows @DIGEST for archives too.
+func TestHelpMatchesFlags(t *testing.T) {
+	help := func(cmd string) string {
+		t.Helper()
+		r := runInProcess(t, "", cmd, "--help")
+		if r.code != 0 {
+			t.Fatalf("%s --help: %+v", cmd, r)
+		}
+		return r.stdout
+	}
+	login := help("login")
+	if strings.Contains(login, "not saved") || !strings.Contains(login, "saved with the password") {
+		t.Errorf("login --help on -u:\n%s", login)
+	}
+	if push := help("push"); !strings.Contains(push, "not saved") {
+		t.Errorf("push --help does not say -u is not saved:\n%s", push)
+	}
+	for _, cmd := range []string{"pull", "verify"} {
+		h := help(cmd)
+		if strings.Contains(h, "--chunk-size") || strings.Contains(h, "--monolithic") || !strings.Contains(h, "--jobs") {
+			t.Errorf("%s --help:\n%s", cmd, h)
+		}
+	}
+	for _, cmd := range []string{"push", "mirror"} {
+		if h := help(cmd); !strings.Contains(h, "--chunk-size") || !strings.Contains(h, "--monolithic") || !strings.Contains(h, "--jobs int") {
+			t.Errorf("%s --help:\n%s", cmd, h)
+		}
+	}
+	if h := help("inspect"); !strings.Contains(h, "oci-archive:FILE[:TAG|@DIGEST]") || !strings.Contains(h, `--platform string`) || !strings.Contains(h, `(default "linux/amd64")`) {
+		t.Errorf("inspect --help:\n%s", h)
+	}
+}
