@@ -190,7 +190,17 @@ func (ix *index) coldStart(p *Pod, o *options) ColdStart {
 
 	if a.isReady {
 		a.end = ms(ready)
-		a.points = append(a.points, instant{ready, "Ready"})
+		// The Ready condition is kept to the second: a pod Ready at
+		// 12:00:00.9 says 12:00:00, before its own Scheduled event at
+		// 12:00:00.6 (an eventTime, to the microsecond). What must precede
+		// Ready and lies within that second moves the end, so the total is
+		// never shorter than the phases and steps it contains.
+		if at, what := a.beforeReady(); ready.Equal(ready.Truncate(time.Second)) && at.After(a.end) && at.Sub(a.end) < time.Second {
+			a.cs.Details.Notes = append(a.cs.Details.Notes, fmt.Sprintf("the Ready condition (%s) is kept to the second and reads earlier than %s (+%.3f s): the total ends there",
+				ready.UTC().Format(time.RFC3339), what, a.off(at)))
+			a.end = at
+		}
+		a.points = append(a.points, instant{a.end, "Ready"})
 	} else {
 		a.end = ms(a.latest)
 		a.missing("pod never became Ready: the total ends at the last thing seen (%s)", a.latest.UTC().Format(time.RFC3339))
@@ -200,6 +210,28 @@ func (ix *index) coldStart(p *Pod, o *options) ColdStart {
 	a.cs.Dominant = dominant(a.cs.Phases, a.cs.UnattributedSeconds)
 	a.cs.Lever = lever(a.cs.Dominant, &a.cs)
 	return a.cs
+}
+
+// beforeReady returns the latest instant that must come before Ready
+// (scheduled, an image pulled, the serving container started, weights
+// loaded) and its name.
+func (a *podAnalysis) beforeReady() (time.Time, string) {
+	var at time.Time
+	var what string
+	see := func(t time.Time, name string) {
+		if t.After(at) {
+			at, what = t, name
+		}
+	}
+	see(a.schedule, "scheduled")
+	see(a.started, a.serving+" started")
+	see(a.loaded, "weights loaded")
+	for _, c := range a.claims {
+		if c.phase != Warmup {
+			see(c.end, c.phase+" end")
+		}
+	}
+	return at, what
 }
 
 // provision: created → scheduled, split when the node came later.
@@ -626,6 +658,15 @@ func (a *podAnalysis) resolve() {
 	}
 	a.cs.TotalSeconds = seconds(total)
 	a.cs.UnattributedSeconds = seconds(total - attributed)
+	// Provision steps split created → scheduled; like the phase, they end
+	// at the total (a Scheduled event later than Ready is clipped).
+	for i := range a.cs.Details.Provision.Steps {
+		st := &a.cs.Details.Provision.Steps[i]
+		if st.At > a.cs.TotalSeconds {
+			st.Seconds = round3(max(0, st.Seconds-(st.At-a.cs.TotalSeconds)))
+			st.At = a.cs.TotalSeconds
+		}
+	}
 	if segs == nil {
 		segs = []Segment{}
 	}

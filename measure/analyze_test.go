@@ -1,6 +1,9 @@
 package measure
 
 import (
+	"bytes"
+	"encoding/json"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -259,5 +262,129 @@ func TestMultiPodSummary(t *testing.T) {
 	}
 	if r := analyzeFixture(t, "cached-image"); r.Summary != nil {
 		t.Errorf("summary for one pod")
+	}
+}
+
+// sameSecondBundle copies the cached-image bundle and squeezes it into the
+// second of the pod's creation, as a cluster with no delays records it
+// (kwok: creationTimestamp, conditions, container start and core/v1 events
+// to the second), with the Scheduled event's eventTime (to the microsecond)
+// moved to scheduled. The logs go: they are after Ready.
+func sameSecondBundle(t *testing.T, scheduled string) *Bundle {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "same-second")
+	if err := os.CopyFS(dir, os.DirFS(filepath.Join(fixtures, "cached-image"))); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(filepath.Join(dir, "logs")); err != nil {
+		t.Fatal(err)
+	}
+	const created = "2025-03-14T12:00:00Z"
+	edit := func(name string, f func(doc map[string]any)) {
+		data, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var doc map[string]any
+		if err := json.Unmarshal(data, &doc); err != nil {
+			t.Fatal(err)
+		}
+		f(doc)
+		data, _ = json.Marshal(doc)
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	edit("pods.json", func(doc map[string]any) {
+		st := doc["items"].([]any)[0].(map[string]any)["status"].(map[string]any)
+		for _, c := range st["conditions"].([]any) {
+			c.(map[string]any)["lastTransitionTime"] = created
+		}
+		for _, c := range st["containerStatuses"].([]any) {
+			c.(map[string]any)["state"] = map[string]any{"running": map[string]any{"startedAt": created}}
+		}
+	})
+	edit("events.json", func(doc map[string]any) {
+		for _, e := range doc["items"].([]any) {
+			e := e.(map[string]any)
+			if e["reason"] == "Scheduled" {
+				e["eventTime"] = scheduled
+				continue
+			}
+			e["firstTimestamp"], e["lastTimestamp"] = created, created
+		}
+	})
+	b, err := ReadBundle(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestReportReadyToTheSecond: a pod Ready within the second of its creation
+// (Ready condition 12:00:00, to the second) but scheduled at 12:00:00.843
+// (eventTime, to the microsecond) is not "0.0 s from creation to Ready" with
+// a 0.8 s scheduling step: the total ends at the scheduling, the last thing
+// that must precede Ready, and the provision phase and its steps fit in it.
+// A Scheduled event more than a second after Ready cannot be explained by
+// rounding: the total stays, and the steps are clipped to the phase.
+func TestReportReadyToTheSecond(t *testing.T) {
+	for _, tc := range []struct {
+		scheduled        string
+		total, provision float64
+		note             bool
+	}{
+		{"2025-03-14T12:00:00.843210Z", 0.843, 0.843, true},
+		{"2025-03-14T12:00:01.500000Z", 0, 0, false},
+	} {
+		r, err := Analyze(sameSecondBundle(t, tc.scheduled))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := r.ColdStarts[0]
+		if c.TotalSeconds != tc.total || c.Phases.Provision != tc.provision {
+			t.Errorf("scheduled %s: total %.3f, provision %.3f; want %.3f, %.3f", tc.scheduled, c.TotalSeconds, c.Phases.Provision, tc.total, tc.provision)
+		}
+		sum := c.UnattributedSeconds
+		for _, ph := range PhaseNames {
+			sum += c.Phases.Get(ph)
+		}
+		if math.Abs(sum-c.TotalSeconds) > 1e-9 {
+			t.Errorf("scheduled %s: phases + unattributed %.3f, total %.3f", tc.scheduled, sum, c.TotalSeconds)
+		}
+		var steps float64
+		for _, st := range c.Details.Provision.Steps {
+			steps += st.Seconds
+			if st.Seconds > c.TotalSeconds || st.At > c.TotalSeconds {
+				t.Errorf("scheduled %s: step %+v past the total %.3f", tc.scheduled, st, c.TotalSeconds)
+			}
+		}
+		if math.Abs(steps-c.Phases.Provision) > 1e-9 {
+			t.Errorf("scheduled %s: provision steps %.3f, phase %.3f", tc.scheduled, steps, c.Phases.Provision)
+		}
+		if n := strings.Join(c.Details.Notes, "\n"); strings.Contains(n, "kept to the second") != tc.note {
+			t.Errorf("scheduled %s: notes %q", tc.scheduled, c.Details.Notes)
+		}
+		var buf bytes.Buffer
+		Render(&buf, r, Text)
+		want := fmt.Sprintf("%.1f s from creation to Ready", tc.total)
+		if !strings.Contains(buf.String(), want) || !strings.Contains(buf.String(), fmt.Sprintf("  %-13s %8s", Provision, fsec(tc.provision))+" ") ||
+			!strings.Contains(buf.String(), "scheduling "+fsec(tc.provision)+" s") {
+			t.Errorf("scheduled %s: text lacks %q:\n%s", tc.scheduled, want, buf.String())
+		}
+	}
+}
+
+// TestReportPullLever: the lever for a dominant pull names the lazy format
+// the benchmark found fastest and plan recommends (zstd:chunked with
+// prefetch, not eStargz), and what it needs on the node.
+func TestReportPullLever(t *testing.T) {
+	c := analyzeFixture(t, "slow-pull").ColdStarts[0]
+	if c.Dominant != Pull || !strings.Contains(c.Lever, "modelcar warm prepull") || !strings.Contains(c.Lever, "modelcar pack --format zstd-chunked --prefetch all") ||
+		!strings.Contains(c.Lever, "stargz snapshotter") || strings.Contains(c.Lever, "estargz") {
+		t.Errorf("dominant %s, lever %q", c.Dominant, c.Lever)
+	}
+	if s := analyzeFixture(t, "multi-pod").Summary; s.Dominant != Pull || s.Lever != c.Lever {
+		t.Errorf("summary: dominant %s, lever %q", s.Dominant, s.Lever)
 	}
 }

@@ -23,7 +23,13 @@ type Diff struct {
 	BasePods   int       `json:"base_pods"`
 	NewPods    int       `json:"new_pods"`
 	Rows       []DiffRow `json:"rows"`
-	Regressed  bool      `json:"regressed"`
+	// Regressed is the verdict: a gated row regressed, or a pod of the new
+	// report never became Ready.
+	Regressed bool `json:"regressed"`
+	// NotReady lists the new report's pods that never became Ready: their
+	// "total" ends at the last thing seen, so they fail the comparison
+	// whatever their numbers.
+	NotReady []string `json:"not_ready,omitempty"`
 	// Notes warn about comparisons of unequal data (a phase one report
 	// could not attribute).
 	Notes []string `json:"notes,omitempty"`
@@ -46,7 +52,9 @@ type DiffRow struct {
 // Compare compares new against base. A gated row regresses when it grew by
 // at least MinRegressionSeconds and by more than maxRegression of its base
 // value (any growth of at least MinRegressionSeconds when the base is 0).
-// regressed reports whether any row did.
+// regressed reports whether any row did, or a cold start of new never
+// became Ready (listed in NotReady). Reports with no cold starts compare as
+// zeros with a note: callers gating on the result should refuse them first.
 func Compare(base, new *Report, maxRegression float64) (diff *Diff, regressed bool) {
 	d := &Diff{MaxRegression: maxRegression, MinSeconds: MinRegressionSeconds, BasePods: len(base.ColdStarts), NewPods: len(new.ColdStarts)}
 	median := func(r *Report, f func(c *ColdStart) float64) float64 {
@@ -89,6 +97,21 @@ func Compare(base, new *Report, maxRegression float64) (diff *Diff, regressed bo
 	}
 	if d.BasePods == 0 || d.NewPods == 0 {
 		d.Notes = append(d.Notes, "a report has no cold starts")
+	}
+	for i := range new.ColdStarts {
+		if new.ColdStarts[i].Ready.IsZero() {
+			d.NotReady = append(d.NotReady, new.ColdStarts[i].Pod)
+			d.Regressed = true
+		}
+	}
+	var baseNotReady []string
+	for i := range base.ColdStarts {
+		if base.ColdStarts[i].Ready.IsZero() {
+			baseNotReady = append(baseNotReady, base.ColdStarts[i].Pod)
+		}
+	}
+	if len(baseNotReady) > 0 {
+		d.Notes = append(d.Notes, fmt.Sprintf("in the base, %s never became Ready: its values end at the last thing seen", strings.Join(baseNotReady, ", ")))
 	}
 	return d, d.Regressed
 }
@@ -136,8 +159,13 @@ func RenderDiff(w io.Writer, d *Diff, f Format) error {
 		for _, r := range d.Rows {
 			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", r.Name, fsec(r.Base), fsec(r.New), change(r), verdict(r, true))
 		}
-		if d.Regressed {
+		if len(d.NotReady) > 0 {
+			fmt.Fprintf(&b, "\n**Failed: never Ready in the new report: %s.**\n", mdEscape(strings.Join(d.NotReady, ", ")))
+		}
+		if len(names) > 0 {
 			fmt.Fprintf(&b, "\n**Regressed: %s.**", strings.Join(names, ", "))
+		} else if d.Regressed {
+			b.WriteString("\n**No phase regressed.**")
 		} else {
 			b.WriteString("\n**No regression.**")
 		}
@@ -152,9 +180,12 @@ func RenderDiff(w io.Writer, d *Diff, f Format) error {
 		for _, r := range d.Rows {
 			fmt.Fprintf(w, "%-13s %9s %9s  %-22s %s\n", r.Name, fsec(r.Base), fsec(r.New), change(r), verdict(r, false))
 		}
-		if d.Regressed {
+		if len(d.NotReady) > 0 {
+			fmt.Fprintf(w, "failed: never Ready in the new report: %s\n", strings.Join(d.NotReady, ", "))
+		}
+		if len(names) > 0 {
 			fmt.Fprintf(w, "regressed: %s\n", strings.Join(names, ", "))
-		} else {
+		} else if !d.Regressed {
 			fmt.Fprintln(w, "no regression")
 		}
 		fmt.Fprintf(w, "rule: %s\n", rule)

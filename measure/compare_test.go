@@ -2,12 +2,17 @@ package measure
 
 import (
 	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func report(cs ...ColdStart) *Report {
 	for i := range cs {
+		cs[i].Ready = t0.Add(time.Duration(cs[i].TotalSeconds * float64(time.Second)))
 		cs[i].Details.Provision.Known, cs[i].Details.Pull.Known = true, true
 		cs[i].Details.Load.Known, cs[i].Details.Warmup.Known = true, true
 	}
@@ -131,4 +136,111 @@ func TestRenderDiff(t *testing.T) {
 	if err := RenderDiff(&md, d, SVG); err == nil {
 		t.Error("an SVG diff did not fail")
 	}
+}
+
+// TestCompareNeverReady: a cold start of the new report that never became
+// Ready fails the comparison whatever its numbers, and the diff says so in
+// every format; in the base report it is a note.
+func TestCompareNeverReady(t *testing.T) {
+	ready := analyzeFixture(t, "slow-pull")
+	stuck := analyzeFixture(t, "slow-pull")
+	stuck.ColdStarts[0].Ready = time.Time{}
+	d, regressed := Compare(ready, stuck, 0.1)
+	if !regressed || !d.Regressed || len(d.NotReady) != 1 || d.NotReady[0] != "llm/llama70b-vllm-0" {
+		t.Errorf("never Ready in new: regressed %v, %+v", regressed, d)
+	}
+	for _, r := range d.Rows {
+		if r.Regressed {
+			t.Errorf("row %s regressed with equal numbers", r.Name)
+		}
+	}
+	var txt, md, js bytes.Buffer
+	RenderDiff(&txt, d, Text)
+	RenderDiff(&md, d, Markdown)
+	RenderDiff(&js, d, JSON)
+	if !strings.Contains(txt.String(), "failed: never Ready in the new report: llm/llama70b-vllm-0\n") || strings.Contains(txt.String(), "no regression") {
+		t.Errorf("text:\n%s", txt.String())
+	}
+	if !strings.Contains(md.String(), "**Failed: never Ready in the new report: llm/llama70b-vllm-0.**") || !strings.Contains(md.String(), "**No phase regressed.**") {
+		t.Errorf("md:\n%s", md.String())
+	}
+	if !strings.Contains(js.String(), `"not_ready": [`) || !strings.Contains(js.String(), `"regressed": true`) {
+		t.Errorf("json:\n%s", js.String())
+	}
+
+	d, regressed = Compare(stuck, ready, 0.1)
+	if regressed || len(d.NotReady) != 0 || !strings.Contains(strings.Join(d.Notes, "\n"), "in the base, llm/llama70b-vllm-0 never became Ready") {
+		t.Errorf("never Ready in base: regressed %v, %+v", regressed, d)
+	}
+}
+
+// TestReadReportShape: ReadReport reads what Render writes (and the reports
+// recorded for plan), and refuses JSON that is not a report even when it
+// has "version": 1, naming what is wrong.
+func TestReadReportShape(t *testing.T) {
+	var buf bytes.Buffer
+	if err := Render(&buf, analyzeFixture(t, "multi-pod"), JSON); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := ReadReport(&buf); err != nil || len(r.ColdStarts) != 3 {
+		t.Fatalf("a rendered report: %v", err)
+	}
+	for _, name := range []string{"slow-pull.json", "pull-gzip.json", "warmup-compile.json"} {
+		f, err := os.Open(filepath.Join("..", "testdata", "plan", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = ReadReport(f)
+		f.Close()
+		if err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	if r, err := ReadReport(strings.NewReader(`{"version":1,"cold_starts":[]}`)); err != nil || len(r.ColdStarts) != 0 {
+		t.Errorf("a report with no cold starts is well formed: %v", err)
+	}
+	bench, err := os.ReadFile(filepath.Join("..", "testdata", "plan", "bench.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var full map[string]any
+	json.Unmarshal([]byte(`{"pod":"a","created":"2025-03-14T12:00:00Z","total_seconds":1,"unattributed_seconds":0,"phases":{"provision":1,"pull":0,"load":0,"warmup":0}}`), &full)
+	for in, want := range map[string]string{
+		string(bench):                      `not a cold-start report (modelcar measure --format json): no "cold_starts" list (its fields: "link_mbit", "model_bytes", "results", "version")`,
+		`{"version":1}`:                    `no "cold_starts" list`,
+		`{"version":1,"cold_starts":null}`: `no "cold_starts" list`,
+		`{"version":1,"cold_starts":{}}`:   `"cold_starts" is not a list of cold starts`,
+		`{"version":1,"cold_starts":[1]}`:  `"cold_starts" is not a list of cold starts`,
+		`{"cold_starts":[]}`:               `not a cold-start report (modelcar measure --format json): no "version"`,
+		`[]`:                               "decoding report",
+		`null`:                             "it is not a JSON object",
+		`{"version":2,"cold_starts":[]}`:   "report version 2: this modelcar reads version 1",
+		`{"version":1,"cold_starts":[{}]}`: `cold_starts[0] lacks "pod", "created", "total_seconds", "phases", "unattributed_seconds"`,
+		withColdStart(full, "phases", nil): `cold_starts[0] lacks "phases" as an object`,
+		withColdStart(full, "pod", nil):    `cold_starts[0] lacks "pod"`,
+		withColdStart(full, "phases", map[string]any{"pull": 1}): `cold_starts[0] lacks "phases.provision", "phases.load", "phases.warmup"`,
+	} {
+		if _, err := ReadReport(strings.NewReader(in)); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%.60s: err = %v, want %q", in, err, want)
+		}
+	}
+	if _, err := ReadReport(strings.NewReader(withColdStart(full, "x", 1))); err != nil {
+		t.Errorf("a complete cold start (and an unknown field): %v", err)
+	}
+}
+
+// withColdStart returns a one-cold-start report of c with key set to v,
+// or removed when v is nil and key is not "phases" ("phases": null).
+func withColdStart(c map[string]any, key string, v any) string {
+	m := map[string]any{}
+	for k, x := range c {
+		m[k] = x
+	}
+	if v == nil && key != "phases" {
+		delete(m, key)
+	} else {
+		m[key] = v
+	}
+	b, _ := json.Marshal(map[string]any{"version": 1, "cold_starts": []any{m}})
+	return string(b)
 }

@@ -6,6 +6,8 @@ import (
 	"io"
 	"math"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -208,16 +210,76 @@ type Stat struct {
 	Max float64 `json:"max"`
 }
 
-// ReadReport decodes a JSON report and checks its version.
+// ReadReport decodes a JSON report and checks its version and its shape:
+// a JSON object with "version" and a "cold_starts" list whose entries have
+// the fields every report writes (pod, created, total_seconds, phases with
+// the four phases, unattributed_seconds). Other JSON that happens to have
+// "version": 1 (a benchmark's results, a plan) is refused, not read as a
+// report of zeros. A report with no cold starts is well formed.
 func ReadReport(r io.Reader) (*Report, error) {
-	var rep Report
-	if err := json.NewDecoder(r).Decode(&rep); err != nil {
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return nil, fmt.Errorf("reading report: %w", err)
+	}
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(data, &top); err != nil {
 		return nil, fmt.Errorf("decoding report: %w", err)
 	}
-	if rep.Version != Version {
-		return nil, fmt.Errorf("report version %d: this modelcar reads version %d", rep.Version, Version)
+	if top == nil {
+		return nil, errNotReport("it is not a JSON object")
+	}
+	rawVersion, ok := top["version"]
+	if !ok {
+		return nil, errNotReport(`no "version"`)
+	}
+	var version int
+	if err := json.Unmarshal(rawVersion, &version); err != nil {
+		return nil, errNotReport(`"version" is not a number`)
+	}
+	if version != Version {
+		return nil, fmt.Errorf("report version %d: this modelcar reads version %d", version, Version)
+	}
+	var cs []map[string]json.RawMessage
+	if raw, ok := top["cold_starts"]; !ok || string(raw) == "null" {
+		var keys []string
+		for k := range top {
+			keys = append(keys, strconv.Quote(k))
+		}
+		slices.Sort(keys)
+		return nil, errNotReport(`no "cold_starts" list (its fields: ` + strings.Join(keys, ", ") + ")")
+	} else if err := json.Unmarshal(raw, &cs); err != nil {
+		return nil, errNotReport(`"cold_starts" is not a list of cold starts`)
+	}
+	for i, c := range cs {
+		var lack []string
+		for _, k := range []string{"pod", "created", "total_seconds", "phases", "unattributed_seconds"} {
+			if _, ok := c[k]; !ok {
+				lack = append(lack, strconv.Quote(k))
+			}
+		}
+		var phases map[string]json.RawMessage
+		if raw, ok := c["phases"]; ok && (json.Unmarshal(raw, &phases) != nil || phases == nil) {
+			lack = append(lack, `"phases" as an object`)
+		} else if ok {
+			for _, ph := range PhaseNames {
+				if _, ok := phases[ph]; !ok {
+					lack = append(lack, strconv.Quote("phases."+ph))
+				}
+			}
+		}
+		if len(lack) > 0 {
+			return nil, errNotReport(fmt.Sprintf("cold_starts[%d] lacks %s", i, strings.Join(lack, ", ")))
+		}
+	}
+	var rep Report
+	if err := json.Unmarshal(data, &rep); err != nil {
+		return nil, fmt.Errorf("decoding report: %w", err)
 	}
 	return &rep, nil
+}
+
+func errNotReport(why string) error {
+	return fmt.Errorf("not a cold-start report (modelcar measure --format json): %s", why)
 }
 
 func percentile(sorted []float64, p float64) float64 {
@@ -290,7 +352,7 @@ func lever(phase string, c *ColdStart) string {
 		}
 		return "free GPU capacity before the pod arrives: node-pool warmer (modelcar warm pool)"
 	case Pull:
-		return "pre-pull the image on GPU nodes (modelcar warm prepull), or pull lazily (modelcar pack --format estargz)"
+		return "pre-pull the image on GPU nodes (modelcar warm prepull), or pull lazily (modelcar pack --format zstd-chunked --prefetch all; needs the stargz snapshotter or CRI-O)"
 	case Load:
 		return "load faster: a pack format matching the load order, or a streaming loader (vllm --load-format runai_streamer)"
 	case Warmup:

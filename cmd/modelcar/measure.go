@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -127,8 +128,11 @@ cold starts, the value itself for a report of one.
 
 The total or a phase regresses when it grows by more than --max-regression
 AND by at least 1 second, so noise in short phases never fails CI.
-Unattributed time is shown but not gated. The comparison goes to stdout (or
--o FILE) in every case; the exit status is 1 when something regressed.`,
+Unattributed time is shown but not gated. A pod of NEW that never became
+Ready fails the comparison too. The comparison goes to stdout (or -o FILE);
+the exit status is 1 when something regressed or never became Ready, and 2
+on bad usage or a file that cannot be compared (missing, not a report
+written by 'modelcar measure --format json', or with no cold starts).`,
 		Example: `  # Gate a pull request on the cold start of the main branch
   modelcar measure compare main.json pr.json --max-regression 10% --format md > diff.md`,
 		Args: func(cmd *cobra.Command, args []string) error {
@@ -149,11 +153,11 @@ Unattributed time is shown but not gated. The comparison goes to stdout (or
 			if err != nil {
 				return usageError{fmt.Errorf("--max-regression: %w", err)}
 			}
-			base, err := readReport(args[0])
+			base, err := readComparable(args[0])
 			if err != nil {
 				return err
 			}
-			next, err := readReport(args[1])
+			next, err := readComparable(args[1])
 			if err != nil {
 				return err
 			}
@@ -166,13 +170,19 @@ Unattributed time is shown but not gated. The comparison goes to stdout (or
 				return err
 			}
 			if regressed {
-				var names []string
+				var names, fails []string
 				for _, r := range diff.Rows {
 					if r.Regressed {
 						names = append(names, fmt.Sprintf("%s %+.1f s", r.Name, r.Delta))
 					}
 				}
-				return fmt.Errorf("cold start regressed past %s%%: %s", strconv.FormatFloat(100*limit, 'f', -1, 64), strings.Join(names, ", "))
+				if len(diff.NotReady) > 0 {
+					fails = append(fails, fmt.Sprintf("%s: never Ready: %s (its times end at the last thing seen)", args[1], strings.Join(diff.NotReady, ", ")))
+				}
+				if len(names) > 0 {
+					fails = append(fails, fmt.Sprintf("cold start regressed past %s%%: %s", strconv.FormatFloat(100*limit, 'f', -1, 64), strings.Join(names, ", ")))
+				}
+				return errors.New(strings.Join(fails, "; "))
 			}
 			return nil
 		},
@@ -228,6 +238,20 @@ func readReport(path string) (*measure.Report, error) {
 	r, err := measure.ReadReport(f)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return r, nil
+}
+
+// readComparable reads a report for compare: a file that is not a report,
+// or a report with no cold starts, cannot be compared (exit 2, so that it
+// is not mistaken for a regression).
+func readComparable(path string) (*measure.Report, error) {
+	r, err := readReport(path)
+	if err != nil {
+		return nil, usageError{err}
+	}
+	if len(r.ColdStarts) == 0 {
+		return nil, usageError{fmt.Errorf("%s: the report has no cold starts: nothing to compare", path)}
 	}
 	return r, nil
 }

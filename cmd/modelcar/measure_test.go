@@ -142,3 +142,108 @@ func TestParseFraction(t *testing.T) {
 		}
 	}
 }
+
+// copyMeasureFixture copies testdata/measure/NAME into a temporary
+// directory, for tests that change it.
+func copyMeasureFixture(t *testing.T, name string) string {
+	t.Helper()
+	dst := filepath.Join(t.TempDir(), name)
+	if err := os.CopyFS(dst, os.DirFS(filepath.Join(measureFixtures, name))); err != nil {
+		t.Fatal(err)
+	}
+	return dst
+}
+
+// TestMeasureCompareRefusesInputs: a file that cannot be compared (no cold
+// starts, not a measure report though it has "version": 1, a cold start
+// without the fields every report has, a missing file) fails with exit 2,
+// naming the file and the problem, and prints no verdict; as BASE or NEW.
+func TestMeasureCompareRefusesInputs(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "cached-image.json")
+	if _, err := runMeasure(t, "--from", filepath.Join(measureFixtures, "cached-image"), "-o", good); err != nil {
+		t.Fatal(err)
+	}
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	for _, tc := range []struct{ file, want string }{
+		{write("empty.json", `{"version":1,"cold_starts":[]}`), "empty.json: the report has no cold starts"},
+		{filepath.Join("..", "..", "testdata", "plan", "bench.json"), `bench.json: not a cold-start report (modelcar measure --format json): no "cold_starts" list`},
+		{write("null.json", `{"version":1,"cold_starts":null}`), `null.json: not a cold-start report (modelcar measure --format json): no "cold_starts" list`},
+		{write("partial.json", `{"version":1,"cold_starts":[{"pod":"llm/a","phases":{"pull":3}}]}`), `partial.json: not a cold-start report (modelcar measure --format json): cold_starts[0] lacks "created", "total_seconds", "unattributed_seconds", "phases.provision"`},
+		{write("array.json", `[1, 2]`), "array.json: decoding report"},
+		{write("noversion.json", `{"cold_starts":[]}`), `noversion.json: not a cold-start report (modelcar measure --format json): no "version"`},
+		{filepath.Join(dir, "nope.json"), "nope.json: no such file"},
+	} {
+		for _, args := range [][]string{{good, tc.file}, {tc.file, good}} {
+			r := run(t, nil, append([]string{"measure", "compare"}, args...)...)
+			if r.code != 2 || !strings.Contains(r.stderr, tc.want) || r.stdout != "" {
+				t.Errorf("compare %q: exit %d, stdout %q, stderr %q; want exit 2 and %q", args, r.code, r.stdout, r.stderr, tc.want)
+			}
+		}
+	}
+}
+
+// TestMeasureCompareNeverReady: a pod of NEW that never became Ready fails
+// the gate (exit 1, like a regression) even though its numbers, which end
+// at the last thing seen, do not regress; the diff says so. In BASE it is
+// a note.
+func TestMeasureCompareNeverReady(t *testing.T) {
+	bundle := copyMeasureFixture(t, "slow-pull")
+	pods := filepath.Join(bundle, "pods.json")
+	data, err := os.ReadFile(pods)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc map[string]any
+	if err := json.Unmarshal(data, &doc); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range doc["items"].([]any)[0].(map[string]any)["status"].(map[string]any)["conditions"].([]any) {
+		if c := c.(map[string]any); c["type"] == "Ready" || c["type"] == "ContainersReady" {
+			c["status"] = "False"
+		}
+	}
+	data, _ = json.Marshal(doc)
+	if err := os.WriteFile(pods, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	base, notReady := filepath.Join(dir, "slow-pull.json"), filepath.Join(dir, "not-ready.json")
+	if _, err := runMeasure(t, "--from", filepath.Join(measureFixtures, "slow-pull"), "-o", base); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := runMeasure(t, "--from", bundle); err != nil || !strings.Contains(out, "never Ready") {
+		t.Fatalf("the report of the changed bundle: %v\n%s", err, out)
+	}
+	if _, err := runMeasure(t, "--from", bundle, "-o", notReady); err != nil {
+		t.Fatal(err)
+	}
+
+	r := run(t, nil, "measure", "compare", base, notReady)
+	if r.code != 1 || !strings.Contains(r.stderr, "not-ready.json: never Ready: llm/llama70b-vllm-0") {
+		t.Errorf("never Ready in NEW: exit %d, stderr %q; want exit 1 naming the file and the pod", r.code, r.stderr)
+	}
+	if !strings.Contains(r.stdout, "failed: never Ready in the new report: llm/llama70b-vllm-0") || strings.Contains(r.stdout, "no regression") {
+		t.Errorf("never Ready in NEW, the diff:\n%s", r.stdout)
+	}
+	out, err := runMeasure(t, "compare", base, notReady, "--format", "md")
+	if err == nil || !strings.Contains(out, "**Failed: never Ready in the new report: llm/llama70b-vllm-0.**") || strings.Contains(out, "No regression") {
+		t.Errorf("never Ready in NEW, md: %v\n%s", err, out)
+	}
+	out, err = runMeasure(t, "compare", base, notReady, "--format", "json")
+	var diff measure.Diff
+	if jerr := json.Unmarshal([]byte(out), &diff); jerr != nil || err == nil || !diff.Regressed || len(diff.NotReady) != 1 {
+		t.Errorf("never Ready in NEW, json: %v, %v\n%s", err, jerr, out)
+	}
+	// In the base it is noted; the new report's pod was Ready.
+	r = run(t, nil, "measure", "compare", notReady, base)
+	if r.code == 2 || !strings.Contains(r.stdout, "note: in the base, llm/llama70b-vllm-0 never became Ready") || strings.Contains(r.stdout, "failed:") {
+		t.Errorf("never Ready in BASE: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+}
