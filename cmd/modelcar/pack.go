@@ -75,6 +75,14 @@ one read of the model, nothing written to local disk, the tag pushed last.`,
 			if err != nil {
 				return usageError{fmt.Errorf("--format: %w", err)}
 			}
+			for _, p := range strings.Split(platform, ",") {
+				if _, err := parsePlatform(strings.TrimSpace(p)); err != nil {
+					return usageError{fmt.Errorf("--platform %q: %w", p, err)}
+				}
+			}
+			if cmd.Flags().Changed("jobs") && jobs < 1 {
+				return usageError{fmt.Errorf("--jobs %d: want 1 or more", jobs)}
+			}
 			opts := []pack.Option{pack.WithFormat(f), pack.WithPrefix(prefix), pack.WithInclude(include...),
 				pack.WithExclude(exclude...), pack.WithTags(tags...), pack.WithPlatform(platform)}
 			if cmd.Flags().Changed("compression-level") {

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 
@@ -53,8 +55,15 @@ Facts file keys: kubernetesVersion, containerRuntime, snapshotter (overlayfs,
 native, stargz, nydus, soci), imageVolumes, nodeImageCacheGiB, gpusPerNode,
 gpuNodeWarmPool, prepull, linkMbit.
 
---bench RESULTS.json (the node-side benchmark's results) scales format savings
-by measured ratios; without it they use documented defaults and say so.
+--bench RESULTS.json (the node-side benchmark's results-*.json) scales format
+savings by measured ratios; without it they use documented defaults and say
+so. A file without version 1, link_mbit, model_bytes and results is refused.
+
+--image names the model image: the report's pulls of its repository. When
+the report has none (a new image, not deployed yet), the report's model
+image stands in for it and the plan warns that the numbers are another
+image's. The warm commands the plan prints carry -n, --node-selector and
+--toleration, and make the objects --emit writes.
 
 --emit DIR writes the objects to apply, all at once (a new directory renamed
 into place): prepull.yaml and pool.yaml (as 'modelcar warm prepull/pool -o yaml'
@@ -67,7 +76,7 @@ and pack-flags.txt. It needs --image pinned by digest.`,
   # With what the cluster says, benchmark ratios, and the files to apply
   modelcar plan --from cold-start.json --discover --bench coldstart-bench.json \
     --image registry.example.com/models/llama@sha256:4f1c... -n llm --emit plan/
-  kubectl apply -f plan/prepull.yaml -f plan/pool.yaml
+  for f in plan/prepull.yaml plan/pool.yaml; do [ ! -f "$f" ] || kubectl apply -f "$f"; done
   modelcar deploy --name llama --image registry.example.com/models/llama@sha256:4f1c... \
     -f prod.yaml -f plan/values.yaml --apply
 
@@ -92,7 +101,7 @@ and pack-flags.txt. It needs --image pinned by digest.`,
 	fl.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig file for --discover (default $KUBECONFIG or ~/.kube/config)")
 	fl.StringVar(&f.kubeContext, "context", "", "kubeconfig context for --discover (default the current one)")
 	fl.StringVarP(&f.namespace, "namespace", "n", "", "namespace of the emitted pre-pull and pool (default the kubeconfig context's, else default)")
-	fl.StringVar(&f.benchFile, "bench", "", "the node-side cold-start benchmark's results (JSON, version 1)")
+	fl.StringVar(&f.benchFile, "bench", "", "the node-side cold-start benchmark's results (results-*.json, version 1)")
 	fl.StringVar(&f.currentFormat, "current-format", "", "layer format of the model image in the report: "+strings.Join(plan.Formats(), ", ")+" (default: a single gzip stream when it pulled slower than 250 MB/s)")
 	fl.StringVar(&f.image, "image", "", "the modelcar, REPO@sha256:...: names the model image in the report, and is what --emit pre-pulls and serves")
 	fl.StringVar(&f.format, "format", "", "text, md or json (default: from the -o extension, else text)")
@@ -107,13 +116,62 @@ and pack-flags.txt. It needs --image pinned by digest.`,
 	return cmd
 }
 
-func runPlan(cmd *cobra.Command, f *planFlags) error {
-	format, err := reportFormat(cmd, f.format, f.output)
-	if err != nil {
+// planFormat is the plan's format: --format, else -o's extension, else
+// text. Its errors list only the formats a plan renders.
+func planFormat(cmd *cobra.Command, format, output string) (measure.Format, error) {
+	f, err := reportFormat(cmd, format, output)
+	switch {
+	case err == nil && f != measure.SVG:
+		return f, nil
+	case cmd.Flags().Changed("format"):
+		return "", usageError{fmt.Errorf("--format %q: a plan renders as text, md or json", format)}
+	}
+	return "", usageError{fmt.Errorf("-o %s: a plan renders as text, md or json (pass --format)", output)}
+}
+
+// writePlanOutput writes data to stdout, or to output whole (a temporary
+// file renamed into place); its errors name output, not the temporary file.
+func writePlanOutput(cmd *cobra.Command, output string, data []byte) error {
+	if output == "" || output == "-" {
+		_, err := cmd.OutOrStdout().Write(data)
 		return err
 	}
-	if format == measure.SVG {
-		return usageError{errors.New("--format: a plan renders as text, md or json")}
+	fail := func(err error) error {
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return fmt.Errorf("-o %s: %w", output, err)
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(output), ".modelcar-plan-*")
+	if err != nil {
+		return fail(err)
+	}
+	defer os.Remove(tmp.Name())
+	_, err = tmp.Write(data)
+	if err == nil {
+		err = tmp.Chmod(0o644)
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), output)
+	}
+	if err != nil {
+		var le *os.LinkError
+		if errors.As(err, &le) {
+			err = le.Err
+		}
+		return fail(err)
+	}
+	return nil
+}
+
+func runPlan(cmd *cobra.Command, f *planFlags) error {
+	format, err := planFormat(cmd, f.format, f.output)
+	if err != nil {
+		return err
 	}
 	if f.currentFormat != "" && !slices.Contains(plan.Formats(), f.currentFormat) {
 		return usageError{fmt.Errorf("--current-format %q: want one of %s", f.currentFormat, strings.Join(plan.Formats(), ", "))}
@@ -133,7 +191,7 @@ func runPlan(cmd *cobra.Command, f *planFlags) error {
 			return usageError{errors.New("--emit needs --image, the modelcar to pre-pull and serve, REPO@sha256:...")}
 		}
 		if _, err := warm.Prepull(warm.PrepullOptions{Image: f.image}); err != nil {
-			return warmImageError("--image", err)
+			return imageRefError("--image", err, false)
 		}
 	}
 	facts, sources := plan.Facts{}, plan.Sources{}
@@ -148,7 +206,11 @@ func runPlan(cmd *cobra.Command, f *planFlags) error {
 	if err != nil {
 		return err
 	}
-	opts := plan.Options{From: f.from, Image: f.image, CurrentFormat: f.currentFormat}
+	// The warm commands the plan prints carry what the emitted files do.
+	eo.Image, eo.PoolReplicas = f.image, f.poolReplicas
+	eo.Namespace = (&warmKubeFlags{kubeconfig: f.kubeconfig, context: f.kubeContext, namespace: f.namespace}).renderNamespace()
+	opts := plan.Options{From: f.from, Image: f.image, CurrentFormat: f.currentFormat,
+		Namespace: eo.Namespace, NodeSelector: eo.NodeSelector, Tolerations: eo.Tolerations, PoolReplicas: eo.PoolReplicas}
 	if f.discover || f.kubeconfig != "" || f.kubeContext != "" {
 		cs, _, err := measureKubeClient(f.kubeconfig, f.kubeContext)
 		if err != nil {
@@ -187,14 +249,12 @@ func runPlan(cmd *cobra.Command, f *planFlags) error {
 	if err := plan.Render(&buf, p, format); err != nil {
 		return err
 	}
-	if err := writeOutput(cmd, f.output, buf.Bytes()); err != nil {
+	if err := writePlanOutput(cmd, f.output, buf.Bytes()); err != nil {
 		return err
 	}
 	if f.emit == "" {
 		return nil
 	}
-	eo.Image, eo.PoolReplicas = f.image, f.poolReplicas
-	eo.Namespace = (&warmKubeFlags{kubeconfig: f.kubeconfig, context: f.kubeContext, namespace: f.namespace}).renderNamespace()
 	names, err := plan.Emit(f.emit, p, eo)
 	if err != nil {
 		return fmt.Errorf("--emit %s: %w", f.emit, err)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -18,6 +19,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/modelcar/modelcar/measure/plan"
+	"github.com/modelcar/modelcar/warm"
 )
 
 const planFixtures = "../../testdata/plan"
@@ -115,7 +117,8 @@ func TestPlanUsageErrors(t *testing.T) {
 		{[]string{"--from", report, "extra"}, "plan takes no arguments"},
 		{[]string{"--from", report, "--format", "svg"}, "a plan renders as text, md or json"},
 		{[]string{"--from", report, "-o", "plan.svg"}, "a plan renders as text, md or json"},
-		{[]string{"--from", report, "--format", "html"}, "--format"},
+		{[]string{"--from", report, "--format", "html"}, `--format "html": a plan renders as text, md or json`},
+		{[]string{"--from", report, "--format", "yaml"}, `--format "yaml": a plan renders as text, md or json`},
 		{[]string{"--from", report, "--current-format", "lz4"}, `--current-format "lz4"`},
 		{[]string{"--from", report, "--fact", "snapshoter=stargz"}, `--fact: unknown key "snapshoter"`},
 		{[]string{"--from", report, "--fact", "gpusPerNode=many"}, "--fact: gpusPerNode: many is not a whole number"},
@@ -128,6 +131,12 @@ func TestPlanUsageErrors(t *testing.T) {
 		r := runPlanCmd(t, tc.args...)
 		if r.code != 2 || !strings.Contains(r.stderr, tc.want) || r.stdout != "" {
 			t.Errorf("%q: exit %d, stderr %q; want exit 2 and %q", tc.args, r.code, r.stderr, tc.want)
+		}
+		// Only what plan takes: no svg, no --allow-tag (plan has none).
+		for _, not := range []string{"or svg", "--allow-tag"} {
+			if strings.Contains(r.stderr, not) {
+				t.Errorf("%q: stderr %q offers %s", tc.args, r.stderr, not)
+			}
 		}
 	}
 	if _, err := os.Stat("dir"); !os.IsNotExist(err) {
@@ -144,6 +153,8 @@ func TestPlanBadInputs(t *testing.T) {
 	os.WriteFile(badBench, []byte(`{"version": 3, "results": []}`), 0o644)
 	empty := filepath.Join(dir, "empty.json")
 	os.WriteFile(empty, []byte(`{"version": 1, "cold_starts": []}`), 0o644)
+	versionOnly := filepath.Join(dir, "b.json")
+	os.WriteFile(versionOnly, []byte(`{"version": 1}`), 0o644)
 	for _, tc := range []struct {
 		args []string
 		want string
@@ -154,9 +165,14 @@ func TestPlanBadInputs(t *testing.T) {
 		{[]string{"--from", report, "--cluster-facts", filepath.Join(planFixtures, "facts-unknown-key.yaml")}, `facts-unknown-key.yaml: unknown key "snapshoter"`},
 		{[]string{"--from", report, "--cluster-facts", filepath.Join(dir, "facts.yaml")}, "facts.yaml: no such file or directory"},
 		{[]string{"--from", report, "--bench", badBench}, "bench.json: benchmark results version 3"},
+		// A report, or any version 1 JSON, is not the benchmark's results.
+		{[]string{"--from", report, "--bench", report}, `pull-gzip.json: no "link_mbit": a cold-start report, not the node-side benchmark's results`},
+		{[]string{"--from", report, "--bench", versionOnly}, `b.json: no "link_mbit": not the node-side benchmark's results`},
+		// -o names the file given, not the temporary file written first.
+		{[]string{"--from", report, "-o", filepath.Join(dir, "nope", "x.txt")}, "-o " + filepath.Join(dir, "nope", "x.txt") + ": no such file or directory"},
 	} {
 		r := runPlanCmd(t, tc.args...)
-		if r.code != 1 || !strings.Contains(r.stderr, tc.want) || r.stdout != "" {
+		if r.code != 1 || !strings.Contains(r.stderr, tc.want) || r.stdout != "" || strings.Contains(r.stderr, ".modelcar-") {
 			t.Errorf("%q: exit %d, stderr %q; want exit 1 and %q", tc.args, r.code, r.stderr, tc.want)
 		}
 	}
@@ -236,5 +252,198 @@ func TestPlanDiscover(t *testing.T) {
 	p = planJSON(t, runPlanCmd(t, "--from", filepath.Join(planFixtures, "pull-gzip.json"), "--discover", "--fact", "snapshotter=overlayfs", "--format", "json"))
 	if p.Facts.Snapshotter != "overlayfs" || p.FactSources["snapshotter"] != "--fact" || p.Lever(plan.LeverLazyPull).Status != plan.Needs {
 		t.Errorf("--fact over discovery: %+v %v", p.Facts, p.FactSources)
+	}
+}
+
+// TestPlanImageNotInReport: an --image whose repository none of the cold
+// starts used (a new image, not deployed yet) is not taken for "no model
+// image pulled": the report's model image stands in for it, and the plan
+// and every emitted file warn that the numbers are measured on that image.
+func TestPlanImageNotInReport(t *testing.T) {
+	other := "registry.example.com/models/qwen@sha256:" + strings.Repeat("ab", 32)
+	dir := filepath.Join(t.TempDir(), "out")
+	report := filepath.Join(planFixtures, "pull-gzip.json")
+	r := runPlanCmd(t, "--from", report, "--image", other, "--emit", dir)
+	const warning = "--image's repository registry.example.com/models/qwen is in none of these cold starts"
+	const measuredOn = "measured on registry.example.com/models/qwen2.5-32b-instruct:v3, taken for the image --image replaces"
+	if r.code != 0 || !strings.Contains(r.stdout, "\nwarning: "+warning) || !strings.Contains(r.stdout, measuredOn) || strings.Contains(r.stdout, "no model image") {
+		t.Fatalf("plan: %+v", r)
+	}
+	// The same levers as the image the report pulled, named.
+	same := planJSON(t, runPlanCmd(t, "--from", report, "--format", "json",
+		"--image", "registry.example.com/models/qwen2.5-32b-instruct@sha256:"+strings.Repeat("ab", 32)))
+	p := planJSON(t, runPlanCmd(t, "--from", report, "--format", "json", "--image", other))
+	if len(same.Warnings) != 0 || len(p.Warnings) != 1 || !slices.Equal(applyOrder(p), applyOrder(same)) ||
+		p.Lever(plan.LeverRepackTar).SavingSeconds != same.Lever(plan.LeverRepackTar).SavingSeconds || p.Pack.Why != same.Pack.Why {
+		t.Errorf("warnings %q and %q; ranking %q and %q", p.Warnings, same.Warnings, applyOrder(p), applyOrder(same))
+	}
+	for _, name := range plan.EmitFiles {
+		data, err := os.ReadFile(filepath.Join(dir, name))
+		if os.IsNotExist(err) && name == plan.PoolFile {
+			continue
+		}
+		if err != nil || !strings.Contains(string(data), "\n# warning: "+warning) {
+			t.Errorf("%s has no warning (%v):\n%s", name, err, data)
+		}
+	}
+	pack, _ := os.ReadFile(filepath.Join(dir, plan.PackFlagsFile))
+	if !strings.Contains(string(pack), "plan: repack-tar saves up to 106.0 s\n") {
+		t.Errorf("pack-flags.txt:\n%s", pack)
+	}
+	pre, _ := os.ReadFile(filepath.Join(dir, plan.PrepullFile))
+	if !strings.Contains(string(pre), "\n# not pre-pulled: registry.example.com/models/qwen2.5-32b-instruct:v3, taken for the model image, which "+other+" replaces\n") ||
+		strings.Contains(string(pre), "not pinned by digest: registry.example.com/models/qwen2.5") || !strings.Contains(string(pre), "reference: "+other+"\n") {
+		t.Errorf("prepull.yaml:\n%s", pre)
+	}
+}
+
+// shellWords splits a printed command line as a POSIX shell would, for
+// the words plan writes: plain, or in single quotes.
+func shellWords(t *testing.T, line string) []string {
+	t.Helper()
+	var words []string
+	var w strings.Builder
+	in, quoted := false, false
+	for _, c := range line {
+		switch {
+		case c == '\'':
+			quoted, in = !quoted, true
+		case c == ' ' && !quoted:
+			if in {
+				words = append(words, w.String())
+			}
+			w.Reset()
+			in = false
+		default:
+			w.WriteRune(c)
+			in = true
+		}
+	}
+	if quoted {
+		t.Fatalf("unbalanced quote: %s", line)
+	}
+	if in {
+		words = append(words, w.String())
+	}
+	return words
+}
+
+// TestPlanPrintedWarmCommands: the warm commands plan prints make the
+// objects --emit writes: their --node-selector and --toleration flags are
+// the emitted objects' nodeSelector and tolerations, and run with -o yaml in
+// place of --apply they render what prepull.yaml and pool.yaml hold.
+func TestPlanPrintedWarmCommands(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "out")
+	pinned := "registry.example.com/models/llama-3.1-70b-instruct@sha256:" + strings.Repeat("cd", 32)
+	custom := []string{"-n", "llm", "--fact", "imageVolumes=false", "--fact", "gpusPerNode=4", "--pool-replicas", "2",
+		"--node-selector", "pool=gpu h100", "--node-selector", "nvidia.com/gpu.present=true",
+		"--toleration", "nvidia.com/gpu:NoSchedule", "--toleration", "dedicated=llm:NoExecute", "--toleration", "spot"}
+	for _, tc := range []struct {
+		name, report, image string
+		args                []string
+		commands            int // the runnable commands printed: pre-pull and pool
+	}{
+		// The defaults: the GPU nodes, their taint, the context's namespace.
+		{"defaults", "provision-scaleup.json", planImage, nil, 2},
+		{"custom", "provision-scaleup.json", planImage, custom, 2},
+		// --image pinned, of the report's model image: pulled in its place.
+		{"custom, the model image pinned", "slow-pull.json", pinned, custom, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := append([]string{"--from", filepath.Join(planFixtures, tc.report), "--image", tc.image, "--format", "json", "--emit", dir}, tc.args...)
+			p := planJSON(t, runPlanCmd(t, args...))
+			checked := 0
+			for lever, file := range map[string]string{plan.LeverPrepull: plan.PrepullFile, plan.LeverWarmPool: plan.PoolFile} {
+				l := p.Lever(lever)
+				if l == nil || l.Status != plan.Apply {
+					continue
+				}
+				data, err := os.ReadFile(filepath.Join(dir, file))
+				if err != nil {
+					t.Fatal(err)
+				}
+				var want []map[string]any
+				for _, doc := range strings.Split(string(data), "\n---\n") {
+					var m map[string]any
+					if err := yaml.Unmarshal([]byte(doc), &m); err != nil {
+						t.Fatal(err)
+					}
+					want = append(want, m)
+				}
+				var got []map[string]any
+				for _, line := range l.Apply {
+					before, _, ok := strings.Cut(line, " --apply")
+					if !strings.HasPrefix(line, "modelcar warm ") || !ok || strings.Contains(line, "<digest of") {
+						continue
+					}
+					words := shellWords(t, before)[1:]
+					var sel, tols []string
+					for i, w := range words {
+						switch w {
+						case "--node-selector":
+							sel = append(sel, words[i+1])
+						case "--toleration":
+							tols = append(tols, words[i+1])
+						}
+					}
+					// The flags, parsed as warm parses them, are the objects'.
+					wantSel, err1 := warm.ParseNodeSelector(sel)
+					wantTols, err2 := warm.ParseTolerations(tols)
+					if err1 != nil || err2 != nil {
+						t.Fatalf("%s: %v %v", line, err1, err2)
+					}
+					for _, obj := range want {
+						var podSpec struct {
+							Spec struct {
+								Template struct {
+									Spec corev1.PodSpec `json:"spec"`
+								} `json:"template"`
+							} `json:"spec"`
+						}
+						js, _ := json.Marshal(obj)
+						json.Unmarshal(js, &podSpec)
+						if obj["kind"] == "PriorityClass" {
+							continue
+						}
+						ps := podSpec.Spec.Template.Spec
+						var tolsOf []corev1.Toleration
+						for _, t := range ps.Tolerations { // the pool adds its GPU resource's
+							if slices.ContainsFunc(wantTols, func(w corev1.Toleration) bool { return w == t }) || lever != plan.LeverWarmPool {
+								tolsOf = append(tolsOf, t)
+							}
+						}
+						if !maps.Equal(ps.NodeSelector, wantSel) || !slices.Equal(tolsOf, wantTols) || len(wantSel) == 0 || len(wantTols) == 0 {
+							t.Errorf("%s: %s %s has node selector %v, tolerations %v; the command's flags say %v, %v",
+								line, file, obj["kind"], ps.NodeSelector, ps.Tolerations, wantSel, wantTols)
+						}
+					}
+					// Run, it renders what the file holds.
+					root := newRootCmd()
+					var so, se bytes.Buffer
+					root.SetArgs(append(words, "-o", "yaml"))
+					root.SetOut(&so)
+					root.SetErr(&se)
+					if err := root.ExecuteContext(context.Background()); err != nil {
+						t.Fatalf("%s: %v\n%s", line, err, se.String())
+					}
+					for _, doc := range strings.Split(so.String(), "\n---\n") {
+						var m map[string]any
+						if err := yaml.Unmarshal([]byte(doc), &m); err != nil {
+							t.Fatal(err)
+						}
+						got = append(got, m)
+					}
+					checked++
+				}
+				g, _ := json.Marshal(got)
+				w, _ := json.Marshal(want)
+				if !bytes.Equal(g, w) {
+					t.Errorf("%s: the printed commands render\n%s\nthe file holds\n%s", lever, g, w)
+				}
+			}
+			if checked != tc.commands {
+				t.Errorf("%d printed commands checked: %+v", checked, p.Levers)
+			}
+		})
 	}
 }

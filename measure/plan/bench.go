@@ -2,9 +2,11 @@ package plan
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"slices"
+	"strings"
 )
 
 // BenchVersion is the version of the benchmark JSON ReadBench reads.
@@ -62,28 +64,68 @@ const (
 	DefaultStreamingGiBps = 2.0
 )
 
-// ReadBench reads the benchmark's JSON, checking its version and that every
-// result of a format plan uses has a positive all_weights_read_s. Errors
-// name the file.
+// ReadBench reads the benchmark's JSON and checks its shape: version 1, a
+// positive link_mbit and model_bytes, and results, each with a format, at
+// least one of a format plan uses, every one of those with a positive
+// all_weights_read_s. Errors name the file and the field.
 func ReadBench(path string) (*Bench, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
+	b, err := decodeBench(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return b, nil
+}
+
+// decodeBench decodes and checks the benchmark's JSON.
+func decodeBench(data []byte) (*Bench, error) {
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(data, &fields); err != nil {
+		return nil, fmt.Errorf("decoding the benchmark results: %w", err)
+	}
 	var b Bench
 	if err := json.Unmarshal(data, &b); err != nil {
-		return nil, fmt.Errorf("%s: decoding the benchmark results: %w", path, err)
+		return nil, fmt.Errorf("decoding the benchmark results: %w", err)
 	}
 	if b.Version != BenchVersion {
-		return nil, fmt.Errorf("%s: benchmark results version %d: this modelcar reads version %d", path, b.Version, BenchVersion)
+		return nil, fmt.Errorf("benchmark results version %d: this modelcar reads version %d", b.Version, BenchVersion)
 	}
+	notBench := "not the node-side benchmark's results (results-*.json from tools/coldstart)"
+	if _, ok := fields["cold_starts"]; ok {
+		notBench = "a cold-start report, not the node-side benchmark's results (pass a report as --from)"
+	}
+	for _, k := range []string{"link_mbit", "model_bytes", "results"} {
+		if _, ok := fields[k]; !ok {
+			return nil, fmt.Errorf("no %q: %s", k, notBench)
+		}
+	}
+	switch {
+	case !(b.LinkMbit > 0):
+		return nil, fmt.Errorf("link_mbit %g: must be positive", b.LinkMbit)
+	case b.ModelBytes <= 0:
+		return nil, fmt.Errorf("model_bytes %d: must be positive", b.ModelBytes)
+	case len(b.Results) == 0:
+		return nil, errors.New("results is empty: the benchmark ran no format")
+	}
+	used := 0
 	for i, r := range b.Results {
+		if r.Format == "" {
+			return nil, fmt.Errorf("results[%d]: no \"format\"", i)
+		}
 		if !slices.Contains(formats, r.Format) {
 			continue
 		}
-		if r.AllWeightsReadS <= 0 || r.ConfigReadableS < 0 || r.FirstShardReadS < 0 {
-			return nil, fmt.Errorf("%s: results[%d] (%s): times must be positive (all_weights_read_s %g)", path, i, r.Format, r.AllWeightsReadS)
+		used++
+		if !(r.AllWeightsReadS > 0) || r.ConfigReadableS < 0 || r.FirstShardReadS < 0 {
+			return nil, fmt.Errorf("results[%d] (%s): times must be positive (all_weights_read_s %g, config_readable_s %g, first_shard_read_s %g)",
+				i, r.Format, r.AllWeightsReadS, r.ConfigReadableS, r.FirstShardReadS)
 		}
+	}
+	if used == 0 {
+		return nil, fmt.Errorf("results: no run of a format plan uses (%s)", strings.Join(formats, ", "))
 	}
 	return &b, nil
 }

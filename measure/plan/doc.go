@@ -7,7 +7,8 @@
 // It owns the plan (Compute, Plan, Lever), the cluster facts (Facts: read
 // from a file by ReadFacts, set one by one by SetFact, learned live by
 // Discover), the node-side benchmark's results it can use (Bench, ReadBench:
-// the JSON of tools/coldstart), the plan's renderings (Render: text, md,
+// the JSON of tools/coldstart, refused unless it has version 1, link_mbit,
+// model_bytes and results of a format plan uses), the plan's renderings (Render: text, md,
 // json) and the files to apply (Emit: prepull.yaml and pool.yaml rendered by
 // package warm, values.yaml for the vllm-modelcar chart, pack-flags.txt).
 //
@@ -70,7 +71,15 @@
 //
 // The model image is the pulls of Options.Image's repository; without it,
 // every pulled image but the serving container's (Plan.Images gives each
-// image's role).
+// image's role). When no image of the report is of Options.Image's
+// repository (a new image, not deployed yet), the model image is taken as
+// without it, and Plan.Warnings says that the model-image numbers are
+// measured on that other image (text, md and every emitted file show it).
+//
+// The warm commands a lever prints carry Options.Namespace, NodeSelector,
+// Tolerations and PoolReplicas, and the pinned Options.Image in place of
+// the report's model images, so that running them makes the objects Emit
+// writes with the same EmitOptions.
 //
 // Levers are ranked by saving, then confidence, in groups: apply (the
 // prerequisites hold), advice, needs (a prerequisite is missing or unknown:
@@ -99,7 +108,8 @@
 //
 // Emit writes, for the modelcar Image (pinned by digest, or refused with
 // warm.ErrNoDigest): prepull.yaml (warm.PrepullObjects rendered by
-// warm.Render: the modelcar and every other pulled image pinned by digest;
+// warm.Render: the modelcar and every other pulled image pinned by digest,
+// but for the model images the modelcar replaces;
 // image-volume mode, init-container mode when imageVolumes is false) when
 // prepull applies; pool.yaml (warm.Pool) when warm-pool applies;
 // values.yaml for the vllm-modelcar chart (model.image, model.delivery from

@@ -58,9 +58,9 @@ func Files(p *Plan, o EmitOptions) (map[string][]byte, error) {
 	if o.Image == "" {
 		return nil, errors.New("no image: the modelcar to pre-pull and serve, REPO@sha256:...")
 	}
-	if ref, err := name.ParseReference(o.Image, name.WeakValidation); err != nil {
+	if _, err := name.ParseReference(o.Image, name.WeakValidation); err != nil {
 		return nil, fmt.Errorf("image %q: %w", o.Image, err)
-	} else if _, ok := ref.(name.Digest); !ok {
+	} else if !isDigest(o.Image) {
 		return nil, fmt.Errorf("%w: %q", warm.ErrNoDigest, o.Image)
 	}
 	files := map[string][]byte{}
@@ -78,7 +78,7 @@ func Files(p *Plan, o EmitOptions) (map[string][]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		head := header(l) + fmt.Sprintf("# %d placeholder pod(s) of %d GPUs each", cmp.Or(o.PoolReplicas, 1), gpus)
+		head := header(p, l) + fmt.Sprintf("# %d placeholder pod(s) of %d GPUs each", cmp.Or(o.PoolReplicas, 1), gpus)
 		if o.GPUsPerPod == 0 && p.Facts.GPUsPerNode == 0 {
 			head += " (gpusPerNode unknown: --fact gpusPerNode=N keeps whole nodes)"
 		}
@@ -93,13 +93,113 @@ func Files(p *Plan, o EmitOptions) (map[string][]byte, error) {
 		return nil, err
 	}
 	files[ValuesFile] = values
-	files[PackFlagsFile] = fmt.Appendf(nil, "# modelcar pack flags from modelcar plan: %s\n# modelcar pack MODEL_DIR $(grep -v '^#' %s) --output REGISTRY/REPO:TAG\n%s\n",
-		p.Pack.Why, PackFlagsFile, strings.Join(p.Pack.Flags, " "))
+	files[PackFlagsFile] = fmt.Appendf(nil, "# modelcar pack flags from modelcar plan: %s\n%s# modelcar pack MODEL_DIR $(grep -v '^#' %s) --output REGISTRY/REPO:TAG\n%s\n",
+		p.Pack.Why, warningComments(p), PackFlagsFile, strings.Join(p.Pack.Flags, " "))
 	return files, nil
 }
 
-func header(l *Lever) string {
-	return fmt.Sprintf("# modelcar plan: %s (%s), %s, %s confidence\n# %s\n", l.Name, l.Phase, amount(l), l.Confidence, l.Arithmetic)
+func header(p *Plan, l *Lever) string {
+	return fmt.Sprintf("# modelcar plan: %s (%s), %s, %s confidence\n%s# %s\n", l.Name, l.Phase, amount(l), l.Confidence, warningComments(p), l.Arithmetic)
+}
+
+// warningComments is the plan's warnings as comment lines.
+func warningComments(p *Plan) string {
+	var b strings.Builder
+	for _, w := range p.Warnings {
+		fmt.Fprintf(&b, "# warning: %s\n", w)
+	}
+	return b.String()
+}
+
+// isDigest says whether ref is pinned by digest.
+func isDigest(ref string) bool {
+	r, err := name.ParseReference(ref, name.WeakValidation)
+	if err != nil {
+		return false
+	}
+	_, ok := r.(name.Digest)
+	return ok
+}
+
+// A prepullSet is what the pre-pull covers: the images of its DaemonSets
+// (the modelcar first, then the report's other pulled images pinned by
+// digest) and each one's DaemonSet name ("" for warm's default); and the
+// pulled images it leaves out: those the modelcar replaces (the model
+// images, when the report has none of its repository) and the unpinned.
+type prepullSet struct {
+	images, names      []string
+	replaced, unpinned []string
+}
+
+// prepullImages is the pre-pull of modelcar ("" for none) and images.
+func prepullImages(images []Image, modelcar string) prepullSet {
+	var set prepullSet
+	matched := false
+	if modelcar != "" {
+		set.images = []string{modelcar}
+		for _, im := range images {
+			matched = matched || repository(im.Image) == repository(modelcar)
+		}
+	}
+	for _, im := range images {
+		switch {
+		case im.Pulled == 0 || modelcar != "" && repository(im.Image) == repository(modelcar):
+		case modelcar != "" && !matched && im.Role == "model":
+			set.replaced = append(set.replaced, im.Image)
+		case im.Digest:
+			set.images = append(set.images, im.Image)
+		default:
+			set.unpinned = append(set.unpinned, im.Image)
+		}
+	}
+	seen := map[string]bool{}
+	for i, img := range set.images {
+		n, named := warm.PrepullName(img), ""
+		if seen[n] {
+			named = fmt.Sprintf("%s-%d", strings.TrimSuffix(n[:min(len(n), 52)], "-"), i)
+			n = named
+		}
+		seen[n] = true
+		set.names = append(set.names, named)
+	}
+	return set
+}
+
+// warmFlags are the `modelcar warm` flags that place the pre-pull and pool
+// as o says, each with a leading space.
+func warmFlags(o Options) string {
+	var b strings.Builder
+	if o.Namespace != "" {
+		b.WriteString(" -n " + shellQuote(o.Namespace))
+	}
+	for _, k := range sortedKeys(o.NodeSelector) {
+		b.WriteString(" --node-selector " + shellQuote(k+"="+o.NodeSelector[k]))
+	}
+	for _, t := range o.Tolerations {
+		b.WriteString(" --toleration " + shellQuote(formatToleration(t)))
+	}
+	return b.String()
+}
+
+// formatToleration writes t as warm.ParseToleration reads it:
+// KEY[=VALUE][:EFFECT].
+func formatToleration(t corev1.Toleration) string {
+	s := t.Key
+	if t.Operator != corev1.TolerationOpExists {
+		s += "=" + t.Value
+	}
+	if t.Effect != "" {
+		s += ":" + string(t.Effect)
+	}
+	return s
+}
+
+// shellQuote quotes s for a POSIX shell when it needs it.
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_./:=@%+,-") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 func renderObjects(head string, objs []warm.Object) ([]byte, error) {
@@ -119,33 +219,21 @@ func prepullFile(p *Plan, l *Lever, o EmitOptions) ([]byte, error) {
 	if p.Facts.ImageVolumes != nil && !*p.Facts.ImageVolumes {
 		mode = warm.InitContainerMode
 	}
-	images := []string{o.Image}
-	var unpinned []string
-	for _, im := range p.Images {
-		switch {
-		case im.Pulled == 0 || repository(im.Image) == repository(o.Image):
-		case im.Digest:
-			images = append(images, im.Image)
-		default:
-			unpinned = append(unpinned, im.Image)
-		}
+	set := prepullImages(p.Images, o.Image)
+	head := header(p, l)
+	for _, r := range set.replaced {
+		head += fmt.Sprintf("# not pre-pulled: %s, taken for the model image, which %s replaces\n", r, o.Image)
 	}
-	head := header(l)
-	for _, u := range unpinned {
+	for _, u := range set.unpinned {
 		head += fmt.Sprintf("# not pre-pulled, not pinned by digest: %s (modelcar warm prepull --image %s@sha256:... -o yaml)\n", u, untagged(u))
 	}
 	var objs []warm.Object
-	names := map[string]bool{}
-	for i, img := range images {
-		po := warm.PrepullOptions{Image: img, Namespace: o.Namespace, NodeSelector: o.NodeSelector, Tolerations: o.Tolerations, Mode: mode}
-		if n := warm.PrepullName(img); names[n] {
-			po.Name = fmt.Sprintf("%s-%d", strings.TrimSuffix(n[:min(len(n), 52)], "-"), i)
-		}
+	for i, img := range set.images {
+		po := warm.PrepullOptions{Image: img, Name: set.names[i], Namespace: o.Namespace, NodeSelector: o.NodeSelector, Tolerations: o.Tolerations, Mode: mode}
 		ds, err := warm.PrepullObjects(po)
 		if err != nil {
 			return nil, fmt.Errorf("pre-pull of %s: %w", img, err)
 		}
-		names[ds[0].GetName()] = true
 		objs = append(objs, ds...)
 	}
 	return renderObjects(head, objs)
@@ -183,7 +271,7 @@ func valuesFile(p *Plan, image string) ([]byte, error) {
 		return nil, err
 	}
 	head := "# vllm-modelcar chart values from modelcar plan; pass after your own values:\n" +
-		"#   modelcar deploy --name NAME -f yours.yaml -f values.yaml ...\n" + strings.Join(why, "\n") + "\n"
+		"#   modelcar deploy --name NAME -f yours.yaml -f values.yaml ...\n" + warningComments(p) + strings.Join(why, "\n") + "\n"
 	return append([]byte(head), data...), nil
 }
 

@@ -125,10 +125,28 @@ func TestPlanReadBench(t *testing.T) {
 	}
 
 	dir := t.TempDir()
+	const head = `{"version": 1, "link_mbit": 1000, "model_bytes": 2147165748, `
+	report, err := os.ReadFile(filepath.Join(fixtures, "pull-gzip.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	for content, want := range map[string]string{
-		`{"version": 2, "results": []}`:                                           "benchmark results version 2: this modelcar reads version 1",
-		`{"version": 1, "results": [{"format": "tar", "all_weights_read_s": 0}]}`: "results[0] (tar): times must be positive",
-		`{"version": 1, "results": [`:                                             "decoding the benchmark results",
+		`{"version": 2, "results": []}`:                                   "benchmark results version 2: this modelcar reads version 1",
+		head + `"results": [{"format": "tar", "all_weights_read_s": 0}]}`: "results[0] (tar): times must be positive",
+		`{"version": 1, "results": [`:                                     "decoding the benchmark results",
+		`[1, 2]`:                                                          "decoding the benchmark results",
+		// Not the benchmark's results: each field it must have, by name.
+		`{"version": 1}`: `no "link_mbit": not the node-side benchmark's results`,
+		string(report):   `no "link_mbit": a cold-start report, not the node-side benchmark's results (pass a report as --from)`,
+		`{"version": 1, "link_mbit": 1000, "results": []}`:                                         `no "model_bytes"`,
+		`{"version": 1, "link_mbit": 1000, "model_bytes": 5}`:                                      `no "results"`,
+		head[:len(head)-2] + `}`:                                                                   `no "results"`,
+		`{"version": 1, "link_mbit": 0, "model_bytes": 5, "results": []}`:                          "link_mbit 0: must be positive",
+		`{"version": 1, "link_mbit": 10, "model_bytes": 0, "results": []}`:                         "model_bytes 0: must be positive",
+		head + `"results": []}`:                                                                    "results is empty",
+		head + `"results": [{"all_weights_read_s": 3}]}`:                                           `results[0]: no "format"`,
+		head + `"results": [{"format": "lz4-future", "all_weights_read_s": 3}]}`:                   "results: no run of a format plan uses (gzip-single, ",
+		head + `"results": [{"format": "tar", "all_weights_read_s": 3, "config_readable_s": -1}]}`: "results[0] (tar): times must be positive",
 	} {
 		path := filepath.Join(dir, "bench.json")
 		os.WriteFile(path, []byte(content), 0o644)
@@ -138,8 +156,18 @@ func TestPlanReadBench(t *testing.T) {
 	}
 	// Formats plan does not know are kept and not checked.
 	path := filepath.Join(dir, "future.json")
-	os.WriteFile(path, []byte(`{"version": 1, "results": [{"format": "lz4-future", "all_weights_read_s": 0}]}`), 0o644)
-	if _, err := ReadBench(path); err != nil {
+	os.WriteFile(path, []byte(head+`"results": [{"format": "lz4-future", "all_weights_read_s": 0}, {"format": "tar", "all_weights_read_s": 9}]}`), 0o644)
+	if b, err := ReadBench(path); err != nil || len(b.Results) != 2 {
 		t.Errorf("unknown format: %v", err)
+	}
+	// The benchmark's recorded results, and the tests' own, pass.
+	files, _ := filepath.Glob("../../testdata/coldstart/results-*.json")
+	if len(files) == 0 {
+		t.Fatal("no testdata/coldstart/results-*.json")
+	}
+	for _, f := range append(files, filepath.Join(fixtures, "bench.json")) {
+		if b, err := ReadBench(f); err != nil || b.LinkMbit <= 0 || b.ModelBytes <= 0 || len(b.Results) == 0 {
+			t.Errorf("%s: %+v, %v", f, b, err)
+		}
 	}
 }

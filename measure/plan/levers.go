@@ -82,11 +82,21 @@ func (mp modelPull) describe() string {
 	return s
 }
 
-// noModelImage is the no-gain lever for a report without a model image
-// pull.
-func noModelImage(l Lever) Lever {
+// noModelImage is the lever for a report without a model image pull: no
+// gain when the model image was cached; unknown when --image names an
+// image the report does not have (see the plan's warning).
+func (c *calc) noModelImage(l Lever) Lever {
 	l.Estimate, l.Confidence = Measured, High
-	l.Arithmetic = "no model image was pulled in these cold starts (it was cached, or the weights are not in an image of their own: pass --image to name it)"
+	switch {
+	case c.o.Image == "":
+		l.Arithmetic = "no model image was pulled in these cold starts (it was cached, or the weights are not in an image of their own: pass --image to name it)"
+	case c.matched:
+		l.Arithmetic = fmt.Sprintf("the model image (%s) was on the node already in these cold starts: no pull to shorten", repository(c.o.Image))
+	default:
+		l.Estimate = Unknown
+		l.Arithmetic = fmt.Sprintf("--image's repository %s is in none of these cold starts, and they pulled no other image but the serving container's: the model image's pull was not measured", repository(c.o.Image))
+		l.Needs = []string{"a cold start that pulls --image (measure one once it is deployed)"}
+	}
 	return l
 }
 
@@ -96,7 +106,8 @@ func (c *calc) warmPool() Lever {
 			"a placeholder node is free when the pod arrives: pool replicas at least the pods that start at once",
 			"the placeholders keep GPU nodes up, and billed, while idle",
 		},
-		Apply: []string{fmt.Sprintf("modelcar warm pool --replicas 1 --gpus-per-pod %d --apply (pool.yaml with --emit)", max(1, c.facts.GPUsPerNode))}}
+		Apply: []string{fmt.Sprintf("modelcar warm pool --replicas %d --gpus-per-pod %d%s --apply (pool.yaml with --emit)",
+			max(1, c.o.PoolReplicas), max(1, c.facts.GPUsPerNode), warmFlags(c.o))}}
 	prov := c.p.Basis.Phases.Provision
 	if c.known(measure.Provision) == 0 {
 		l.Estimate, l.Arithmetic = Unknown, "provision is unknown: the report has no scheduling time"
@@ -179,11 +190,24 @@ func (c *calc) prepull() Lever {
 		}
 		imgs = append(imgs, s)
 		bytes += im.Bytes
-		ref := im.Image
-		if !im.Digest {
-			ref = untagged(im.Image) + "@sha256:<digest of " + im.Image + ">"
+	}
+	// The commands make the DaemonSets prepull.yaml holds (the modelcar,
+	// when pinned, in place of the report's model images), then one per
+	// unpinned image, to pin first.
+	modelcar := ""
+	if isDigest(c.o.Image) {
+		modelcar = c.o.Image
+	}
+	set := prepullImages(c.p.Images, modelcar)
+	for i, img := range set.images {
+		name := ""
+		if set.names[i] != "" {
+			name = " --name " + set.names[i]
 		}
-		l.Apply = append(l.Apply, fmt.Sprintf("modelcar warm prepull --image %s --mode %s --apply", ref, c.prepullMode()))
+		l.Apply = append(l.Apply, fmt.Sprintf("modelcar warm prepull --image %s%s --mode %s%s --apply", img, name, c.prepullMode(), warmFlags(c.o)))
+	}
+	for _, u := range set.unpinned {
+		l.Apply = append(l.Apply, fmt.Sprintf("modelcar warm prepull --image %s@sha256:<digest of %s> --mode %s%s --apply", untagged(u), u, c.prepullMode(), warmFlags(c.o)))
 	}
 	l.Apply = append(l.Apply, "prepull.yaml with --emit (the pinned images)")
 	l.SavingSeconds, l.Confidence = pull, High
@@ -239,7 +263,7 @@ func (c *calc) repackTar(mp modelPull) Lever {
 		},
 		Apply: []string{"modelcar pack MODEL_DIR --format tar --output REGISTRY/REPO:TAG (pack-flags.txt with --emit)"}}
 	if mp.n == 0 {
-		return noModelImage(l)
+		return c.noModelImage(l)
 	}
 	base, how, ok := c.baseFormat(mp)
 	switch {
@@ -286,7 +310,7 @@ func (c *calc) lazyPull(mp modelPull) Lever {
 			"the small files (config, tokenizer) are prefetched first: modelcar puts them before the prefetch landmark",
 		}}
 	if mp.n == 0 {
-		return noModelImage(l)
+		return c.noModelImage(l)
 	}
 	lazyFmt, why := c.facts.lazyRuntime()
 	target := cmp.Or(lazyFmt, "zstd-chunked")

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/name"
+	corev1 "k8s.io/api/core/v1"
 
 	"github.com/modelcar/modelcar/measure"
 )
@@ -77,8 +78,11 @@ type Plan struct {
 	// FactSources says where each known fact came from.
 	FactSources Sources `json:"fact_sources,omitempty"`
 	// Bench describes the benchmark used, or says none was.
-	Bench  string  `json:"bench"`
-	Images []Image `json:"images,omitempty"`
+	Bench string `json:"bench"`
+	// Warnings say what the numbers may not be about: an --image whose
+	// repository none of the cold starts used.
+	Warnings []string `json:"warnings,omitempty"`
+	Images   []Image  `json:"images,omitempty"`
 	// Levers: apply (ranked by saving, then confidence), advice, needs
 	// (ranked the same way), no-gain.
 	Levers []Lever   `json:"levers"`
@@ -99,9 +103,9 @@ type Basis struct {
 // An Image is one image the report's cold starts pulled.
 type Image struct {
 	Image string `json:"image"`
-	// Role is "model" (Options.Image's repository, or without it any image
-	// but the serving container's), "server" (the serving container's) or
-	// "other".
+	// Role is "model" (Options.Image's repository, or, without it or when
+	// no image of the report is of that repository, any image but the
+	// serving container's), "server" (the serving container's) or "other".
 	Role string `json:"role"`
 	// Pulled counts the cold starts that pulled it (not cached); Digest
 	// says whether the reference is pinned.
@@ -154,7 +158,11 @@ type Options struct {
 	Bench     *Bench
 	BenchFrom string
 	// Image is the modelcar: the report's pulls of its repository are the
-	// model image's. Without it, every image but the serving container's is.
+	// model image's. Without it, every image but the serving container's
+	// is; so too when the report has no image of its repository (a new
+	// image, not deployed yet), and the plan warns that the model-image
+	// numbers are another image's. When pinned by digest, the pre-pull
+	// commands pull it in place of the report's model images.
 	Image string
 	// CurrentFormat is the model image's layer format in the report
 	// (gzip-single, gzip, zstd, tar, estargz, zstd-chunked); "" guesses a
@@ -162,6 +170,14 @@ type Options struct {
 	CurrentFormat string
 	// Notes are added to the plan's (e.g. what discovery could not learn).
 	Notes []string
+	// Namespace ("" for the kubeconfig context's), NodeSelector,
+	// Tolerations and PoolReplicas (0 for 1) go into the warm commands the
+	// plan prints, as EmitOptions put them into Emit's files, so that
+	// running them creates the same objects.
+	Namespace    string
+	NodeSelector map[string]string
+	Tolerations  []corev1.Toleration
+	PoolReplicas int32
 }
 
 // Formats lists the values of Options.CurrentFormat.
@@ -184,13 +200,14 @@ func Compute(rep *measure.Report, o Options) (*Plan, error) {
 	}
 	facts := o.Facts
 	facts.imageVolumesFromVersion(src)
-	c := &calc{rep: rep, o: o, facts: facts}
+	c := &calc{rep: rep, o: o, facts: facts, matched: o.Image != "" && hasRepository(rep, o.Image)}
 	c.p = &Plan{Version: Version, From: o.From, Facts: facts, FactSources: src, Notes: slices.Clone(o.Notes)}
 	if len(src) == 0 {
 		c.p.FactSources = nil
 	}
 	c.basis()
 	c.images()
+	c.imageWarning()
 	c.p.Bench = "none: format savings use documented defaults, not measurements"
 	if o.Bench != nil {
 		c.p.Bench = fmt.Sprintf("%s (link %g Mbit/s, model %.1f GB)", cmp.Or(o.BenchFrom, "given"), o.Bench.LinkMbit, float64(o.Bench.ModelBytes)/1e9)
@@ -257,6 +274,8 @@ type calc struct {
 	o     Options
 	facts Facts
 	p     *Plan
+	// matched: o.Image's repository is among the report's images.
+	matched bool
 }
 
 func (c *calc) basis() {
@@ -401,14 +420,54 @@ func pullSeconds(ip measure.ImagePull) float64 {
 // role classifies an image pull of cs: model, server or other.
 func (c *calc) role(cs *measure.ColdStart, ip measure.ImagePull) string {
 	switch {
-	case c.o.Image != "" && repository(ip.Image) == repository(c.o.Image):
+	case c.matched && repository(ip.Image) == repository(c.o.Image):
 		return "model"
 	case ip.Container != "" && ip.Container == cs.Details.Container:
 		return "server"
-	case c.o.Image == "":
+	case !c.matched:
 		return "model"
 	}
 	return "other"
+}
+
+// hasRepository says whether any image of rep's cold starts, pulled or
+// cached, is of image's repository.
+func hasRepository(rep *measure.Report, image string) bool {
+	for i := range rep.ColdStarts {
+		for _, ip := range rep.ColdStarts[i].Details.Images {
+			if repository(ip.Image) == repository(image) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// imageWarning warns when Options.Image's repository is none of the
+// report's: the model-image numbers are then those of the images taken
+// for the model image (any but the serving container's).
+func (c *calc) imageWarning() {
+	if c.o.Image == "" || c.matched {
+		return
+	}
+	var all, model []string
+	for _, im := range c.p.Images {
+		all = append(all, im.Image)
+		if im.Role == "model" && im.Pulled > 0 {
+			model = append(model, im.Image)
+		}
+	}
+	w := fmt.Sprintf("--image's repository %s is in none of these cold starts", repository(c.o.Image))
+	if len(all) > 0 {
+		w += " (they used " + strings.Join(all, ", ") + ")"
+	}
+	if len(model) == 0 {
+		w += ": no other image but the serving container's was pulled, so the model image's pull was not measured"
+	} else {
+		w += fmt.Sprintf(": the model-image numbers (prepull, repack-tar, lazy-pull) are measured on %s, taken for the image --image replaces; "+
+			"they hold for --image only if it is as large and packed the same way (measure its cold start once it is deployed)", strings.Join(model, ", "))
+	}
+	c.p.Warnings = append(c.p.Warnings, w)
 }
 
 // untagged is ref without its tag and digest, as written.

@@ -321,11 +321,43 @@ func TestPlanImages(t *testing.T) {
 	if !slices.Equal(p.Images, want) {
 		t.Errorf("images = %+v", p.Images)
 	}
-	// --image names another repository: the llama image is "other", and
-	// no model image was pulled.
-	p = compute(t, "slow-pull.json", Options{Image: testImage})
-	if p.Images[0].Role != "other" || p.Lever(LeverRepackTar).Status != NoGain || !strings.Contains(p.Lever(LeverRepackTar).Arithmetic, "no model image") {
-		t.Errorf("with another --image: %+v, %+v", p.Images, p.Lever(LeverRepackTar))
+	// --image names a repository none of the cold starts used (a new image,
+	// not deployed yet): the llama image is still taken for the model image,
+	// the plan says so in a warning, and no lever claims that no model image
+	// was pulled.
+	with := compute(t, "slow-pull.json", Options{Image: testImage, CurrentFormat: "gzip-single"})
+	without := compute(t, "slow-pull.json", Options{CurrentFormat: "gzip-single"})
+	if !slices.Equal(with.Images, want) || len(with.Warnings) != 1 || len(without.Warnings) != 0 {
+		t.Errorf("with another --image: %+v, warnings %q", with.Images, with.Warnings)
+	}
+	if w := with.Warnings[0]; !strings.Contains(w, "--image's repository registry.example.com/models/qwen2.5-32b-instruct is in none of these cold starts") ||
+		!strings.Contains(w, "measured on registry.example.com/models/llama-3.1-70b-instruct:v1, taken for the image --image replaces") {
+		t.Errorf("warning %q", w)
+	}
+	for _, name := range []string{LeverRepackTar, LeverLazyPull, LeverPrepull} {
+		a, b := with.Lever(name), without.Lever(name)
+		if strings.Contains(a.Arithmetic, "no model image") || a.Status != b.Status || a.SavingSeconds != b.SavingSeconds || a.Arithmetic != b.Arithmetic {
+			t.Errorf("%s with another --image: %+v\nwithout --image: %+v", name, a, b)
+		}
+	}
+	// Nothing but the server's image pulled: the model pull is unknown,
+	// not "no model image was pulled".
+	rep := loadReport(t, "slow-pull.json")
+	rep.ColdStarts[0].Details.Images = rep.ColdStarts[0].Details.Images[1:]
+	p, err := Compute(rep, Options{Image: testImage})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l := p.Lever(LeverRepackTar); l.Status != Needs || l.Estimate != Unknown || strings.Contains(l.Arithmetic, "no model image") ||
+		len(p.Warnings) != 1 || !strings.Contains(p.Warnings[0], "the model image's pull was not measured") {
+		t.Errorf("only the server's image: %+v; warnings %q", l, p.Warnings)
+	}
+	// --image's repository cached in the report: its pull took no time.
+	rep = loadReport(t, "slow-pull.json")
+	rep.ColdStarts[0].Details.Images[0].Cached = true
+	if p, _ = Compute(rep, Options{Image: "registry.example.com/models/llama-3.1-70b-instruct@sha256:" + strings.Repeat("ab", 32)}); len(p.Warnings) != 0 ||
+		p.Lever(LeverRepackTar).Status != NoGain || !strings.Contains(p.Lever(LeverRepackTar).Arithmetic, "was on the node already") {
+		t.Errorf("cached model image: %+v; warnings %q", p.Lever(LeverRepackTar), p.Warnings)
 	}
 	for in, want := range map[string]string{
 		"vllm/vllm-openai:v0.7.3":                                      "index.docker.io/vllm/vllm-openai",

@@ -104,6 +104,9 @@ func text(p *Plan) string {
 	fmt.Fprintf(&b, "cold-start plan for %s: %s\n", p.From, headline(p))
 	fmt.Fprintf(&b, "facts: %s\n", factsLine(p))
 	fmt.Fprintf(&b, "bench: %s\n", p.Bench)
+	for _, w := range p.Warnings {
+		fmt.Fprintf(&b, "warning: %s\n", w)
+	}
 	n := 0
 	for _, st := range statusOrder {
 		first := true
@@ -148,6 +151,9 @@ func text(p *Plan) string {
 func markdown(p *Plan) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "## Cold-start plan\n\nFrom `%s`: %s.\n\n", p.From, mdEscape(headline(p)))
+	for _, w := range p.Warnings {
+		fmt.Fprintf(&b, "> **Warning:** %s.\n\n", mdEscape(w))
+	}
 	b.WriteString("| # | Lever | Phase | Saves | Confidence | Estimate | Status |\n|---:|---|---|---:|---|---|---|\n")
 	n := 0
 	for i := range p.Levers {

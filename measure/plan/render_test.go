@@ -9,10 +9,17 @@ import (
 	"strings"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
+
 	"github.com/modelcar/modelcar/measure"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/plan/golden/* from the current output")
+
+// otherImage is of a repository none of the recorded reports has.
+const otherImage = "registry.example.com/models/qwen@sha256:abababababababababababababababababababababababababababababababab"
+
+var gpuToleration = []corev1.Toleration{{Key: "nvidia.com/gpu", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule}}
 
 // TestPlanRenderGolden: each format, on reports of each kind, byte for byte.
 // Regenerate with `go test ./measure/plan -run TestPlanRenderGolden -update`
@@ -31,6 +38,13 @@ func TestPlanRenderGolden(t *testing.T) {
 		{"multi-pod.json", "multi-pod.json", measure.JSON, Options{}},
 		{"missing-logs.txt", "missing-logs.json", measure.Text, Options{}},
 		{"slow-pull-old.md", "slow-pull.json", measure.Markdown, Options{Facts: old, Sources: oldSrc}},
+		// --image of a repository the report does not have (a new image): a
+		// warning, the report's model image standing in for it; the warm
+		// commands carry the namespace, node selector and tolerations.
+		{"pull-gzip-other-image.md", "pull-gzip.json", measure.Markdown, Options{Image: otherImage, Namespace: "llm",
+			NodeSelector: map[string]string{"nvidia.com/gpu.present": "true"}, Tolerations: gpuToleration}},
+		{"pull-gzip-other-image.txt", "pull-gzip.json", measure.Text, Options{Image: otherImage, Namespace: "llm",
+			NodeSelector: map[string]string{"nvidia.com/gpu.present": "true"}, Tolerations: gpuToleration}},
 	} {
 		t.Run(tc.golden, func(t *testing.T) {
 			p := compute(t, tc.report, tc.opts)
