@@ -541,6 +541,55 @@ func TestChartValuesSchema(t *testing.T) {
 	}
 }
 
+// TestChartKubeVersion: with the pinned helm, `helm template` and `helm
+// lint --strict` refuse the imageVolume delivery for Kubernetes before 1.31
+// (no image volumes there) with the chart's message, and pass for the
+// other deliveries on 1.29 and 1.30 and for imageVolume from 1.31.
+func TestChartKubeVersion(t *testing.T) {
+	h := newHelm(t, "")
+	for _, c := range []struct {
+		delivery, version string
+		ok                bool
+	}{
+		{"image-volume", "1.29.0", false},
+		{"image-volume", "1.30.0", false},
+		{"image-volume", "1.31.0", true},
+		{"modelcar", "1.29.0", true},
+		{"modelcar", "1.30.0", true},
+		{"init-copy", "1.29.0", true},
+		{"init-copy", "1.30.0", true},
+	} {
+		t.Run(c.delivery+"/"+c.version, func(t *testing.T) {
+			tmpl := append([]string{"template", releaseName, ChartDir, "--namespace", goldenNamespace, "--kube-version", c.version}, valuesFiles(c.delivery)...)
+			out, errOut, err := h.run(tmpl...)
+			lintOut, lintErrOut, lintErr := h.run(append([]string{"lint", "--strict", ChartDir, "--namespace", goldenNamespace, "--kube-version", c.version}, valuesFiles(c.delivery)...)...)
+			// helm lint renders in lint mode, where a template's fail (like
+			// required) is only logged ("[INFO] Fail: ..."): it passes either way.
+			if lintErr != nil || !strings.Contains(lintOut, "1 chart(s) linted, 0 chart(s) failed") {
+				t.Errorf("helm lint --strict: %v\n%s%s", lintErr, lintOut, lintErrOut)
+			}
+			want := "model.delivery=imageVolume needs Kubernetes 1.31 or later"
+			if c.ok {
+				if err != nil {
+					t.Errorf("helm template: %v\n%s", err, errOut)
+				} else if len(byKind(documents(t, out), "Deployment")) != 1 {
+					t.Errorf("helm template rendered no Deployment:\n%s", out)
+				}
+				if strings.Contains(lintErrOut, want) {
+					t.Errorf("helm lint logged the refusal:\n%s", lintErrOut)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(errOut, want) || !strings.Contains(errOut, "the target is v"+c.version) {
+				t.Errorf("helm template: %v, want a failure saying %q:\n%s", err, want, errOut)
+			}
+			if !strings.Contains(lintErrOut, "Fail: "+want) {
+				t.Errorf("helm lint did not log the refusal:\n%s", lintErrOut)
+			}
+		})
+	}
+}
+
 // TestChartPackage: `helm package` (what `make chart` runs) builds
 // vllm-modelcar-VERSION.tgz, and Chart embeds every file of the chart.
 func TestChartPackage(t *testing.T) {

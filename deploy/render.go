@@ -316,15 +316,17 @@ type Release struct {
 type ReleaseOptions struct {
 	RenderOptions
 	// Prepull adds a warm pre-pull DaemonSet for model.image on the nodes
-	// the chart's pods may run on (its nodeSelector and tolerations), so
-	// every such node has the modelcar before a replica lands there. Only
+	// the chart's pods may run on (their nodeSelector, tolerations and node
+	// affinity; GPUNodeLabel=true when they request GPUs and choose no
+	// nodes), so every such node has the modelcar before a replica lands
+	// there. Only
 	// for the imageVolume (pulled through an image volume) and modelcar
 	// (through an init container; the image has a shell) deliveries: with
 	// initCopy the kubelet never pulls the model image.
 	Prepull bool
 	// WarmPool, when set, adds a node-pool warmer named NAME-pool: placeholder
-	// pods holding GPUs on the chart pods' nodes, which any vLLM pod
-	// preempts.
+	// pods holding GPUs on the chart pods' nodes (their nodeSelector,
+	// tolerations and node affinity), which any vLLM pod preempts.
 	WarmPool *WarmPool
 }
 
@@ -359,6 +361,7 @@ func NewRelease(ctx context.Context, opts ReleaseOptions) (*Release, error) {
 		return nil, err
 	}
 	pod := dep.Spec.Template.Spec
+	place := placement(pod)
 	if opts.Prepull {
 		mode, err := prepullMode(opts.Values)
 		if err != nil {
@@ -368,14 +371,15 @@ func NewRelease(ctx context.Context, opts ReleaseOptions) (*Release, error) {
 		allowTag, _ := Lookup(opts.Values, "model.allowTag")
 		img, _ := image.(string)
 		at, _ := allowTag.(bool)
-		ds, err := warm.PrepullObjects(warm.PrepullOptions{
+		ds, err := warm.Prepull(warm.PrepullOptions{
 			Image: img, AllowTag: at, Namespace: ns, Mode: mode,
-			NodeSelector: pod.NodeSelector, Tolerations: pod.Tolerations,
+			NodeSelector: place.nodeSelector, Tolerations: pod.Tolerations,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("--prepull: %w", err)
 		}
-		r.Warm = append(r.Warm, ds...)
+		ds.Spec.Template.Spec.Affinity = place.affinity()
+		r.Warm = append(r.Warm, ds)
 	}
 	if p := opts.WarmPool; p != nil {
 		gpus := p.GPUsPerPod
@@ -391,6 +395,13 @@ func NewRelease(ctx context.Context, opts ReleaseOptions) (*Release, error) {
 		})
 		if err != nil {
 			return nil, fmt.Errorf("--warm-pool: %w", err)
+		}
+		// The placeholders hold GPUs, so they land on GPU nodes by
+		// themselves; the chart pods' node affinity narrows them further.
+		for _, o := range objs {
+			if d, ok := o.(*appsv1.Deployment); ok && d.Spec.Template.Spec.Affinity == nil {
+				d.Spec.Template.Spec.Affinity = place.affinity()
+			}
 		}
 		r.Warm = append(r.Warm, objs...)
 	}
@@ -428,6 +439,62 @@ func deployment(objs []*unstructured.Unstructured) (*appsv1.Deployment, error) {
 	return nil, fmt.Errorf("chart %s rendered no Deployment", ChartName)
 }
 
+// GPUNodeLabel is the label of GPU nodes, "true" on each: what NVIDIA's GPU
+// feature discovery (the GPU operator) sets, and the label the test
+// cluster's GPU nodes, `modelcar warm`'s examples and `modelcar plan`'s
+// default --node-selector use. When the chart's pods request
+// nvidia.com/gpu and set no nodeSelector, the pre-pull DaemonSet selects
+// the nodes labeled GPUNodeLabel=true: a DaemonSet requests no GPU, so the
+// GPU toleration alone would also put it on every untainted CPU node. A
+// nodeSelector in the values replaces it (for GPU nodes labeled otherwise).
+const GPUNodeLabel = "nvidia.com/gpu.present"
+
+// podPlacement is where the chart's pods may run, as the warm objects
+// that go with them get it.
+type podPlacement struct {
+	// nodeSelector is the pods' nodeSelector or, when the pods request
+	// GPUs and have none, GPUNodeLabel=true.
+	nodeSelector map[string]string
+	// nodeAffinity is the pods' node affinity (not their pod affinity or
+	// anti-affinity, which are about the vLLM pods, not the nodes).
+	nodeAffinity *corev1.NodeAffinity
+}
+
+func placement(pod corev1.PodSpec) podPlacement {
+	p := podPlacement{nodeSelector: pod.NodeSelector}
+	if pod.Affinity != nil && pod.Affinity.NodeAffinity != nil {
+		p.nodeAffinity = pod.Affinity.NodeAffinity.DeepCopy()
+	}
+	if len(pod.NodeSelector) == 0 && requestsGPUs(pod) {
+		p.nodeSelector = map[string]string{GPUNodeLabel: "true"}
+	}
+	return p
+}
+
+// affinity is the Affinity of a warm pod: the chart pods' node affinity,
+// or nil.
+func (p podPlacement) affinity() *corev1.Affinity {
+	if p.nodeAffinity == nil {
+		return nil
+	}
+	return &corev1.Affinity{NodeAffinity: p.nodeAffinity.DeepCopy()}
+}
+
+// requestsGPUs reports whether a container of pod (init containers
+// included) requests or is limited to nvidia.com/gpu.
+func requestsGPUs(pod corev1.PodSpec) bool {
+	for _, cs := range [][]corev1.Container{pod.InitContainers, pod.Containers} {
+		for _, c := range cs {
+			for _, rl := range []corev1.ResourceList{c.Resources.Limits, c.Resources.Requests} {
+				if q, ok := rl[warm.DefaultGPUResource]; ok && !q.IsZero() {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
 // gpuLimit is the nvidia.com/gpu limit (else request) of the vllm container.
 func gpuLimit(pod corev1.PodSpec) int64 {
 	for _, c := range pod.Containers {
@@ -461,4 +528,43 @@ func (r *Release) WriteYAML(w io.Writer) error {
 	}
 	_, err := w.Write(b.Bytes())
 	return err
+}
+
+// ExplainRenderError adds what to do to the chart schema's refusal of a
+// model image (--image, model.image) or of modelcar's own image
+// (--modelcar-image, modelcar.image) without a digest, naming
+// modelcar deploy's flags; other errors are returned as they are.
+func ExplainRenderError(err error) error {
+	if err == nil {
+		return nil
+	}
+	msg := err.Error()
+	var hints []string
+	for _, c := range []struct{ field, flag, value, how string }{
+		{"/model/image", "--image", "model.allowTag", "as 'modelcar push' prints it"},
+		{"/modelcar/image", "--modelcar-image", "modelcar.allowTag", "as 'crane digest REPO:TAG' gives it"},
+	} {
+		if refusedTag(msg, c.field) {
+			hints = append(hints, fmt.Sprintf("%s must be pinned by digest, REPO@sha256:<64 hex>, %s; for development, --set %s=true accepts a tag", c.flag, c.how, c.value))
+		}
+	}
+	if len(hints) == 0 {
+		return err
+	}
+	sep := ""
+	if !strings.HasSuffix(msg, "\n") {
+		sep = " "
+	}
+	return fmt.Errorf("%w%s(%s)", err, sep, strings.Join(hints, "; "))
+}
+
+// refusedTag reports whether msg, a schema validation error, refuses the
+// value at field for not matching its digest pattern.
+func refusedTag(msg, field string) bool {
+	for _, line := range strings.Split(msg, "\n") {
+		if strings.Contains(line, "at '"+field+"'") && strings.Contains(line, "does not match pattern") && strings.Contains(line, "@sha256:") {
+			return true
+		}
+	}
+	return false
 }

@@ -3,6 +3,7 @@ package deploy
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -13,8 +14,12 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/modelcar/modelcar/internal/testcluster"
 	"github.com/modelcar/modelcar/measure"
@@ -345,6 +350,64 @@ func TestApplyOnCluster(t *testing.T) {
 		t.Errorf("pod %s is Ready on %s, not a GPU node (labels %v)", ready.Name, node.Name, node.Labels)
 	}
 
+	// The pre-pull targets the GPU nodes, where the pods can run, and none
+	// of the CPU nodes (which its GPU toleration alone would let it onto):
+	// by modelcar warm's reckoning and by the DaemonSet controller's.
+	const prepull = "modelcar-prepull-tiny-llama"
+	st, err := warm.GetPrepullStatus(ctx, cs, ns, prepull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	targeted := map[string]bool{}
+	for _, n := range st.Nodes {
+		targeted[n.Node] = n.State != warm.NodeNotTargeted
+	}
+	for _, n := range []string{"gpu-0", "gpu-1"} {
+		if !targeted[n] {
+			t.Errorf("the pre-pull does not target GPU node %s: %v", n, st.Nodes)
+		}
+	}
+	for _, n := range []string{"cpu-0", "cpu-1"} {
+		if v, ok := targeted[n]; !ok || v {
+			t.Errorf("the pre-pull targets CPU node %s (or it is missing): %v", n, st.Nodes)
+		}
+	}
+	for {
+		ds, err := cs.AppsV1().DaemonSets(ns).Get(ctx, prepull, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/instance=" + prepull})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ds.Status.ObservedGeneration == ds.Generation && ds.Status.DesiredNumberScheduled > 0 && len(pods.Items) == int(ds.Status.DesiredNumberScheduled) {
+			for _, p := range pods.Items {
+				node := p.Spec.NodeName
+				if a := p.Spec.Affinity; node == "" && a != nil && a.NodeAffinity != nil && a.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution != nil {
+					for _, term := range a.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution.NodeSelectorTerms {
+						for _, f := range term.MatchFields {
+							node = f.Values[0]
+						}
+					}
+				}
+				n, err := cs.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+				if err != nil {
+					t.Fatalf("pre-pull pod %s: node %q: %v", p.Name, node, err)
+				}
+				if n.Labels[GPUNodeLabel] != "true" {
+					t.Errorf("pre-pull pod %s is on %s, not a GPU node (labels %v)", p.Name, n.Name, n.Labels)
+				}
+			}
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("pre-pull DaemonSet never settled: %+v, %d pods", ds.Status, len(pods.Items))
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+
 	// measure watch on the deployed pod produces a report whose phases add
 	// up (kwok runs no container, so its logs are missing: load and warmup
 	// stay unattributed, which the report says).
@@ -444,6 +507,101 @@ func TestApplyOnCluster(t *testing.T) {
 	}
 }
 
+// TestApplyNamespacePreflight: applying into a namespace that does not
+// exist applies nothing (not even the cluster-scoped PriorityClass) and
+// says to add --create-namespace, in a server dry run too; with
+// CreateNamespace a dry run has the namespace's creation checked and lists
+// what it could not check inside it, storing nothing, and a real apply
+// creates the namespace first, then everything.
+func TestApplyNamespacePreflight(t *testing.T) {
+	c := testcluster.Shared(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cs := c.Client()
+	ns := fmt.Sprintf("deploy-new-%d", time.Now().UnixNano()%1_000_000_000)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := cs.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+			t.Logf("deleting namespace %s: %v", ns, err)
+		}
+	})
+	rel, err := NewRelease(ctx, ReleaseOptions{
+		RenderOptions: RenderOptions{ReleaseName: releaseName, Namespace: ns, Values: caseValues(t, "image-volume")},
+		Prepull:       true, WarmPool: &WarmPool{Replicas: 0},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nsExists := func() bool {
+		t.Helper()
+		_, err := cs.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+		if err != nil && !apierrors.IsNotFound(err) {
+			t.Fatal(err)
+		}
+		return err == nil
+	}
+	_, pcErr := cs.SchedulingV1().PriorityClasses().Get(ctx, warm.DefaultPlaceholderPriorityClass, metav1.GetOptions{})
+	pcMissing := apierrors.IsNotFound(pcErr)
+
+	for _, dry := range []bool{true, false} {
+		res, err := rel.Apply(ctx, c.RESTConfig(), ApplyOptions{DryRun: dry})
+		var nf *NamespaceNotFoundError
+		if !errors.As(err, &nf) || nf.Namespace != ns || !strings.Contains(err.Error(), "--create-namespace") || !strings.Contains(err.Error(), "nothing was applied") {
+			t.Errorf("dry run %v: err = %v, want a NamespaceNotFoundError suggesting --create-namespace", dry, err)
+		}
+		if lines := res.Lines(); len(lines) != 0 {
+			t.Errorf("dry run %v: applied %q into a missing namespace", dry, lines)
+		}
+	}
+	if _, err := cs.SchedulingV1().PriorityClasses().Get(ctx, warm.DefaultPlaceholderPriorityClass, metav1.GetOptions{}); pcMissing && !apierrors.IsNotFound(err) {
+		t.Errorf("the PriorityClass was created for a release into a missing namespace: %v", err)
+	}
+	if nsExists() {
+		t.Fatal("the namespace appeared")
+	}
+
+	res, err := rel.Apply(ctx, c.RESTConfig(), ApplyOptions{DryRun: true, CreateNamespace: true})
+	if err != nil {
+		t.Fatalf("dry run with CreateNamespace: %v", err)
+	}
+	want := []string{
+		"namespace/" + ns + " created (server dry run)",
+		"priorityclass.scheduling.k8s.io/" + warm.DefaultPlaceholderPriorityClass + " ",
+		"daemonset.apps/modelcar-prepull-tiny-llama not checked (server dry run: namespace " + ns + " does not exist yet)",
+		"deployment.apps/llm-pool not checked (server dry run: namespace " + ns + " does not exist yet)",
+		"service/" + fullname + " not checked (server dry run: namespace " + ns + " does not exist yet)",
+		"deployment.apps/" + fullname + " not checked (server dry run: namespace " + ns + " does not exist yet)",
+	}
+	lines := res.Lines()
+	if len(lines) != len(want) || !strings.HasSuffix(lines[1], " (server dry run)") {
+		t.Fatalf("dry run with CreateNamespace: %q", lines)
+	}
+	for i, w := range want {
+		if !strings.HasPrefix(lines[i], w) {
+			t.Errorf("line %d %q, want %q", i, lines[i], w)
+		}
+	}
+	if nsExists() {
+		t.Fatal("the dry run created the namespace")
+	}
+
+	res, err = rel.Apply(ctx, c.RESTConfig(), ApplyOptions{CreateNamespace: true})
+	if err != nil {
+		t.Fatalf("Apply with CreateNamespace: %v", err)
+	}
+	if lines := res.Lines(); len(lines) != 6 || lines[0] != "namespace/"+ns+" created" || len(res.Warm) != 3 || len(res.Chart) != 2 {
+		t.Errorf("Apply with CreateNamespace: %q", lines)
+	}
+	if _, err := cs.AppsV1().Deployments(ns).Get(ctx, fullname, metav1.GetOptions{}); err != nil {
+		t.Errorf("Deployment: %v", err)
+	}
+	res, err = rel.Apply(ctx, c.RESTConfig(), ApplyOptions{CreateNamespace: true})
+	if err != nil || res.Namespace != "" || len(res.Lines()) != 5 {
+		t.Errorf("second Apply with CreateNamespace: %v %q", err, res.Lines())
+	}
+}
+
 // TestApplyMissingCRD: a kind the cluster does not serve fails, saying
 // to install its CRD (and, for the chart's optional kinds, which value
 // renders it).
@@ -466,5 +624,325 @@ func TestApplyMissingCRD(t *testing.T) {
 	obj.SetKind("ScaledObject")
 	if h := crdHint(obj.GroupVersionKind()); !strings.Contains(h, "keda.enabled=false") {
 		t.Errorf("hint for ScaledObject %q", h)
+	}
+}
+
+// placementNodes are nodes of a cluster with GPU nodes labeled as the GPU
+// operator labels them, tainted, in two zones; a dedicated GPU node with a
+// second taint; and untainted CPU nodes.
+func placementNodes() []*corev1.Node {
+	gpu := func(name, zone string, extra ...corev1.Taint) *corev1.Node {
+		return &corev1.Node{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{
+				GPUNodeLabel: "true", "topology.kubernetes.io/zone": zone, "node.kubernetes.io/instance-type": "g5.12xlarge",
+			}},
+			Spec:   corev1.NodeSpec{Taints: append([]corev1.Taint{{Key: "nvidia.com/gpu", Value: "present", Effect: corev1.TaintEffectNoSchedule}}, extra...)},
+			Status: corev1.NodeStatus{Allocatable: corev1.ResourceList{warm.DefaultGPUResource: resource.MustParse("4")}},
+		}
+	}
+	cpu := func(name, zone string) *corev1.Node {
+		return &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{
+			"topology.kubernetes.io/zone": zone, "node.kubernetes.io/instance-type": "m6i.4xlarge",
+		}}}
+	}
+	return []*corev1.Node{
+		gpu("gpu-a", "a"), gpu("gpu-b", "b"),
+		gpu("gpu-dedicated", "a", corev1.Taint{Key: "dedicated", Value: "llm", Effect: corev1.TaintEffectNoSchedule}),
+		cpu("cpu-a", "a"), cpu("cpu-b", "b"),
+	}
+}
+
+// fits reports whether the scheduler could put a pod of spec on n, as far
+// as placement goes: nodeSelector, required node affinity, NoSchedule and
+// NoExecute taints, and nvidia.com/gpu (the one resource the nodes differ
+// in).
+func fits(t *testing.T, spec corev1.PodSpec, n *corev1.Node) bool {
+	t.Helper()
+	for k, v := range spec.NodeSelector {
+		if n.Labels[k] != v {
+			return false
+		}
+	}
+	if a := spec.Affinity; a != nil && a.NodeAffinity != nil && a.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution != nil {
+		any := false
+		for _, term := range a.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution.NodeSelectorTerms {
+			all := true
+			for _, e := range term.MatchExpressions {
+				v, has := n.Labels[e.Key]
+				switch e.Operator {
+				case corev1.NodeSelectorOpIn:
+					all = all && has && slices.Contains(e.Values, v)
+				case corev1.NodeSelectorOpNotIn:
+					all = all && !(has && slices.Contains(e.Values, v))
+				case corev1.NodeSelectorOpExists:
+					all = all && has
+				case corev1.NodeSelectorOpDoesNotExist:
+					all = all && !has
+				default:
+					t.Fatalf("operator %s: not handled by the test", e.Operator)
+				}
+			}
+			any = any || all
+		}
+		if !any {
+			return false
+		}
+	}
+	for _, taint := range n.Spec.Taints {
+		if taint.Effect != corev1.TaintEffectNoSchedule && taint.Effect != corev1.TaintEffectNoExecute {
+			continue
+		}
+		tolerated := false
+		for _, tol := range spec.Tolerations {
+			tolerated = tolerated || tolerates(tol, taint)
+		}
+		if !tolerated {
+			return false
+		}
+	}
+	if requestsGPUs(spec) {
+		q, ok := n.Status.Allocatable[warm.DefaultGPUResource]
+		return ok && !q.IsZero()
+	}
+	return true
+}
+
+// tolerates is the scheduler's match of a toleration and a taint.
+func tolerates(tol corev1.Toleration, taint corev1.Taint) bool {
+	if tol.Effect != "" && tol.Effect != taint.Effect {
+		return false
+	}
+	if tol.Key == "" {
+		return tol.Operator == corev1.TolerationOpExists
+	}
+	if tol.Key != taint.Key {
+		return false
+	}
+	return tol.Operator == corev1.TolerationOpExists || tol.Value == taint.Value
+}
+
+// TestPrepullPlacement: the pre-pull DaemonSet of `deploy --prepull -o yaml`
+// runs exactly on the nodes the chart's pods can run on: the values'
+// nodeSelector, tolerations and node affinity, and GPU nodes only (by
+// GPUNodeLabel) when the pods request GPUs and set no nodeSelector. The
+// node-pool warmer gets the same node affinity.
+func TestPrepullPlacement(t *testing.T) {
+	dir := t.TempDir()
+	for _, c := range []struct {
+		name, delivery, values string
+		want                   []string // the nodes both run on
+	}{
+		{"defaults", "image-volume", ``, []string{"gpu-a", "gpu-b"}},
+		{"modelcar-delivery", "modelcar", ``, []string{"gpu-a", "gpu-b"}},
+		{"node-selector", "image-volume", `
+nodeSelector:
+  node.kubernetes.io/instance-type: g5.12xlarge
+  topology.kubernetes.io/zone: b`, []string{"gpu-b"}},
+		{"tolerations", "image-volume", `
+tolerations:
+  - {key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}
+  - {key: dedicated, operator: Equal, value: llm, effect: NoSchedule}`, []string{"gpu-a", "gpu-b", "gpu-dedicated"}},
+		{"node-affinity", "image-volume", `
+affinity:
+  nodeAffinity:
+    requiredDuringSchedulingIgnoredDuringExecution:
+      nodeSelectorTerms:
+        - matchExpressions:
+            - {key: topology.kubernetes.io/zone, operator: In, values: [a]}
+    preferredDuringSchedulingIgnoredDuringExecution:
+      - weight: 1
+        preference:
+          matchExpressions:
+            - {key: node.kubernetes.io/instance-type, operator: Exists}
+  podAntiAffinity:
+    requiredDuringSchedulingIgnoredDuringExecution:
+      - topologyKey: kubernetes.io/hostname
+        labelSelector:
+          matchLabels: {app.kubernetes.io/instance: llm}`, []string{"gpu-a"}},
+		{"no-gpus", "image-volume", `
+vllm:
+  resources:
+    requests: {nvidia.com/gpu: null}
+    limits: {nvidia.com/gpu: null}`, []string{"cpu-a", "cpu-b", "gpu-a", "gpu-b"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			extra := filepath.Join(dir, c.name+".yaml")
+			if err := os.WriteFile(extra, []byte(c.values+"\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			vals, err := MergeValues([]string{filepath.Join(testdataDir, "base.values.yaml"), filepath.Join(testdataDir, c.delivery+".values.yaml"), extra}, nil, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rel, err := NewRelease(context.Background(), ReleaseOptions{
+				RenderOptions: RenderOptions{ReleaseName: releaseName, Namespace: "llm", Values: vals},
+				Prepull:       true, WarmPool: &WarmPool{Replicas: 1, GPUsPerPod: 1},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var y bytes.Buffer
+			if err := rel.WriteYAML(&y); err != nil {
+				t.Fatal(err)
+			}
+			var dep, pool *appsv1.Deployment
+			var ds *appsv1.DaemonSet
+			for _, d := range documents(t, y.String()) {
+				var into any
+				switch {
+				case d["kind"] == "DaemonSet":
+					ds = &appsv1.DaemonSet{}
+					into = ds
+				case d["kind"] == "Deployment" && get(d, "metadata", "name") == fullname:
+					dep = &appsv1.Deployment{}
+					into = dep
+				case d["kind"] == "Deployment" && get(d, "metadata", "name") == PoolName(releaseName):
+					pool = &appsv1.Deployment{}
+					into = pool
+				default:
+					continue
+				}
+				if err := runtime.DefaultUnstructuredConverter.FromUnstructured(d, into); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if dep == nil || ds == nil || pool == nil {
+				t.Fatalf("-o yaml lacks the Deployment, the DaemonSet or the pool:\n%s", y.String())
+			}
+			pod, pre := dep.Spec.Template.Spec, ds.Spec.Template.Spec
+
+			// The DaemonSet's constraints are the Deployment's ...
+			if !equality.Semantic.DeepEqual(pre.Tolerations, pod.Tolerations) {
+				t.Errorf("DaemonSet tolerations %v, Deployment's %v", pre.Tolerations, pod.Tolerations)
+			}
+			var podNA, preNA *corev1.NodeAffinity
+			if pod.Affinity != nil {
+				podNA = pod.Affinity.NodeAffinity
+			}
+			if pre.Affinity != nil {
+				preNA = pre.Affinity.NodeAffinity
+				if pre.Affinity.PodAffinity != nil || pre.Affinity.PodAntiAffinity != nil {
+					t.Errorf("DaemonSet has the vLLM pods' pod (anti-)affinity: %+v", pre.Affinity)
+				}
+			}
+			if !equality.Semantic.DeepEqual(preNA, podNA) {
+				t.Errorf("DaemonSet node affinity %+v, Deployment's %+v", preNA, podNA)
+			}
+			if pool.Spec.Template.Spec.Affinity != nil || podNA != nil {
+				if pa := pool.Spec.Template.Spec.Affinity; pa == nil || !equality.Semantic.DeepEqual(pa.NodeAffinity, podNA) || pa.PodAntiAffinity != nil {
+					t.Errorf("pool affinity %+v, Deployment's node affinity %+v", pa, podNA)
+				}
+			}
+			// ... and its nodeSelector too, or, for GPU pods without one,
+			// the GPU node label, which their nvidia.com/gpu request implies.
+			wantSel := pod.NodeSelector
+			if len(wantSel) == 0 && requestsGPUs(pod) {
+				wantSel = map[string]string{GPUNodeLabel: "true"}
+			}
+			if !equality.Semantic.DeepEqual(pre.NodeSelector, wantSel) {
+				t.Errorf("DaemonSet nodeSelector %v, want %v (Deployment's %v)", pre.NodeSelector, wantSel, pod.NodeSelector)
+			}
+
+			// On the nodes: the DaemonSet targets exactly the nodes a
+			// vLLM pod fits on.
+			var podNodes, preNodes []string
+			for _, n := range placementNodes() {
+				if fits(t, pod, n) {
+					podNodes = append(podNodes, n.Name)
+				}
+				if fits(t, pre, n) {
+					preNodes = append(preNodes, n.Name)
+				}
+			}
+			slices.Sort(podNodes)
+			slices.Sort(preNodes)
+			if !slices.Equal(podNodes, c.want) {
+				t.Errorf("vLLM pods fit on %q, want %q (the test's cases are off)", podNodes, c.want)
+			}
+			if !slices.Equal(preNodes, podNodes) {
+				t.Errorf("the pre-pull DaemonSet targets %q, the vLLM pods fit on %q", preNodes, podNodes)
+			}
+		})
+	}
+}
+
+// TestRenderImageVolumeKubeVersion: image volumes exist from Kubernetes
+// 1.31, so the imageVolume delivery fails rendering for an older target
+// (saying what to use instead), while modelcar and initCopy still render
+// for 1.29 and 1.30.
+func TestRenderImageVolumeKubeVersion(t *testing.T) {
+	for _, c := range []struct {
+		delivery, version string
+		ok                bool
+	}{
+		{"image-volume", "1.29.0", false},
+		{"image-volume", "1.30.0", false},
+		{"image-volume", "v1.30.14-eks-931bdca", false},
+		{"image-volume", "1.31.0", true},
+		{"image-volume", "v1.31.1-gke.1146000", true},
+		{"image-volume", "1.35.0", true},
+		{"modelcar", "1.29.0", true},
+		{"modelcar", "1.30.0", true},
+		{"init-copy", "1.29.0", true},
+		{"init-copy", "1.30.0", true},
+	} {
+		_, _, err := Render(context.Background(), RenderOptions{ReleaseName: releaseName, Values: caseValues(t, c.delivery), KubeVersion: c.version})
+		switch {
+		case c.ok && err != nil:
+			t.Errorf("%s on %s: %v", c.delivery, c.version, err)
+		case !c.ok && err == nil:
+			t.Errorf("%s on %s rendered", c.delivery, c.version)
+		case !c.ok:
+			for _, w := range []string{"model.delivery=imageVolume needs Kubernetes 1.31 or later", "ImageVolume feature gate", "model.delivery=modelcar or initCopy"} {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("%s on %s: error does not say %q:\n%v", c.delivery, c.version, w, err)
+				}
+			}
+		}
+	}
+}
+
+// TestExplainRenderError: a model image or a modelcar image without a
+// digest is refused with the flag to fix and the value that accepts a tag,
+// for each of them; other errors pass as they are.
+func TestExplainRenderError(t *testing.T) {
+	const tag = "registry.modelcar.test/models/tiny-llama:v1"
+	const mcTag = "registry.modelcar.test/modelcar:v1"
+	imageHint := "--image must be pinned by digest, REPO@sha256:<64 hex>, as 'modelcar push' prints it; for development, --set model.allowTag=true accepts a tag"
+	modelcarHint := "--modelcar-image must be pinned by digest, REPO@sha256:<64 hex>"
+	modelcarAllow := "--set modelcar.allowTag=true accepts a tag"
+	for _, c := range []struct {
+		name      string
+		sets      []string
+		want, not []string
+	}{
+		{"model image", []string{"model.image=" + tag}, []string{"at '/model/image'", imageHint}, []string{modelcarHint}},
+		{"modelcar image", []string{"modelcar.image=" + mcTag}, []string{"at '/modelcar/image'", modelcarHint, modelcarAllow}, []string{imageHint}},
+		{"both", []string{"model.image=" + tag, "modelcar.image=" + mcTag}, []string{imageHint, modelcarHint, modelcarAllow}, nil},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			_, _, err := Render(context.Background(), RenderOptions{ReleaseName: releaseName, Values: caseValues(t, "image-volume", c.sets...)})
+			if err == nil {
+				t.Fatal("rendered")
+			}
+			err = ExplainRenderError(err)
+			for _, w := range c.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error does not say %q:\n%v", w, err)
+				}
+			}
+			for _, w := range c.not {
+				if strings.Contains(err.Error(), w) {
+					t.Errorf("error says %q:\n%v", w, err)
+				}
+			}
+		})
+	}
+	other := fmt.Errorf("chart vllm-modelcar: something else")
+	if got := ExplainRenderError(other); got != other {
+		t.Errorf("ExplainRenderError(%v) = %v", other, got)
+	}
+	if ExplainRenderError(nil) != nil {
+		t.Error("ExplainRenderError(nil) != nil")
 	}
 }

@@ -67,7 +67,7 @@ func defaultOptions() options {
 		chunkSize:   0,
 		stateDir:    defaultStateDir(),
 		progress:    func(Event) {},
-		retries:     6,
+		retries:     DefaultRetries,
 		idleTimeout: DefaultIdleTimeout,
 	}
 }
@@ -149,6 +149,10 @@ func WithSplitSize(n int64) Option {
 
 // WithReferrers also copies the referrers (signatures, SBOMs) of the image.
 func WithReferrers(b bool) Option { return func(o *options) error { o.referrers = b; return nil } }
+
+// DefaultRetries is how many failed requests in a row one blob upload
+// survives unless WithRetries says otherwise.
+const DefaultRetries = 6
 
 // WithRetries sets how many failed requests in a row, none of which moved
 // the upload on, one blob upload survives (default 6): each costs at most

@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"io"
-	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -16,7 +15,7 @@ type deployFlags struct {
 	image, name, namespace, modelcarImage string
 	valueFiles, sets, stringSets          []string
 	output                                string
-	apply                                 bool
+	apply, createNamespace                bool
 	dryRun                                string
 	prepull                               bool
 	warmPool                              int32
@@ -34,7 +33,10 @@ func newDeployCmd() *cobra.Command {
 deploy/charts/vllm-modelcar, which also installs with plain helm) for the modelcar
 --image, as 'helm template' would, and prints the manifests (-o yaml) or applies them
 with server-side apply (--apply, field manager "modelcar"; --dry-run=server to have
-the apiserver check everything without storing it).
+the apiserver check everything without storing it). --apply first checks that the
+namespace exists and applies nothing when it does not; --create-namespace creates it
+(as helm's flag does; a server dry run only checks that it could, and cannot check the
+objects that would go in it).
 
 --name is the release name; the objects are named NAME (fullnameOverride, unless the
 values set nameOverride or fullnameOverride) and the served model name defaults to
@@ -42,10 +44,13 @@ NAME. Values come as with helm: -f FILE (repeatable, later files win), then --se
 KEY=VALUE (helm's syntax), then --set-string KEY=VALUE, then --image (model.image)
 and --modelcar-image (modelcar.image: the warm-up sidecar and initCopy's puller).
 The chart's values.schema.json checks them: a model image without @sha256: is
-refused unless --set model.allowTag=true. deploy/README.md documents every value.
+refused unless --set model.allowTag=true, a modelcar image without one unless
+--set modelcar.allowTag=true. deploy/README.md documents every value.
 
 --prepull also creates a 'modelcar warm prepull' DaemonSet pulling the modelcar on
-the nodes the pods may run on; --warm-pool N a 'modelcar warm pool' of N placeholder
+the nodes the pods may run on (the values' nodeSelector, tolerations and node
+affinity; when the pods request GPUs and the values set no nodeSelector, the nodes
+labeled nvidia.com/gpu.present=true); --warm-pool N a 'modelcar warm pool' of N placeholder
 pods holding --gpus-per-pod GPUs each (default: the vLLM container's) there.
 
 The kubeconfig is found as kubectl finds it (--kubeconfig, $KUBECONFIG,
@@ -82,6 +87,7 @@ The kubeconfig is found as kubectl finds it (--kubeconfig, $KUBECONFIG,
 	fl.StringVar(&f.modelcarImage, "modelcar-image", "", "modelcar's own image, REPO@sha256:... (modelcar.image: warm-up sidecar, initCopy)")
 	fl.StringVarP(&f.output, "output", "o", "", "print the manifests instead of applying them: yaml")
 	fl.BoolVar(&f.apply, "apply", false, "apply with server-side apply")
+	fl.BoolVar(&f.createNamespace, "create-namespace", false, "with --apply: create the namespace if it does not exist")
 	fl.StringVar(&f.dryRun, "dry-run", "none", "with --apply: server (the apiserver validates and admits, stores nothing) or none")
 	fl.BoolVar(&f.prepull, "prepull", false, "also create a pre-pull DaemonSet for the modelcar (modelcar warm prepull)")
 	fl.Int32Var(&f.warmPool, "warm-pool", 0, "also create a node-pool warmer of N GPU placeholder pods (modelcar warm pool)")
@@ -116,6 +122,9 @@ func (f *deployFlags) check(cmd *cobra.Command) error {
 	}
 	if f.dryRun == "server" && !f.apply {
 		return usageError{fmt.Errorf("--dry-run=server goes with --apply")}
+	}
+	if f.createNamespace && !f.apply {
+		return usageError{fmt.Errorf("--create-namespace goes with --apply")}
 	}
 	if cmd.Flags().Changed("warm-pool") && f.warmPool < 0 {
 		return usageError{fmt.Errorf("--warm-pool %d: want a number of placeholder pods, 0 or more", f.warmPool)}
@@ -171,7 +180,7 @@ func runDeploy(cmd *cobra.Command, f deployFlags) error {
 	}
 	rel, err := deploy.NewRelease(cmd.Context(), opts)
 	if err != nil {
-		return explainRenderError(err)
+		return deploy.ExplainRenderError(err)
 	}
 	if f.output == "yaml" {
 		return rel.WriteYAML(cmd.OutOrStdout())
@@ -180,7 +189,7 @@ func runDeploy(cmd *cobra.Command, f deployFlags) error {
 	if err != nil {
 		return err
 	}
-	res, err := rel.Apply(cmd.Context(), cfg, deploy.ApplyOptions{DryRun: f.dryRun == "server"})
+	res, err := rel.Apply(cmd.Context(), cfg, deploy.ApplyOptions{DryRun: f.dryRun == "server", CreateNamespace: f.createNamespace})
 	printLines(cmd.OutOrStdout(), res)
 	return err
 }
@@ -202,13 +211,4 @@ func contextNamespace(kubeconfig, context string) string {
 		return ns
 	}
 	return "default"
-}
-
-// explainRenderError adds what to do to the chart's refusal of a model
-// image without a digest.
-func explainRenderError(err error) error {
-	if strings.Contains(err.Error(), "at '/model/image'") && strings.Contains(err.Error(), "does not match pattern") {
-		return fmt.Errorf("%w(--image must be pinned by digest, REPO@sha256:<64 hex>, as 'modelcar push' prints it; for development, --set model.allowTag=true accepts a tag)", err)
-	}
-	return err
 }

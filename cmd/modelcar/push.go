@@ -28,6 +28,7 @@ import (
 type transferFlags struct {
 	plainHTTP, insecure, monolithic, quiet, jsonOut, passwordStdin bool
 	jobs                                                           jobsValue
+	retries                                                        int
 	chunkSize, digestFile, username                                string
 	idleTimeout                                                    time.Duration
 }
@@ -57,6 +58,7 @@ func (f *transferFlags) registerUpload(cmd *cobra.Command) {
 	fl := cmd.Flags()
 	fl.StringVar(&f.chunkSize, "chunk-size", "", "upload chunk size, e.g. 4MiB (default 64MiB; 4MiB for ghcr.io)")
 	fl.BoolVar(&f.monolithic, "monolithic", false, "upload each blob in one PUT (for registries that mishandle chunks)")
+	fl.IntVar(&f.retries, "retries", push.DefaultRetries, "failed requests in a row, none of which moved it on, that one blob upload survives (resuming after each)")
 }
 
 // jobsValue is --jobs: when given, at least 1; 0 means not given (the
@@ -134,6 +136,12 @@ func (f *transferFlags) options(cmd *cobra.Command, refs ...string) ([]push.Opti
 		push.WithIdleTimeout(f.idleTimeout)}
 	if f.jobs > 0 {
 		opts = append(opts, push.WithJobs(int(f.jobs)))
+	}
+	if cmd.Flags().Changed("retries") {
+		if f.retries < 0 {
+			return nil, usageError{fmt.Errorf("--retries %d: want 0 or more", f.retries)}
+		}
+		opts = append(opts, push.WithRetries(f.retries))
 	}
 	if f.chunkSize != "" {
 		n, err := parseSize(f.chunkSize)

@@ -40,6 +40,7 @@ func TestUsageErrorsExit2(t *testing.T) {
 		{[]string{"push", "--jobs", "0", missing, "localhost:5000/x:v1"}, `invalid argument "0" for "--jobs" flag: want at least 1`},
 		{[]string{"push", "--jobs=-3", missing, "localhost:5000/x:v1"}, `invalid argument "-3" for "--jobs" flag: want at least 1`},
 		{[]string{"push", "--idle-timeout", "xyz", missing, "localhost:5000/x:v1"}, `invalid argument "xyz" for "--idle-timeout"`},
+		{[]string{"push", "--retries", "-1", missing, "localhost:5000/x:v1"}, `--retries -1: want 0 or more`},
 		{[]string{"mirror", "--jobs", "0", missing, "oci:" + t.TempDir() + "/m"}, `"--jobs" flag: want at least 1`},
 		{[]string{"pull", "--jobs", "0", missing, dir}, `"--jobs" flag: want at least 1`},
 		{[]string{"verify", "--jobs", "-1", missing}, `"--jobs" flag: want at least 1`},
