@@ -302,10 +302,17 @@ func comparableForm(o Object) (map[string]any, error) {
 		return nil, fmt.Errorf("%T: not an Object", o)
 	}
 	c.SetResourceVersion("")
-	mf := c.GetManagedFields()
-	for i := range mf {
-		mf[i].Time = nil
+	// Entries for subresources (status, scale) are controllers' writes,
+	// which move on while a rollout runs: they are not what was applied.
+	var mf []metav1.ManagedFieldsEntry
+	for _, e := range c.GetManagedFields() {
+		if e.Subresource != "" {
+			continue
+		}
+		e.Time = nil
+		mf = append(mf, e)
 	}
+	c.SetManagedFields(mf)
 	m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(c)
 	delete(m, "status")
 	return m, err

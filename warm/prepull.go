@@ -18,6 +18,9 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
+	corev1helpers "k8s.io/component-helpers/scheduling/corev1"
+	"k8s.io/component-helpers/scheduling/corev1/nodeaffinity"
+	"k8s.io/klog/v2"
 )
 
 // PrepullMode is how a pre-pull pod makes its node pull the modelcar.
@@ -558,6 +561,11 @@ func notTargeted(spec *corev1.PodSpec, n *corev1.Node) string {
 			return fmt.Sprintf("label %s=%s, not %s", k, have, want)
 		}
 	}
+	if spec.Affinity != nil && spec.Affinity.NodeAffinity != nil && spec.Affinity.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution != nil {
+		if ok, err := nodeaffinity.NewRequiredNodeAffinity(nil, spec.Affinity).Match(n); err != nil || !ok {
+			return "does not match the required node affinity"
+		}
+	}
 	tols := append(append([]corev1.Toleration(nil), spec.Tolerations...), daemonSetTolerations...)
 	for _, taint := range n.Spec.Taints {
 		if taint.Effect != corev1.TaintEffectNoSchedule && taint.Effect != corev1.TaintEffectNoExecute {
@@ -570,27 +578,9 @@ func notTargeted(spec *corev1.PodSpec, n *corev1.Node) string {
 	return ""
 }
 
+// tolerated reports whether tols tolerate taint, as the scheduler decides.
 func tolerated(tols []corev1.Toleration, taint corev1.Taint) bool {
-	for _, t := range tols {
-		if t.Effect != "" && t.Effect != taint.Effect {
-			continue
-		}
-		if t.Key == "" && t.Operator == corev1.TolerationOpExists {
-			return true
-		}
-		if t.Key != taint.Key {
-			continue
-		}
-		switch t.Operator {
-		case corev1.TolerationOpExists:
-			return true
-		case corev1.TolerationOpEqual, "":
-			if t.Value == taint.Value {
-				return true
-			}
-		}
-	}
-	return false
+	return corev1helpers.TolerationsTolerateTaint(klog.Background(), tols, &taint, false)
 }
 
 // ErrNotPulled is what a *NotPulledError is (errors.Is): WaitPrepull's

@@ -460,3 +460,34 @@ func TestPrepullStatusRules(t *testing.T) {
 		t.Errorf("wait for a missing DaemonSet: %v", err)
 	}
 }
+
+// TestPrepullStatusNodeAffinity: a DaemonSet whose pods require a node
+// affinity (deploy copies the chart's) does not count the nodes outside it
+// as targets.
+func TestPrepullStatusNodeAffinity(t *testing.T) {
+	ctx := context.Background()
+	ds, err := warm.Prepull(gpuPrepull("ns"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds.Spec.Template.Spec.Affinity = &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{
+		NodeSelectorTerms: []corev1.NodeSelectorTerm{{MatchExpressions: []corev1.NodeSelectorRequirement{{
+			Key: "topology.kubernetes.io/zone", Operator: corev1.NodeSelectorOpIn, Values: []string{"zone-a"}}}}}}}}
+	gpuTaint := corev1.Taint{Key: testcluster.GPUTaintKey, Value: testcluster.GPUTaintValue, Effect: corev1.TaintEffectNoSchedule}
+	node := func(name, zone string) *corev1.Node {
+		return &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{
+			testcluster.GPUPresentLabel: "true", "topology.kubernetes.io/zone": zone}}, Spec: corev1.NodeSpec{Taints: []corev1.Taint{gpuTaint}}}
+	}
+	cs := fake.NewClientset(ds, node("gpu-a", "zone-a"), node("gpu-b", "zone-b"))
+	st, err := warm.GetPrepullStatus(ctx, cs, "ns", ds.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, n := range st.Nodes {
+		got[n.Node] = string(n.State) + ": " + n.Detail
+	}
+	if got["gpu-a"] != "pending: no pod yet" || got["gpu-b"] != "not targeted: does not match the required node affinity" || st.Targets() != 1 {
+		t.Errorf("status %v, %d targets", got, st.Targets())
+	}
+}

@@ -1,0 +1,35 @@
+package warm
+
+import (
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// TestSameObjectIgnoresControllerStatusWrites: an apply that changed
+// nothing reads as unchanged although the DaemonSet controller's status
+// writes (a managedFields entry for the status subresource) moved on.
+func TestSameObjectIgnoresControllerStatusWrites(t *testing.T) {
+	ds := func(statusFields string, image string) *appsv1.DaemonSet {
+		d := &appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "ns", ResourceVersion: "1",
+			ManagedFields: []metav1.ManagedFieldsEntry{
+				{Manager: "modelcar", Operation: metav1.ManagedFieldsOperationApply, FieldsType: "FieldsV1",
+					FieldsV1: &metav1.FieldsV1{Raw: []byte(`{"f:spec":{}}`)}},
+				{Manager: "kube-controller-manager", Operation: metav1.ManagedFieldsOperationUpdate, Subresource: "status", FieldsType: "FieldsV1",
+					FieldsV1: &metav1.FieldsV1{Raw: []byte(statusFields)}},
+			}}}
+		d.Spec.Template.Spec.Containers = nil
+		d.Spec.Template.Annotations = map[string]string{"image": image}
+		return d
+	}
+	before := ds(`{"f:status":{"f:desiredNumberScheduled":{}}}`, "a")
+	after := ds(`{"f:status":{"f:desiredNumberScheduled":{},"f:numberReady":{}}}`, "a")
+	after.ResourceVersion = "2"
+	if !sameObject(before, after) {
+		t.Error("a status-only managedFields change counts as configured")
+	}
+	if sameObject(before, ds(`{"f:status":{"f:desiredNumberScheduled":{}}}`, "b")) {
+		t.Error("a spec change counts as unchanged")
+	}
+}
