@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -256,30 +256,41 @@ func readComparable(path string) (*measure.Report, error) {
 	return r, nil
 }
 
-// writeOutput writes to stdout, or replaces FILE whole.
+// writeOutput writes data to stdout, or to output whole (a temporary file
+// renamed into place); its errors name output, not the temporary file.
 func writeOutput(cmd *cobra.Command, output string, data []byte) error {
 	if output == "" || output == "-" {
 		_, err := cmd.OutOrStdout().Write(data)
 		return err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(output), ".modelcar-measure-*")
+	fail := func(err error) error {
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return fmt.Errorf("-o %s: %w", output, err)
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(output), ".modelcar-output-*")
 	if err != nil {
-		return fmt.Errorf("-o: %w", err)
+		return fail(err)
 	}
 	defer os.Remove(tmp.Name())
-	if _, err := io.Copy(tmp, bytes.NewReader(data)); err != nil {
-		tmp.Close()
-		return fmt.Errorf("-o: %w", err)
+	_, err = tmp.Write(data)
+	if err == nil {
+		err = tmp.Chmod(0o644)
 	}
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		return fmt.Errorf("-o: %w", err)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
 	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("-o: %w", err)
+	if err == nil {
+		err = os.Rename(tmp.Name(), output)
 	}
-	if err := os.Rename(tmp.Name(), output); err != nil {
-		return fmt.Errorf("-o: %w", err)
+	if err != nil {
+		var le *os.LinkError
+		if errors.As(err, &le) {
+			err = le.Err
+		}
+		return fail(err)
 	}
 	return nil
 }

@@ -4,9 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 
@@ -129,45 +127,6 @@ func planFormat(cmd *cobra.Command, format, output string) (measure.Format, erro
 	return "", usageError{fmt.Errorf("-o %s: a plan renders as text, md or json (pass --format)", output)}
 }
 
-// writePlanOutput writes data to stdout, or to output whole (a temporary
-// file renamed into place); its errors name output, not the temporary file.
-func writePlanOutput(cmd *cobra.Command, output string, data []byte) error {
-	if output == "" || output == "-" {
-		_, err := cmd.OutOrStdout().Write(data)
-		return err
-	}
-	fail := func(err error) error {
-		var pe *fs.PathError
-		if errors.As(err, &pe) {
-			err = pe.Err
-		}
-		return fmt.Errorf("-o %s: %w", output, err)
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(output), ".modelcar-plan-*")
-	if err != nil {
-		return fail(err)
-	}
-	defer os.Remove(tmp.Name())
-	_, err = tmp.Write(data)
-	if err == nil {
-		err = tmp.Chmod(0o644)
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), output)
-	}
-	if err != nil {
-		var le *os.LinkError
-		if errors.As(err, &le) {
-			err = le.Err
-		}
-		return fail(err)
-	}
-	return nil
-}
-
 func runPlan(cmd *cobra.Command, f *planFlags) error {
 	format, err := planFormat(cmd, f.format, f.output)
 	if err != nil {
@@ -249,7 +208,7 @@ func runPlan(cmd *cobra.Command, f *planFlags) error {
 	if err := plan.Render(&buf, p, format); err != nil {
 		return err
 	}
-	if err := writePlanOutput(cmd, f.output, buf.Bytes()); err != nil {
+	if err := writeOutput(cmd, f.output, buf.Bytes()); err != nil {
 		return err
 	}
 	if f.emit == "" {
