@@ -83,6 +83,11 @@ func execute(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	if err == nil {
 		return 0
 	}
+	if ctx.Err() != nil {
+		// After SIGINT or SIGTERM the command's own error is whatever the
+		// cancellation broke first (a closed temporary file, say): say why.
+		err = fmt.Errorf("interrupted (%w); what was being written is not published", context.Cause(ctx))
+	}
 	err = asUsageError(err)
 	fmt.Fprintln(stderr, "Error:", err)
 	if hint := hintFor(err); hint != "" {

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/modelcar/modelcar/internal/testmodel"
 )
 
 // runInProcess runs the command tree in this process, as main does, and
@@ -174,5 +176,26 @@ func TestHelpMatchesFlags(t *testing.T) {
 	}
 	if h := help("inspect"); !strings.Contains(h, "oci-archive:FILE[:TAG|@DIGEST]") || !strings.Contains(h, `--platform string`) || !strings.Contains(h, `(default "linux/amd64")`) {
 		t.Errorf("inspect --help:\n%s", h)
+	}
+}
+
+// TestInterruptedSaysSo: a command stopped by SIGINT or SIGTERM (its
+// context canceled) says it was interrupted, exits 1, and publishes
+// nothing under the output name.
+func TestInterruptedSaysSo(t *testing.T) {
+	m, err := testmodel.Generate(filepath.Join(t.TempDir(), "model"), testmodel.Options{Seed: 3, TotalSize: 1 << 20, Shards: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "out")
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	var so, se bytes.Buffer
+	code := execute(ctx, []string{"pack", m.Dir, "--format", "estargz", "--no-cache", "--output", "oci:" + out}, strings.NewReader(""), &so, &se)
+	if code != 1 || !strings.HasPrefix(se.String(), "Error: interrupted (context canceled)") || so.Len() != 0 {
+		t.Fatalf("exit %d, stdout %q, stderr %q", code, so.String(), se.String())
+	}
+	if _, err := os.Stat(out); !os.IsNotExist(err) {
+		t.Errorf("output published after an interrupt: %v", err)
 	}
 }
