@@ -788,8 +788,8 @@ func (e *extractJob) open(dir string, manifest v1.Hash, infos []extractLayerInfo
 		return fail(fmt.Errorf("extract: %s: %w", dir, err))
 	}
 	if st.Manifest != want.Manifest || st.Prefix != want.Prefix {
-		return fail(fmt.Errorf("extract: %s holds a partial pull of %s (prefix %s), not of %s (prefix %s); remove it or use another directory",
-			dir, st.Manifest, st.Prefix, want.Manifest, want.Prefix))
+		return fail(fmt.Errorf("extract: %s holds a pull (%d layers extracted) of %s (prefix %s), not of %s (prefix %s); remove it or use another directory",
+			dir, len(st.Layers), st.Manifest, st.Prefix, want.Manifest, want.Prefix))
 	}
 	if len(st.Layers) > len(infos) {
 		return fail(fmt.Errorf("extract: %s: %s lists %d completed layers, the image has %d", dir, extractStateName, len(st.Layers), len(infos)))
