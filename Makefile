@@ -16,8 +16,10 @@ all: build
 build:
 	CGO_ENABLED=0 go build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/modelcar
 
-# Installs the real peers the end-to-end tests run against (containerd,
-# skopeo, docker-registry, crane, oras); quick when already installed.
+# Installs the real peers the end-to-end tests run against (Debian's
+# containerd, skopeo, docker-registry, tar, iproute2, util-linux; crane, oras,
+# toxiproxy-server and the test cluster's binaries built from tools/); quick
+# when already installed.
 deps:
 	./.ci/install-deps.sh
 
