@@ -382,26 +382,19 @@ func TestPackReusesLayersFromDigestCache(t *testing.T) {
 	}
 }
 
+// writeHFCache is m.WriteHFCache, failing the test on error.
+func writeHFCache(t *testing.T, m *testmodel.Model, cache, repo, commit string, refs ...string) string {
+	t.Helper()
+	snap, err := m.WriteHFCache(cache, repo, commit, refs...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return snap
+}
+
 func TestPackHuggingFaceCacheSnapshot(t *testing.T) {
 	m := genModel(t, 4, 2<<20, 2)
-	repo := filepath.Join(t.TempDir(), "models--org--name")
-	snap := filepath.Join(repo, "snapshots", "0123abcd")
-	for _, d := range []string{filepath.Join(repo, "blobs"), snap} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, f := range m.Files {
-		b, _ := os.ReadFile(filepath.Join(m.Dir, f))
-		s := sha256.Sum256(b)
-		blob := hex.EncodeToString(s[:])
-		if err := os.WriteFile(filepath.Join(repo, "blobs", blob), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Symlink(filepath.Join("..", "..", "blobs", blob), filepath.Join(snap, f)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	snap := writeHFCache(t, m, t.TempDir(), "org/name", "0123abcd")
 	// A download lock and a git dir are left out by default.
 	os.WriteFile(filepath.Join(snap, "x.lock"), nil, 0o644)
 	os.MkdirAll(filepath.Join(snap, ".git"), 0o755)
@@ -411,6 +404,34 @@ func TestPackHuggingFaceCacheSnapshot(t *testing.T) {
 	linked := packT(t, snap, "oci:"+filepath.Join(t.TempDir(), "b"))
 	if direct.Digest != linked.Digest {
 		t.Errorf("snapshot packs to %s, plain copy to %s", linked.Digest, direct.Digest)
+	}
+}
+
+// TestResolveHF: hf:ORG/NAME[@REVISION] finds the snapshot through a ref or
+// by commit, and says what the cache has when it cannot.
+func TestResolveHF(t *testing.T) {
+	m := genModel(t, 5, 1<<20, 1)
+	cache := t.TempDir()
+	commit := strings.Repeat("ab", 20)
+	snap := writeHFCache(t, m, cache, "Org/Model-7B", commit, "main", "v1.0")
+	for _, s := range []string{"hf:Org/Model-7B", "hf:Org/Model-7B@main", "hf:Org/Model-7B@v1.0", "hf:Org/Model-7B@" + commit} {
+		got, err := pack.ResolveHF(s, cache)
+		if err != nil || got.Dir != snap || got.Commit != commit || got.Repo != "Org/Model-7B" {
+			t.Errorf("ResolveHF(%s) = %+v, %v; want %s", s, got, err, snap)
+		}
+	}
+	other := strings.Repeat("cd", 20)
+	for _, tc := range []struct{ s, want string }{
+		{"hf:Org/Other", "hf:Org/Other: not in the Hugging Face cache " + cache + " (download it first: hf download Org/Other"},
+		{"hf:Org/Model-7B@dev", `revision "dev" is not in the cache (has: commit ` + commit + ", ref main, ref v1.0)"},
+		{"hf:Org/Model-7B@" + other, "commit " + other + " has no snapshot in the cache"},
+		{"hf:Model-7B", "want hf:ORG/NAME[@REVISION]"},
+		{"hf:Org/Model-7B@", "want hf:ORG/NAME[@REVISION]"},
+		{"hf:Org/Model-7B@../../x", "want hf:ORG/NAME[@REVISION]"},
+	} {
+		if _, err := pack.ResolveHF(tc.s, cache); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("ResolveHF(%s): %v, want an error with %q", tc.s, err, tc.want)
+		}
 	}
 }
 

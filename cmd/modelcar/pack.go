@@ -24,7 +24,7 @@ func newPackCmd() *cobra.Command {
 		tf                                                                              transferFlags
 	)
 	cmd := &cobra.Command{
-		Use:   "pack DIR --output oci:PATH[:TAG]|oci-archive:FILE[:TAG]|REGISTRY/REPO[:TAG]",
+		Use:   "pack DIR|hf:ORG/NAME[@REVISION] --output oci:PATH[:TAG]|oci-archive:FILE[:TAG]|REGISTRY/REPO[:TAG]",
 		Short: "Pack a model directory into a reproducible, load-ordered OCI image",
 		Long: `Pack validates a Hugging Face model directory (safetensors headers, shard
 indexes, JSON files) and writes a runnable OCI image with the files under
@@ -41,10 +41,20 @@ one image per platform: the model layers are shared, byte for byte, and each
 platform's --base is picked from the base's index. Print and pin the index
 digest; nodes pull the image for their own architecture.
 
+hf:ORG/NAME[@REVISION] packs a model from the local Hugging Face cache
+($HF_HUB_CACHE, $HF_HOME/hub or ~/.cache/huggingface/hub, as filled by
+hf download): REVISION is a branch or tag (default main) or a commit. Nothing
+is downloaded. The manifest records org.opencontainers.image.source and
+.revision (the commit) unless --annotation sets them.
+
 With a registry as output, layers stream to the registry while they are built:
 one read of the model, nothing written to local disk, the tag pushed last.`,
 		Example: `  # Plain tar layers (fastest pack and unpack), tagged v1
   modelcar pack ./Qwen2.5-7B-Instruct --output oci:./qwen:v1
+
+  # A model in the local Hugging Face cache (after hf download), by repository id and
+  # revision; the manifest records the source and the commit
+  modelcar pack hf:Qwen/Qwen2.5-7B-Instruct@main --output oci:./qwen:v1
 
   # A Hugging Face cache snapshot, zstd:chunked for lazy pulling
   modelcar pack ~/.cache/huggingface/hub/models--Qwen--Qwen2.5-7B-Instruct/snapshots/a09a3545 \
@@ -114,6 +124,20 @@ one read of the model, nothing written to local disk, the tag pushed last.`,
 			if base != "" {
 				opts = append(opts, pack.WithBase(base))
 			}
+			dir := args[0]
+			if strings.HasPrefix(dir, pack.HFPrefix) {
+				cache, err := pack.HFCacheDir()
+				if err != nil {
+					return err
+				}
+				m, err := pack.ResolveHF(dir, cache)
+				if err != nil {
+					return err
+				}
+				dir = m.Dir
+				// Where the model came from, unless --annotation says otherwise.
+				opts = append(opts, pack.WithAnnotations(m.Annotations()))
+			}
 			ann, err := parseKV(annotations, "--annotation")
 			if err != nil {
 				return usageError{err}
@@ -140,13 +164,13 @@ one read of the model, nothing written to local disk, the tag pushed last.`,
 				if err != nil {
 					return err
 				}
-				res, err = push.Pack(cmd.Context(), args[0], output, opts, popts...)
+				res, err = push.Pack(cmd.Context(), dir, output, opts, popts...)
 				prog.finish()
 				if err != nil {
 					return err
 				}
 			} else {
-				res, err = pack.Pack(cmd.Context(), args[0], output, opts...)
+				res, err = pack.Pack(cmd.Context(), dir, output, opts...)
 				prog.finish()
 				if err != nil {
 					return err

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -197,5 +198,60 @@ func TestInterruptedSaysSo(t *testing.T) {
 	}
 	if _, err := os.Stat(out); !os.IsNotExist(err) {
 		t.Errorf("output published after an interrupt: %v", err)
+	}
+}
+
+// TestPackFromHFCache: pack hf:ORG/NAME@REV reads the snapshot from the
+// Hugging Face cache (HF_HUB_CACHE), gives the model layers the snapshot
+// directory gives, and records the source and the commit, which
+// --annotation can override.
+func TestPackFromHFCache(t *testing.T) {
+	m, err := testmodel.Generate(filepath.Join(t.TempDir(), "model"), testmodel.Options{Seed: 9, TotalSize: 1 << 20, Shards: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cache := t.TempDir()
+	commit := strings.Repeat("1f", 20)
+	snap, err := m.WriteHFCache(cache, "org/llm", commit, "main")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("HF_HUB_CACHE", cache)
+	packJSON := func(args ...string) (digests []string, ann map[string]string) {
+		t.Helper()
+		out := filepath.Join(t.TempDir(), "oci")
+		r := runInProcess(t, "", append([]string{"pack", "--no-cache", "--json", "--output", "oci:" + out}, args...)...)
+		if r.code != 0 {
+			t.Fatalf("pack %v: exit %d: %s", args, r.code, r.stderr)
+		}
+		var res struct{ Layers []struct{ Digest string } }
+		if err := json.Unmarshal([]byte(r.stdout), &res); err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range res.Layers {
+			digests = append(digests, l.Digest)
+		}
+		info := runInProcess(t, "", "inspect", "--json", "oci:"+out)
+		var ii struct{ Annotations map[string]string }
+		if err := json.Unmarshal([]byte(info.stdout), &ii); err != nil {
+			t.Fatalf("inspect: %v: %s", err, info.stderr)
+		}
+		return digests, ii.Annotations
+	}
+	want, _ := packJSON(snap)
+	got, ann := packJSON("hf:org/llm@main")
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("hf:org/llm@main layers %v, the snapshot's %v", got, want)
+	}
+	if ann["org.opencontainers.image.source"] != "https://huggingface.co/org/llm" || ann["org.opencontainers.image.revision"] != commit {
+		t.Errorf("annotations %v", ann)
+	}
+	_, ann = packJSON("hf:org/llm", "--annotation", "org.opencontainers.image.source=https://mirror.example/org/llm")
+	if ann["org.opencontainers.image.source"] != "https://mirror.example/org/llm" {
+		t.Errorf("--annotation did not override the source: %v", ann)
+	}
+	r := runInProcess(t, "", "pack", "hf:org/missing", "--output", "oci:"+filepath.Join(t.TempDir(), "x"))
+	if r.code != 1 || !strings.Contains(r.stderr, "hf:org/missing: not in the Hugging Face cache "+cache) {
+		t.Errorf("a model not in the cache: exit %d, %s", r.code, r.stderr)
 	}
 }
