@@ -200,10 +200,61 @@ func WithBase(ref string) Option {
 	return func(o *options) error { o.base = ref; return nil }
 }
 
-// NormalizePlatform drops the variant v8 of arm64, the default one, so
-// linux/arm64/v8 and linux/arm64 name the same platform (as containerd and
-// docker treat them).
+// ParsePlatform parses OS/ARCH[/VARIANT] and returns it in the names
+// images use (NormalizePlatform). OS and architecture must be ones Go and
+// container runtimes know: a platform no node reports would give an image
+// no node pulls.
+func ParsePlatform(s string) (v1.Platform, error) {
+	bad := fmt.Errorf("%q: want OS/ARCH[/VARIANT], such as linux/amd64 or linux/arm64", s)
+	parts := strings.Split(s, "/")
+	if len(parts) < 2 || len(parts) > 3 || strings.ContainsAny(s, " \t,:") {
+		return v1.Platform{}, bad
+	}
+	for _, p := range parts {
+		if p == "" {
+			return v1.Platform{}, bad
+		}
+	}
+	p := v1.Platform{OS: parts[0], Architecture: parts[1]}
+	if len(parts) == 3 {
+		p.Variant = parts[2]
+	}
+	p = NormalizePlatform(p)
+	if !knownOS[p.OS] {
+		return v1.Platform{}, fmt.Errorf("%q: unknown OS %q (want linux, or another GOOS such as windows)", s, p.OS)
+	}
+	if !knownArch[p.Architecture] {
+		return v1.Platform{}, fmt.Errorf("%q: unknown architecture %q (want amd64, arm64, or another GOARCH)", s, p.Architecture)
+	}
+	return p, nil
+}
+
+// knownOS and knownArch are the GOOS and GOARCH values images use.
+var (
+	knownOS   = map[string]bool{"linux": true, "windows": true, "darwin": true, "freebsd": true, "netbsd": true, "openbsd": true, "solaris": true, "illumos": true, "aix": true, "plan9": true}
+	knownArch = map[string]bool{"amd64": true, "arm64": true, "arm": true, "386": true, "ppc64le": true, "ppc64": true, "s390x": true, "riscv64": true, "mips64le": true, "mips64": true, "mipsle": true, "mips": true, "loong64": true, "wasm": true}
+)
+
+// NormalizePlatform gives a platform the names images use, as containerd
+// normalizes them: lower case; x86_64 and x86-64 are amd64, aarch64 is
+// arm64, i386 is 386; a numeric variant gets its "v"; arm64's default
+// variant v8 is dropped, so linux/arm64/v8 and linux/arm64 name one
+// platform.
 func NormalizePlatform(p v1.Platform) v1.Platform {
+	p.OS = strings.ToLower(p.OS)
+	p.Architecture = strings.ToLower(p.Architecture)
+	p.Variant = strings.ToLower(p.Variant)
+	switch p.Architecture {
+	case "x86_64", "x86-64":
+		p.Architecture = "amd64"
+	case "aarch64":
+		p.Architecture = "arm64"
+	case "i386":
+		p.Architecture = "386"
+	}
+	if p.Variant != "" && p.Variant[0] >= '0' && p.Variant[0] <= '9' {
+		p.Variant = "v" + p.Variant
+	}
 	if p.Architecture == "arm64" && p.Variant == "v8" {
 		p.Variant = ""
 	}
@@ -234,25 +285,33 @@ func PlatformMatches(have, want v1.Platform) bool {
 // sorted order so the index digest does not depend on the flag's order.
 func WithPlatform(list string) Option {
 	return func(o *options) error {
-		var pls []v1.Platform
-		seen := map[string]bool{}
-		for _, p := range strings.Split(list, ",") {
-			p = strings.TrimSpace(p)
-			pl, err := v1.ParsePlatform(p)
-			if err != nil || pl.OS == "" || pl.Architecture == "" {
-				return fmt.Errorf("--platform %q: want OS/ARCH[/VARIANT], comma-separated, such as linux/amd64,linux/arm64", p)
-			}
-			*pl = NormalizePlatform(*pl)
-			if seen[pl.String()] {
-				return fmt.Errorf("--platform %s: named twice", pl.String())
-			}
-			seen[pl.String()] = true
-			pls = append(pls, *pl)
+		pls, err := ParsePlatforms(list)
+		if err != nil {
+			return err
 		}
-		sort.Slice(pls, func(i, j int) bool { return pls[i].String() < pls[j].String() })
 		o.platforms = pls
 		return nil
 	}
+}
+
+// ParsePlatforms parses a comma-separated --platform list: each one with
+// ParsePlatform, none twice, in sorted order.
+func ParsePlatforms(list string) ([]v1.Platform, error) {
+	var pls []v1.Platform
+	seen := map[string]bool{}
+	for _, p := range strings.Split(list, ",") {
+		pl, err := ParsePlatform(strings.TrimSpace(p))
+		if err != nil {
+			return nil, fmt.Errorf("--platform %w", err)
+		}
+		if seen[pl.String()] {
+			return nil, fmt.Errorf("--platform %s: named twice", pl.String())
+		}
+		seen[pl.String()] = true
+		pls = append(pls, pl)
+	}
+	sort.Slice(pls, func(i, j int) bool { return pls[i].String() < pls[j].String() })
+	return pls, nil
 }
 
 // WithJobs sets how many layers are built at once (default GOMAXPROCS).

@@ -85,10 +85,8 @@ one read of the model, nothing written to local disk, the tag pushed last.`,
 			if err != nil {
 				return usageError{fmt.Errorf("--format: %w", err)}
 			}
-			for _, p := range strings.Split(platform, ",") {
-				if _, err := parsePlatform(strings.TrimSpace(p)); err != nil {
-					return usageError{fmt.Errorf("--platform %q: %w", p, err)}
-				}
+			if _, err := pack.ParsePlatforms(platform); err != nil {
+				return usageError{err}
 			}
 			if cmd.Flags().Changed("jobs") && jobs < 1 {
 				return usageError{fmt.Errorf("--jobs %d: want 1 or more", jobs)}

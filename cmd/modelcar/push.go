@@ -21,6 +21,7 @@ import (
 	"oras.land/oras-go/v2/registry/remote/errcode"
 
 	"github.com/modelcar/modelcar/internal/ref"
+	"github.com/modelcar/modelcar/pack"
 	"github.com/modelcar/modelcar/push"
 )
 
@@ -108,26 +109,9 @@ func (v *platformValue) Set(s string) error {
 	return nil
 }
 
-// parsePlatform parses OS/ARCH[/VARIANT][:OSVERSION], every part non-empty.
-func parsePlatform(s string) (v1.Platform, error) {
-	bad := fmt.Errorf("want OS/ARCH[/VARIANT], such as linux/amd64 or linux/arm64/v8")
-	spec, osVersion, hasVersion := strings.Cut(s, ":")
-	parts := strings.Split(spec, "/")
-	if len(parts) < 2 || len(parts) > 3 || (hasVersion && (osVersion == "" || strings.Contains(osVersion, ":"))) ||
-		strings.ContainsAny(s, " \t,") {
-		return v1.Platform{}, bad
-	}
-	for _, p := range parts {
-		if p == "" {
-			return v1.Platform{}, bad
-		}
-	}
-	p := v1.Platform{OS: parts[0], Architecture: parts[1], OSVersion: osVersion}
-	if len(parts) == 3 {
-		p.Variant = parts[2]
-	}
-	return p, nil
-}
+// parsePlatform parses OS/ARCH[/VARIANT] (pack.ParsePlatform: known names,
+// normalized as containerd does).
+func parsePlatform(s string) (v1.Platform, error) { return pack.ParsePlatform(s) }
 
 // options turns the flags into push options; refs are the references the
 // command talks to, used to scope --username credentials.
