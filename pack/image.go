@@ -23,8 +23,18 @@ func resolveBase(ctx context.Context, s string, platform v1.Platform) (v1.Image,
 	}
 	switch r.Kind {
 	case ref.Registry:
-		img, err := remote.Image(r.Name, remote.WithContext(ctx), remote.WithPlatform(platform),
-			remote.WithAuthFromKeychain(authn.DefaultKeychain))
+		desc, err := remote.Get(r.Name, remote.WithContext(ctx), remote.WithAuthFromKeychain(authn.DefaultKeychain))
+		if err != nil {
+			return nil, fmt.Errorf("--base %s: %w", s, err)
+		}
+		if desc.MediaType.IsIndex() {
+			idx, err := desc.ImageIndex()
+			if err != nil {
+				return nil, fmt.Errorf("--base %s: %w", s, err)
+			}
+			return imageForPlatform(idx, platform, s)
+		}
+		img, err := desc.Image()
 		if err != nil {
 			return nil, fmt.Errorf("--base %s: %w", s, err)
 		}
@@ -50,7 +60,7 @@ func resolveBase(ctx context.Context, s string, platform v1.Platform) (v1.Image,
 			}
 			return imageForPlatform(child, platform, s)
 		}
-		img, err := p.Image(desc.Digest)
+		img, err := layoutImage(p, desc.Digest)
 		if err != nil {
 			return nil, fmt.Errorf("--base %s: %w", s, err)
 		}
@@ -75,6 +85,40 @@ func imageForPlatform(idx v1.ImageIndex, platform v1.Platform, where string) (v1
 		}
 	}
 	return nil, fmt.Errorf("--base %s: no image for platform %s (have %s)", where, platform.String(), strings.Join(have, ", "))
+}
+
+// layoutImage opens the image h of a layout, listed in index.json or in
+// an image index it lists (a platform's image named by its digest).
+func layoutImage(p layout.Path, h v1.Hash) (v1.Image, error) {
+	root, err := p.ImageIndex()
+	if err != nil {
+		return nil, err
+	}
+	var find func(idx v1.ImageIndex, depth int) (v1.Image, error)
+	find = func(idx v1.ImageIndex, depth int) (v1.Image, error) {
+		im, err := idx.IndexManifest()
+		if err != nil {
+			return nil, err
+		}
+		for _, d := range im.Manifests {
+			if d.Digest == h && !d.MediaType.IsIndex() {
+				return idx.Image(h)
+			}
+		}
+		for _, d := range im.Manifests {
+			if d.MediaType.IsIndex() && depth < 4 {
+				child, err := idx.ImageIndex(d.Digest)
+				if err != nil {
+					continue
+				}
+				if img, err := find(child, depth+1); err == nil {
+					return img, nil
+				}
+			}
+		}
+		return nil, fmt.Errorf("no image %s in the layout", h)
+	}
+	return find(root, 0)
 }
 
 // ociLayerType maps Docker layer media types to their OCI equivalents so

@@ -250,3 +250,22 @@ func TestPackArm64V8IsArm64(t *testing.T) {
 		t.Errorf("linux/arm64 and linux/arm64/v8 together: %v", err)
 	}
 }
+
+// TestPackBaseByDigestInsideIndex: --base oci:LAYOUT@sha256:... may name a
+// platform's image inside the layout's index.
+func TestPackBaseByDigestInsideIndex(t *testing.T) {
+	m := genModel(t, 27, 1<<20, 1)
+	baseDir, bases := writeMultiBase(t)
+	dg, err := bases[arm64.String()].Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "out")
+	res := packT(t, m.Dir, "oci:"+out, pack.WithBase("oci:"+baseDir+"@"+dg.String()), pack.WithPlatform("linux/arm64"))
+	_, _, layers := layoutImage(t, out, res.Digest)
+	baseLayers, _ := bases[arm64.String()].Layers()
+	want, _ := baseLayers[0].Digest()
+	if got, _ := layers[0].Digest(); got != want || res.BaseLayers != 1 {
+		t.Errorf("first layer %s (%d base layers), want the arm64 base's %s", got, res.BaseLayers, want)
+	}
+}

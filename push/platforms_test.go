@@ -74,6 +74,20 @@ func TestMultiPlatformThroughRegistry(t *testing.T) {
 	}
 	sameTree(t, m.Dir, dir)
 
+	// As a --base, the index gives each platform its image, and a platform
+	// it lacks fails naming those it has.
+	base := reg.Ref("multi/direct") + ":v1"
+	_, err = pack.Pack(context.Background(), m.Dir, "oci:"+filepath.Join(t.TempDir(), "s390x"),
+		pack.WithCacheDir(""), pack.WithBase(base), pack.WithPlatform("linux/s390x"))
+	if err == nil || !strings.Contains(err.Error(), "no image for platform linux/s390x (have linux/amd64, linux/arm64)") {
+		t.Errorf("registry base without the platform: %v", err)
+	}
+	onBase, err := pack.Pack(context.Background(), m.Dir, "oci:"+filepath.Join(t.TempDir(), "onbase"),
+		pack.WithCacheDir(""), pack.WithBase(base), pack.WithPlatform("linux/arm64,linux/amd64"))
+	if err != nil || len(onBase.Platforms) != 2 || onBase.Platforms[1].BaseLayers != len(local.Layers) {
+		t.Errorf("registry index as base: %+v, %v", onBase, err)
+	}
+
 	raw, err := push.ReadImage(context.Background(), reg.Ref("multi/direct")+":v1", v1.Platform{OS: "linux", Architecture: "arm64"}, push.WithPlainHTTP(true))
 	if err != nil {
 		t.Fatal(err)
