@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"syscall"
 )
 
 // HFModel is a model named hf:ORG/NAME[@REVISION] and found in the local
@@ -52,20 +53,47 @@ func HFCacheDir() (string, error) {
 	return filepath.Join(home, ".cache", "huggingface", "hub"), nil
 }
 
+// CheckHFSpec checks the syntax of hf:ORG/NAME[@REVISION] without looking
+// at the cache.
+func CheckHFSpec(s string) error {
+	_, _, err := parseHF(s)
+	return err
+}
+
+// parseHF splits hf:ORG/NAME[@REVISION]; REVISION defaults to main and is
+// a ref name (slash-separated segments, none empty, "." or "..") or a
+// commit.
+func parseHF(s string) (repo, rev string, err error) {
+	bad := fmt.Errorf("%s: want hf:ORG/NAME[@REVISION], such as hf:Qwen/Qwen2.5-7B-Instruct@main", s)
+	spec, ok := strings.CutPrefix(s, HFPrefix)
+	if !ok {
+		return "", "", bad
+	}
+	repo, rev, hasRev := strings.Cut(spec, "@")
+	if !hfRepoRE.MatchString(repo) {
+		return "", "", bad
+	}
+	if !hasRev {
+		return repo, "main", nil
+	}
+	if strings.ContainsAny(rev, "\\ \t") {
+		return "", "", bad
+	}
+	for _, seg := range strings.Split(rev, "/") {
+		if seg == "" || seg == "." || seg == ".." {
+			return "", "", bad
+		}
+	}
+	return repo, rev, nil
+}
+
 // ResolveHF finds hf:ORG/NAME[@REVISION] in the Hugging Face cache at
 // cache: a branch or tag through refs/REVISION, a commit directly. The
 // error says what the cache holds when the model or revision is missing.
 func ResolveHF(s, cache string) (*HFModel, error) {
-	spec, ok := strings.CutPrefix(s, HFPrefix)
-	if !ok {
-		return nil, fmt.Errorf("%s: want hf:ORG/NAME[@REVISION]", s)
-	}
-	repo, rev, hasRev := strings.Cut(spec, "@")
-	if !hfRepoRE.MatchString(repo) || (hasRev && (rev == "" || strings.ContainsAny(rev, `\`) || strings.Contains(rev, ".."))) {
-		return nil, fmt.Errorf("%s: want hf:ORG/NAME[@REVISION], such as hf:Qwen/Qwen2.5-7B-Instruct@main", s)
-	}
-	if !hasRev {
-		rev = "main"
+	repo, rev, err := parseHF(s)
+	if err != nil {
+		return nil, err
 	}
 	m := &HFModel{Repo: repo, Revision: rev}
 	repoDir := filepath.Join(cache, "models--"+strings.ReplaceAll(repo, "/", "--"))
@@ -79,7 +107,7 @@ func ResolveHF(s, cache string) (*HFModel, error) {
 		m.Commit = rev
 	} else {
 		b, err := os.ReadFile(filepath.Join(repoDir, "refs", filepath.FromSlash(rev)))
-		if errors.Is(err, fs.ErrNotExist) {
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.EISDIR) {
 			return nil, fmt.Errorf("%s: revision %q is not in the cache (has: %s)", s, rev, hfCached(repoDir))
 		}
 		if err != nil {

@@ -414,6 +414,10 @@ func TestResolveHF(t *testing.T) {
 	cache := t.TempDir()
 	commit := strings.Repeat("ab", 20)
 	snap := writeHFCache(t, m, cache, "Org/Model-7B", commit, "main", "v1.0")
+	// A pull request's refs live in a directory, refs/pr/N.
+	if err := os.MkdirAll(filepath.Join(cache, "models--Org--Model-7B", "refs", "pr"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	for _, s := range []string{"hf:Org/Model-7B", "hf:Org/Model-7B@main", "hf:Org/Model-7B@v1.0", "hf:Org/Model-7B@" + commit} {
 		got, err := pack.ResolveHF(s, cache)
 		if err != nil || got.Dir != snap || got.Commit != commit || got.Repo != "Org/Model-7B" {
@@ -428,6 +432,9 @@ func TestResolveHF(t *testing.T) {
 		{"hf:Model-7B", "want hf:ORG/NAME[@REVISION]"},
 		{"hf:Org/Model-7B@", "want hf:ORG/NAME[@REVISION]"},
 		{"hf:Org/Model-7B@../../x", "want hf:ORG/NAME[@REVISION]"},
+		{"hf:Org/Model-7B@/main", "want hf:ORG/NAME[@REVISION]"},
+		{"hf:Org/Model-7B@./main", "want hf:ORG/NAME[@REVISION]"},
+		{"hf:Org/Model-7B@pr", `revision "pr" is not in the cache`},
 	} {
 		if _, err := pack.ResolveHF(tc.s, cache); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("ResolveHF(%s): %v, want an error with %q", tc.s, err, tc.want)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/partial"
@@ -54,7 +55,7 @@ func imageOf(ctx context.Context, f content.Fetcher, desc ocispec.Descriptor, pl
 				have = append(have, m.Platform.String())
 			}
 		}
-		return nil, fmt.Errorf("index %s has no image for %s (have %v)", desc.Digest, platform.String(), have)
+		return nil, fmt.Errorf("index %s has no image for %s (have %s)", desc.Digest, platform.String(), strings.Join(have, ", "))
 	}
 	var m v1.Manifest
 	if err := json.Unmarshal(b, &m); err != nil {

@@ -78,6 +78,20 @@ one read of the model, nothing written to local disk, the tag pushed last.`,
 			if output == "" {
 				return usageError{fmt.Errorf("--output is required (oci:PATH[:TAG] or oci-archive:FILE[:TAG])")}
 			}
+			// What does not parse is a usage error, before anything is read.
+			if _, err := ref.Parse(output); err != nil {
+				return usageError{fmt.Errorf("--output: %w", err)}
+			}
+			for _, t := range tags {
+				if !ref.ValidTag(t) {
+					return usageError{fmt.Errorf("--tag %q: not a valid tag ([A-Za-z0-9_][A-Za-z0-9._-]*, at most 128)", t)}
+				}
+			}
+			if strings.HasPrefix(args[0], pack.HFPrefix) {
+				if err := pack.CheckHFSpec(args[0]); err != nil {
+					return usageError{err}
+				}
+			}
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
