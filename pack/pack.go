@@ -508,8 +508,8 @@ func openTarget(r ref.Ref) (*layoutStore, error) {
 			abort: func() { os.RemoveAll(staging) },
 		}, nil
 	case ref.Archive:
-		if st, err := os.Stat(r.Path); err == nil && st.IsDir() {
-			return nil, fmt.Errorf("--output %s: is a directory, want an archive file", r.Path)
+		if err := ocilayout.CheckArchiveTarget(r.Path); err != nil {
+			return nil, fmt.Errorf("--output: %w", err)
 		}
 		l, err := stage(r.Path)
 		if err != nil {

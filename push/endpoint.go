@@ -203,8 +203,8 @@ func openDest(ctx context.Context, r ref.Ref, o *options, client *registryClient
 		}
 		return &endpoint{ref: r, target: &layoutTarget{l: l}, finish: func() error { l.Cleanup(); return nil }, abort: l.Cleanup}, nil
 	case ref.Archive:
-		if st, err := os.Stat(r.Path); err == nil && st.IsDir() {
-			return nil, fmt.Errorf("%s is a directory, want an archive file", r.Path)
+		if err := ocilayout.CheckArchiveTarget(r.Path); err != nil {
+			return nil, err
 		}
 		l, err := ocilayout.Stage(r.Path)
 		if err != nil {

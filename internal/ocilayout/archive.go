@@ -239,6 +239,27 @@ type readerAtCloser interface {
 
 type section struct{ off, size int64 }
 
+// CheckArchiveTarget refuses to write an archive over file when file is
+// something other than an OCI archive (a model, a log, a layout directory
+// given the wrong prefix): writing replaces it whole.
+func CheckArchiveTarget(file string) error {
+	st, err := os.Stat(file)
+	if err != nil {
+		return nil // nothing there (or a split archive, checked when written)
+	}
+	if st.IsDir() {
+		return fmt.Errorf("%s is a directory, want an archive file", file)
+	}
+	if st.Size() == 0 {
+		return nil
+	}
+	a, err := OpenArchive(file)
+	if err != nil {
+		return fmt.Errorf("%s exists and is not an OCI archive (%v): remove it or write to another file", file, err)
+	}
+	return a.Close()
+}
+
 // OpenArchive indexes the tar file's entries.
 // A split archive is opened by its base name when FILE.000 exists.
 // When both FILE and FILE.000 exist (volumes joined with `cat FILE.* >

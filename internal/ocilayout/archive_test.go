@@ -201,3 +201,28 @@ func TestJoinedVolumesBesideThemRead(t *testing.T) {
 		t.Errorf("reading %s beside its volumes: %s, %v; want %s", file, got, err, newImg.Digest)
 	}
 }
+
+// CheckArchiveTarget lets an archive replace an archive (or nothing, or an
+// empty file), never another kind of file or a directory.
+func TestCheckArchiveTarget(t *testing.T) {
+	oldDir, _, _, _ := twoLayouts(t)
+	dir := t.TempDir()
+	archive := filepath.Join(dir, "old.tar")
+	if err := WriteArchive(oldDir, archive); err != nil {
+		t.Fatal(err)
+	}
+	notes := filepath.Join(dir, "notes.txt")
+	empty := filepath.Join(dir, "empty.tar")
+	os.WriteFile(notes, []byte("important"), 0o644)
+	os.WriteFile(empty, nil, 0o644)
+	for _, ok := range []string{archive, empty, filepath.Join(dir, "new.tar")} {
+		if err := CheckArchiveTarget(ok); err != nil {
+			t.Errorf("CheckArchiveTarget(%s): %v", ok, err)
+		}
+	}
+	for file, want := range map[string]string{notes: "exists and is not an OCI archive", dir: "is a directory"} {
+		if err := CheckArchiveTarget(file); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("CheckArchiveTarget(%s): %v, want %q", file, err, want)
+		}
+	}
+}
