@@ -132,7 +132,11 @@ cluster-down:
 # `go test -json`, then every fuzz target of the module for FUZZTIME each
 # (new inputs minimized for at most 5s, so a short budget goes to
 # exploring: with Go's default 60s, FuzzResolve made no execution for 8
-# of its 11s while it minimized),
+# of its 11s while it minimized). A fuzz run's verdict is the summary's:
+# a crash, a failing input written, or a failed seed is a failure; a bare
+# "context deadline exceeded" at the -fuzztime deadline with no input
+# written is Go's coordinator race (golang/go#75804, fixed in Go 1.27) and
+# is reported as such, not failed;
 # each stream shown as `go test -v` would and kept; then the leak check
 # (internal/cmd/leakcheck: no credential the tests made in any stream or in
 # the logs of the services they started), then the summary table: faults
@@ -161,7 +165,7 @@ test-faults: deps
 	while read -r dir name; do \
 	  [[ -n "$$name" ]] || continue; \
 	  echo "test-faults: fuzzing $$dir $$name for $(FUZZTIME) -> $(FAULTS_DIR)/fuzz-$$name.json"; \
-	  go test -json -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./$$dir \
+	  { go test -json -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./$$dir || true; } \
 	    | tee $(FAULTS_DIR)/fuzz-$$name.json | bin/faultsummary -print || status=1; \
 	done <<< "$$targets"; \
 	bin/leakcheck -secrets $(FAULTS_DIR)/secrets.txt -o $(FAULTS_DIR)/leakcheck.out \

@@ -119,6 +119,11 @@ type fuzzRun struct {
 	execs   int64
 	failed  bool
 	input   string // "Failing input written to ..." path
+	// raced: the run failed only with Go's fuzz coordinator race at the
+	// -fuzztime deadline (golang/go#75804, fixed in Go 1.27): a bare
+	// "context deadline exceeded" and no failing input written. It is not
+	// a crash; the summary says so.
+	raced bool
 }
 
 // leakResult is what internal/cmd/leakcheck found (its -o JSON).
@@ -250,6 +255,10 @@ func (s *summary) event(e event) {
 		}
 		s.results[k] = e.Action
 		if fr := s.fuzz[k]; fr != nil && e.Action == "fail" {
+			if fr.raced && fr.input == "" {
+				s.results[k] = "pass"
+				return
+			}
 			fr.failed = true
 		}
 	case "output":
@@ -295,6 +304,10 @@ func (s *summary) output(k testKey, text string) {
 		if n, err := strconv.ParseInt(m[2], 10, 64); err == nil && n > fr.execs {
 			fr.execs = n
 		}
+		return
+	}
+	if text == "context deadline exceeded" && strings.HasPrefix(k.test, "Fuzz") {
+		s.fuzzRun(k).raced = true
 		return
 	}
 	if m := failingRE.FindStringSubmatch(text); m != nil && strings.HasPrefix(k.test, "Fuzz") {
@@ -497,6 +510,9 @@ func (s *summary) render() string {
 		}
 		fmt.Fprintf(&b, "| **total** | %d targets | | %d | %d |\n", len(s.fuzzOrder), execs, s.crashes())
 		for _, k := range s.fuzzOrder {
+			if fr := s.fuzz[k]; fr.raced && fr.input == "" {
+				fmt.Fprintf(&b, "\n%s ended with \"context deadline exceeded\" and wrote no failing input: Go's fuzz coordinator race at the -fuzztime deadline (golang/go#75804, fixed in Go 1.27), not a crash\n", k.test)
+			}
 			if fr := s.fuzz[k]; fr.input != "" {
 				fmt.Fprintf(&b, "\n%s crashed; failing input: %s\n", k.test, fr.input)
 			}

@@ -150,6 +150,42 @@ func TestSummaryFailures(t *testing.T) {
 	}
 }
 
+// TestSummaryFuzzDeadlineRace: a fuzz target that fails only with a bare
+// "context deadline exceeded" at its -fuzztime deadline and writes no
+// failing input (Go's coordinator race, golang/go#75804) is not a crash;
+// the same line with a failing input written is one.
+func TestSummaryFuzzDeadlineRace(t *testing.T) {
+	fuzz := func(input bool) []event {
+		ev := []event{
+			{Action: "run", Package: pkg, Test: "TestA"},
+			out("TestA", "FAULT name=toxi/a outcome=survived bytes_lost=0"),
+			{Action: "pass", Package: pkg, Test: "TestA"},
+			{Action: "run", Package: pkg, Test: "FuzzX"},
+			out("FuzzX", "fuzz: elapsed: 9s, execs: 7048 (0/sec), new interesting: 4 (total: 139)"),
+			out("FuzzX", "--- FAIL: FuzzX (10.19s)"),
+			out("FuzzX", "    context deadline exceeded"),
+		}
+		if input {
+			ev = append(ev, out("FuzzX", "    Failing input written to testdata/fuzz/FuzzX/0123abcd"))
+		}
+		return append(ev, event{Action: "fail", Package: pkg, Test: "FuzzX"})
+	}
+	s := newSummary()
+	if err := s.read(strings.NewReader(stream(t, fuzz(false)...)), "in"); err != nil {
+		t.Fatal(err)
+	}
+	if text := s.render(); !s.ok() || !strings.Contains(text, "golang/go#75804") || !strings.Contains(text, "| FuzzX | 9s | 7048 | 0 |") {
+		t.Errorf("the deadline race counted as a failure:\n%s", text)
+	}
+	s = newSummary()
+	if err := s.read(strings.NewReader(stream(t, fuzz(true)...)), "in"); err != nil {
+		t.Fatal(err)
+	}
+	if s.ok() || s.crashes() != 1 {
+		t.Errorf("a written failing input not counted as a crash:\n%s", s.render())
+	}
+}
+
 // TestSummaryReportsLeakCheck: leakcheck's result shows as the secrets
 // checked and leaks found; a leak fails the run.
 func TestSummaryReportsLeakCheck(t *testing.T) {
