@@ -469,18 +469,13 @@ func buildLayerOnce(ctx context.Context, l Store, i int, p layerPlan, level int,
 func openTarget(r ref.Ref) (*layoutStore, error) {
 	switch r.Kind {
 	case ref.Layout:
-		if _, err := ocilayout.Open(r.Path); errors.Is(err, fs.ErrPermission) {
-			return nil, fmt.Errorf("--output %s: %w", r.Path, err)
-		}
-		if ocilayout.IsLayout(r.Path) {
+		if l, err := ocilayout.Open(r.Path); err == nil {
 			// An existing layout is updated in place: blobs appear atomically
 			// under their digest and index.json is replaced last, so it is
 			// valid at every instant.
-			l, err := ocilayout.Open(r.Path)
-			if err != nil {
-				return nil, err
-			}
 			return &layoutStore{l: l, finish: func() error { return nil }, abort: l.Cleanup}, nil
+		} else if errors.Is(err, fs.ErrPermission) {
+			return nil, fmt.Errorf("--output %s: %w", r.Path, err)
 		}
 		if st, err := os.Lstat(r.Path); err == nil && !st.IsDir() {
 			return nil, fmt.Errorf("--output oci:%s: %s exists and is not a directory (an archive is written with oci-archive:%s)", r.Path, r.Path, r.Path)
