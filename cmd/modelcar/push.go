@@ -101,17 +101,13 @@ func (v *platformValue) String() string { return v.s }
 func (v *platformValue) Type() string   { return "string" }
 
 func (v *platformValue) Set(s string) error {
-	p, err := parsePlatform(s)
+	p, err := pack.ParsePlatform(s)
 	if err != nil {
 		return err
 	}
 	v.s, v.p = s, p
 	return nil
 }
-
-// parsePlatform parses OS/ARCH[/VARIANT] (pack.ParsePlatform: known names,
-// normalized as containerd does).
-func parsePlatform(s string) (v1.Platform, error) { return pack.ParsePlatform(s) }
 
 // options turns the flags into push options; refs are the references the
 // command talks to, used to scope --username credentials.
