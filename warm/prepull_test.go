@@ -423,14 +423,7 @@ func TestPrepullStatusRules(t *testing.T) {
 		pod("p-old-image", "gpu-stale", "registry.modelcar.test/models/llama-3.1-8b@sha256:"+strings.Repeat("f", 64), readyStatus),
 		unsched,
 	)
-	st, err := warm.GetPrepullStatus(ctx, cs, "ns", ds.Name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := map[string]string{}
-	for _, n := range st.Nodes {
-		got[n.Node] = string(n.State) + ": " + n.Detail
-	}
+	st, got := prepullStatus(t, ctx, cs, ds.Name)
 	want := map[string]string{
 		"gpu-ready":       "pulled: pod p-ready ready",
 		"gpu-pulling":     "pending: pod p-pulling Pending, pause ErrImagePull: 401 Unauthorized",
@@ -479,7 +472,17 @@ func TestPrepullStatusNodeAffinity(t *testing.T) {
 			testcluster.GPUPresentLabel: "true", "topology.kubernetes.io/zone": zone}}, Spec: corev1.NodeSpec{Taints: []corev1.Taint{gpuTaint}}}
 	}
 	cs := fake.NewClientset(ds, node("gpu-a", "zone-a"), node("gpu-b", "zone-b"))
-	st, err := warm.GetPrepullStatus(ctx, cs, "ns", ds.Name)
+	st, got := prepullStatus(t, ctx, cs, ds.Name)
+	if got["gpu-a"] != "pending: no pod yet" || got["gpu-b"] != "not targeted: does not match the required node affinity" || st.Targets() != 1 {
+		t.Errorf("status %v, %d targets", got, st.Targets())
+	}
+}
+
+// prepullStatus reads the pre-pull status of DaemonSet ns/NAME, and each
+// node's as "STATE: DETAIL".
+func prepullStatus(t *testing.T, ctx context.Context, cs kubernetes.Interface, name string) (*warm.PrepullStatus, map[string]string) {
+	t.Helper()
+	st, err := warm.GetPrepullStatus(ctx, cs, "ns", name)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -487,7 +490,5 @@ func TestPrepullStatusNodeAffinity(t *testing.T) {
 	for _, n := range st.Nodes {
 		got[n.Node] = string(n.State) + ": " + n.Detail
 	}
-	if got["gpu-a"] != "pending: no pod yet" || got["gpu-b"] != "not targeted: does not match the required node affinity" || st.Targets() != 1 {
-		t.Errorf("status %v, %d targets", got, st.Targets())
-	}
+	return st, got
 }
