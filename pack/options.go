@@ -141,6 +141,13 @@ func WithExclude(patterns ...string) Option {
 	return func(o *options) error { o.scan.Exclude = append(o.scan.Exclude, patterns...); return nil }
 }
 
+// WithFollowExternalSymlinks follows symlinks in the model directory whose
+// target resolves outside it (ScanOptions.FollowExternalSymlinks). By
+// default such a link fails the pack with an *ExternalSymlinkError.
+func WithFollowExternalSymlinks() Option {
+	return func(o *options) error { o.scan.FollowExternalSymlinks = true; return nil }
+}
+
 // WithMaxLayerSize sets the largest layer allowed (default
 // DefaultMaxLayerSize); a file that would exceed it fails before anything is
 // written.

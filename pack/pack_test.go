@@ -498,8 +498,12 @@ func TestPackBadInput(t *testing.T) {
 		{"index names a missing shard", "model.safetensors.index.json", "model-00002-of-00002.safetensors", func(t *testing.T, m *testmodel.Model) {
 			os.Remove(filepath.Join(m.Dir, m.Shards[1]))
 		}},
-		{"symlink to a directory", "weights", "directory", func(t *testing.T, m *testmodel.Model) {
-			os.Mkdir(filepath.Join(m.Dir, "..", "elsewhere"), 0o755)
+		{"symlink to a directory", "weights", "which is a directory, not a regular file", func(t *testing.T, m *testmodel.Model) {
+			os.Mkdir(filepath.Join(m.Dir, "elsewhere"), 0o755)
+			os.Symlink("elsewhere", filepath.Join(m.Dir, "weights"))
+		}},
+		{"symlink outside the model", "weights", "points outside the model directory", func(t *testing.T, m *testmodel.Model) {
+			os.WriteFile(filepath.Join(m.Dir, "..", "elsewhere"), []byte("secret"), 0o644)
 			os.Symlink("../elsewhere", filepath.Join(m.Dir, "weights"))
 		}},
 		{"invalid json", "config.json", "", func(t *testing.T, m *testmodel.Model) {

@@ -25,13 +25,54 @@ type ScanOptions struct {
 	// Exclude drops files matching one of the patterns, on top of
 	// DefaultExcludes.
 	Exclude []string
+	// FollowExternalSymlinks follows symlinks whose target resolves outside
+	// the model directory. By default (false) such a link fails the scan
+	// with an *ExternalSymlinkError: a directory from a git clone or an
+	// archive keeps its symlinks, and a link such as tokenizer.model ->
+	// /etc/shadow would put that file into the image. A Hugging Face cache
+	// snapshot's links into its own repository's blobs/ are followed
+	// either way.
+	FollowExternalSymlinks bool
+}
+
+// Validate checks the include and exclude patterns.
+func (o ScanOptions) Validate() error {
+	for _, p := range append(append([]string{}, o.Include...), o.Exclude...) {
+		if err := checkPattern(p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ExternalSymlinkError is a symlink in the model directory whose target
+// resolves outside it (and outside the Hugging Face cache blobs/ of the
+// same repository, for a cache snapshot): Scan refuses it unless
+// ScanOptions.FollowExternalSymlinks is set.
+type ExternalSymlinkError struct {
+	// Link is the link's Rel path, Target what it holds (os.Readlink),
+	// Resolved the file it leads to after every link on the way, and Dir
+	// the model directory (with its own symlinks resolved).
+	Link, Target, Resolved, Dir string
+}
+
+func (e *ExternalSymlinkError) Error() string {
+	via := ""
+	if e.Resolved != e.Target {
+		via = " (resolved: " + e.Resolved + ")"
+	}
+	return fmt.Sprintf("symlink to %s%s points outside the model directory %s: not followed (links are followed inside the model directory, and from a Hugging Face cache snapshot into its own repository's blobs/)", e.Target, via, e.Dir)
 }
 
 // Scan lists the regular files of the model directory dir, sorted by Rel.
-// File symlinks are followed (a Hugging Face cache snapshot links every file
-// into ../../blobs); a link that resolves to anything but a regular file is
-// an error naming the link, as is a special file, an unreadable directory or
-// an empty model.
+//
+// A file symlink is followed when its target resolves inside dir, or, when
+// dir is a Hugging Face cache snapshot (REPO/snapshots/COMMIT, or a
+// directory in one), inside REPO/blobs; any other target is an
+// *ExternalSymlinkError (wrapped in an *InputError naming the link) unless
+// opts.FollowExternalSymlinks. A dangling link, a loop of links, a link to
+// anything but a regular file, a special file, an unreadable directory or
+// an empty model is an *InputError naming the file.
 func Scan(ctx context.Context, dir string, opts ScanOptions) ([]SourceFile, error) {
 	st, err := os.Stat(dir)
 	if err != nil {
@@ -40,10 +81,12 @@ func Scan(ctx context.Context, dir string, opts ScanOptions) ([]SourceFile, erro
 	if !st.IsDir() {
 		return nil, fmt.Errorf("model directory %s: not a directory", dir)
 	}
-	for _, p := range append(append([]string{}, opts.Include...), opts.Exclude...) {
-		if err := checkPattern(p); err != nil {
-			return nil, err
-		}
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	links, err := newLinkRule(dir, opts.FollowExternalSymlinks)
+	if err != nil {
+		return nil, fmt.Errorf("model directory: %w", err)
 	}
 	excludes := append(append([]string{}, DefaultExcludes...), opts.Exclude...)
 	var files []SourceFile
@@ -80,17 +123,9 @@ func Scan(ctx context.Context, dir string, opts ScanOptions) ([]SourceFile, erro
 			return &InputError{File: rel, Err: err}
 		}
 		if info.Mode()&fs.ModeSymlink != 0 {
-			resolved, err := filepath.EvalSymlinks(p)
-			if err != nil {
-				return &InputError{File: rel, Err: fmt.Errorf("resolving symlink: %w", err)}
+			if target, info, err = links.follow(p, rel); err != nil {
+				return &InputError{File: rel, Err: err}
 			}
-			if info, err = os.Stat(resolved); err != nil {
-				return &InputError{File: rel, Err: fmt.Errorf("resolving symlink: %w", err)}
-			}
-			if !info.Mode().IsRegular() {
-				return &InputError{File: rel, Err: fmt.Errorf("symlink resolves to %s, which is a %s, not a regular file", resolved, describeMode(info.Mode()))}
-			}
-			target = resolved
 		} else if !info.Mode().IsRegular() {
 			return &InputError{File: rel, Err: fmt.Errorf("%s is not a regular file", describeMode(info.Mode()))}
 		}
@@ -113,6 +148,95 @@ func Scan(ctx context.Context, dir string, opts ScanOptions) ([]SourceFile, erro
 	}
 	sort.Slice(files, func(i, j int) bool { return files[i].Rel < files[j].Rel })
 	return files, nil
+}
+
+// linkRule decides which symlinks of one model directory Scan follows.
+type linkRule struct {
+	root  string   // the model directory, its own symlinks resolved
+	roots []string // where a link may lead: root, and a cache snapshot's blobs/
+	any   bool     // FollowExternalSymlinks
+}
+
+func newLinkRule(dir string, any bool) (*linkRule, error) {
+	root, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		return nil, err
+	}
+	if root, err = filepath.Abs(root); err != nil {
+		return nil, err
+	}
+	r := &linkRule{root: root, roots: []string{root}, any: any}
+	if blobs := hfBlobsDir(root); blobs != "" {
+		r.roots = append(r.roots, blobs)
+	}
+	return r, nil
+}
+
+// hfBlobsDir returns the real path of REPO/blobs when dir is a Hugging Face
+// cache snapshot, REPO/snapshots/COMMIT, or a directory inside one (REPO
+// being models--ORG--NAME, or datasets--/spaces--), else "".
+func hfBlobsDir(dir string) string {
+	for d := dir; ; {
+		parent := filepath.Dir(d)
+		if parent == d {
+			return ""
+		}
+		repo := filepath.Dir(parent)
+		name := filepath.Base(repo)
+		if filepath.Base(parent) == "snapshots" && (strings.HasPrefix(name, "models--") || strings.HasPrefix(name, "datasets--") || strings.HasPrefix(name, "spaces--")) {
+			blobs, err := filepath.EvalSymlinks(filepath.Join(repo, "blobs"))
+			if err != nil {
+				return ""
+			}
+			return blobs
+		}
+		d = parent
+	}
+}
+
+// follow resolves the symlink at p (Rel rel) to the regular file it leads
+// to, or says why it may not be followed.
+func (r *linkRule) follow(p, rel string) (string, fs.FileInfo, error) {
+	target, err := os.Readlink(p)
+	if err != nil {
+		return "", nil, fmt.Errorf("reading symlink: %w", err)
+	}
+	resolved, err := filepath.EvalSymlinks(p)
+	if err != nil {
+		var pe *fs.PathError
+		switch _, serr := os.Stat(p); {
+		case errors.Is(serr, syscall.ELOOP) || errors.Is(err, syscall.ELOOP) || strings.Contains(err.Error(), "too many links"):
+			return "", nil, fmt.Errorf("symlink to %s is a loop of symlinks (too many levels of links to reach a file)", target)
+		case errors.Is(err, fs.ErrNotExist) && errors.As(err, &pe):
+			return "", nil, fmt.Errorf("symlink to %s is dangling: %s does not exist", target, pe.Path)
+		}
+		return "", nil, fmt.Errorf("resolving symlink to %s: %w", target, err)
+	}
+	if resolved, err = filepath.Abs(resolved); err != nil {
+		return "", nil, err
+	}
+	if !r.any && !r.inside(resolved) {
+		return "", nil, &ExternalSymlinkError{Link: rel, Target: target, Resolved: resolved, Dir: r.root}
+	}
+	info, err := os.Stat(resolved)
+	if err != nil {
+		return "", nil, fmt.Errorf("resolving symlink to %s: %w", target, err)
+	}
+	if !info.Mode().IsRegular() {
+		return "", nil, fmt.Errorf("symlink to %s resolves to %s, which is a %s, not a regular file", target, resolved, describeMode(info.Mode()))
+	}
+	return resolved, info, nil
+}
+
+// inside reports whether the resolved path p is under one of r.roots.
+func (r *linkRule) inside(p string) bool {
+	for _, root := range r.roots {
+		rel, err := filepath.Rel(root, p)
+		if err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) && !filepath.IsAbs(rel) {
+			return true
+		}
+	}
+	return false
 }
 
 func relOrDot(rel string) string {

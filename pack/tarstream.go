@@ -112,25 +112,16 @@ func tarSize(entries []tarEntry) int64 {
 	return ts.size
 }
 
-// open opens every source file and checks it still has the size it had when
-// scanned.
+// open opens every source file and checks it is still the file scanned,
+// with the size it had (SourceFile.open).
 func (ts *tarStream) open() error {
 	ts.files = make([]*os.File, len(ts.segs))
 	for i, s := range ts.segs {
 		if s.file == nil {
 			continue
 		}
-		f, err := os.Open(s.file.Path)
+		f, err := s.file.open()
 		if err != nil {
-			ts.close()
-			return &InputError{File: s.file.Rel, Err: err}
-		}
-		st, err := f.Stat()
-		if err == nil && st.Size() != s.file.Size {
-			err = fmt.Errorf("file changed while packing: size %d, was %d", st.Size(), s.file.Size)
-		}
-		if err != nil {
-			f.Close()
 			ts.close()
 			return &InputError{File: s.file.Rel, Err: err}
 		}

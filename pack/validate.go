@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path"
 	"runtime"
 	"sort"
@@ -183,30 +182,21 @@ func runValidateJobs(ctx context.Context, jobs []*validateJob) {
 }
 
 func runValidateJob(ctx context.Context, j *validateJob) error {
-	fh, err := os.Open(j.f.Path)
+	fh, err := j.f.open()
 	if err != nil {
 		return err
 	}
 	defer fh.Close()
-	st, err := fh.Stat()
-	if err != nil {
-		return err
-	}
-	if !st.Mode().IsRegular() {
-		return fmt.Errorf("%s is not a regular file", j.f.Path)
-	}
-	if st.Size() != j.f.Size {
-		return fmt.Errorf("file is %d bytes but was listed as %d; did it change?", st.Size(), j.f.Size)
-	}
+	size := j.f.Size
 	r := &validateCtxReader{ctx: ctx, r: fh}
 	switch j.kind {
 	case validateSafetensors:
-		j.header, err = ReadSafetensorsHeader(fh, st.Size())
+		j.header, err = ReadSafetensorsHeader(fh, size)
 	case validateSafetensorsIndex, validateBinIndex:
 		j.order, j.weightMap, err = parseIndex(r)
 	default:
-		if st.Size() <= maxInMemoryJSON {
-			err = validateJSONBytes(r, st.Size())
+		if size <= maxInMemoryJSON {
+			err = validateJSONBytes(r, size)
 		} else {
 			err = validateJSONStream(r)
 		}

@@ -347,7 +347,7 @@ func TestValidateModelSizeChanged(t *testing.T) {
 	files[0].Size += 3
 	_, err := ValidateModel(context.Background(), files)
 	var ie *InputError
-	if !errors.As(err, &ie) || ie.File != "model.safetensors" || !strings.Contains(err.Error(), "was listed as") {
+	if !errors.As(err, &ie) || ie.File != "model.safetensors" || !strings.Contains(err.Error(), "file changed while packing: size 65, was 68") {
 		t.Fatalf("err = %v, want a size-change InputError", err)
 	}
 }

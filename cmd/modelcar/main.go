@@ -21,6 +21,7 @@ import (
 	"oras.land/oras-go/v2/registry/remote/auth"
 
 	"github.com/modelcar/modelcar/internal/ref"
+	"github.com/modelcar/modelcar/pack"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -123,7 +124,10 @@ func asUsageError(err error) error {
 func hintFor(err error) string {
 	msg := err.Error()
 	var lr loginRejected
+	var ext *pack.ExternalSymlinkError
 	switch {
+	case errors.As(err, &ext):
+		return fmt.Sprintf("if %s is meant to be packed, add --follow-external-symlinks (or copy the file into the model directory)", ext.Resolved)
 	case errors.As(err, &lr):
 		return fmt.Sprintf("check the user name and the password or token given on stdin; nothing was saved for %s", lr.host)
 	case errors.Is(err, auth.ErrBasicCredentialNotFound), strings.Contains(msg, "401 Unauthorized"), strings.Contains(msg, "unauthorized"):

@@ -20,7 +20,7 @@ func newPackCmd() *cobra.Command {
 		output, format, prefix, base, platform, maxLayer, threshold, cacheDir, prefetch string
 		include, exclude, annotations, tags                                             []string
 		level, jobs                                                                     int
-		jsonOut, quiet, noCache                                                         bool
+		jsonOut, quiet, noCache, followSymlinks                                         bool
 		tf                                                                              transferFlags
 	)
 	cmd := &cobra.Command{
@@ -46,6 +46,12 @@ hf:ORG/NAME[@REVISION] packs a model from the local Hugging Face cache
 hf download): REVISION is a branch or tag (default main) or a commit. Nothing
 is downloaded. The manifest records org.opencontainers.image.source and
 .revision (the commit) unless --annotation sets them.
+
+Symlinks in the model directory are followed when they resolve inside it; a
+Hugging Face cache snapshot's links into its own repository's blobs/ are
+followed too. A link that leads anywhere else (tokenizer.model -> /etc/shadow
+in a cloned repository) fails the pack, naming the link and its target, unless
+--follow-external-symlinks.
 
 With a registry as output, layers stream to the registry while they are built:
 one read of the model, nothing written to local disk, the tag pushed last.`,
@@ -136,6 +142,9 @@ one read of the model, nothing written to local disk, the tag pushed last.`,
 			if base != "" {
 				opts = append(opts, pack.WithBase(base))
 			}
+			if followSymlinks {
+				opts = append(opts, pack.WithFollowExternalSymlinks())
+			}
 			dir := args[0]
 			if strings.HasPrefix(dir, pack.HFPrefix) {
 				cache, err := pack.HFCacheDir()
@@ -215,6 +224,7 @@ one read of the model, nothing written to local disk, the tag pushed last.`,
 	fl.IntVar(&jobs, "jobs", 0, "layers built at once (default: number of CPUs)")
 	fl.BoolVar(&jsonOut, "json", false, "print the result as JSON: digest, size, and each layer's media type, size and files")
 	fl.BoolVarP(&quiet, "quiet", "q", false, "no progress output")
+	fl.BoolVar(&followSymlinks, "follow-external-symlinks", false, "also follow symlinks that resolve outside the model directory (and outside a Hugging Face cache snapshot's blobs/), packing the files they point to")
 	fl.BoolVar(&noCache, "no-cache", false, "do not reuse layers from the digest cache")
 	fl.StringVar(&cacheDir, "cache-dir", "", "layer digest cache directory (default $XDG_CACHE_HOME/modelcar/layers)")
 	_ = cmd.RegisterFlagCompletionFunc("format", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {

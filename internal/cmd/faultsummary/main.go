@@ -372,6 +372,7 @@ var suites = []struct{ name, what string }{
 	{"extra", "registry restart mid-push, credential revoked mid-push, corrupt blob at the source"},
 	{"kill9", "kill -9 with a chunk in flight, then resume"},
 	{"crash", "kill -9 of pack, push, pull, mirror at seeded points, then re-run"},
+	{"hostile", "crafted inputs: model symlinks leading outside the model, deeply nested and oversized JSON, a registry that echoes credentials in its errors"},
 }
 
 type row struct {
