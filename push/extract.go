@@ -2,9 +2,6 @@ package push
 
 import (
 	"archive/tar"
-	"bufio"
-	"bytes"
-	"compress/gzip"
 	"context"
 	"crypto/sha256"
 	"crypto/sha512"
@@ -25,8 +22,6 @@ import (
 	"sync/atomic"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/types"
-	"github.com/klauspost/compress/zstd"
 )
 
 // Names and limits used by Extract and ExtractLayer.
@@ -42,11 +37,10 @@ const (
 	// under until its layer is verified and committed.
 	extractPartialSuffix = ".modelcar-partial"
 
-	extractMaxName     = 4096    // bytes in an entry name or symlink target
-	extractMaxDepth    = 128     // components in an entry name
-	extractMaxTempBase = 200     // bytes of the final name kept in a temporary name
-	extractCopyBuf     = 1 << 20 // io.CopyBuffer buffer per layer
-	extractPeekBuf     = 1 << 20 // read-ahead on the compressed stream
+	extractMaxName     = 4096         // bytes in an entry name or symlink target
+	extractMaxDepth    = 128          // components in an entry name
+	extractMaxTempBase = 200          // bytes of the final name kept in a temporary name
+	extractCopyBuf     = layerBufSize // io.CopyBuffer buffer per layer
 	extractMaxState    = 1 << 20
 )
 
@@ -59,9 +53,6 @@ var extractSkipNames = map[string]bool{
 }
 
 var (
-	extractGzipMagic = []byte{0x1f, 0x8b}
-	extractZstdMagic = []byte{0x28, 0xb5, 0x2f, 0xfd}
-
 	// errExtractAborted cancels the layers after one that failed: they could not
 	// be committed in manifest order anyway.
 	errExtractAborted = errors.New("aborted: an earlier layer failed")
@@ -80,9 +71,8 @@ type ExtractOptions struct {
 	// two layers write the same file the later layer wins.
 	Jobs int
 	// Progress, when set, is called with the number of bytes read since the
-	// previous call: compressed bytes for tar, tar+gzip and tar+zstd layers,
-	// uncompressed bytes for other layer media types. Layers skipped on
-	// resume are reported with their compressed size. Extract calls it from
+	// previous call: compressed bytes, as the blobs are stored. Layers
+	// skipped on resume are reported with their compressed size. Extract calls it from
 	// several goroutines but never concurrently.
 	Progress func(n int64)
 }
@@ -96,12 +86,11 @@ type ExtractOptions struct {
 // Extract keeps its resume state in dir/.modelcar-pull.json, rewritten
 // atomically after each layer; once it lists every layer it stamps DIR as a complete pull, so pulling the same image again is instant.
 //
-// Every layer is read once and verified: for tar, tar+gzip and tar+zstd media
-// types Extract reads Layer.Compressed, checks its digest against
-// Layer.Digest, decompresses it (the compression is recognised from the
-// stream's magic bytes) and checks the tar stream against Layer.DiffID; other
-// media types are read through Layer.Uncompressed and checked against
-// Layer.DiffID. Files and symlinks are written under temporary names and
+// Every layer is read once and verified: Extract reads Layer.Compressed,
+// checks its digest against Layer.Digest, decompresses it (gzip and zstd are
+// recognised from the stream's magic bytes, whatever the media type says;
+// see limits.ZstdWindow for the memory a zstd layer may use) and checks the
+// tar stream against Layer.DiffID. Files and symlinks are written under temporary names and
 // renamed to their final names only once their whole layer has been read and
 // verified, so a failed Extract never leaves a partial or unverified file
 // under its final name.
@@ -128,9 +117,6 @@ func Extract(ctx context.Context, img v1.Image, dir string, opts ExtractOptions)
 		}
 		if li.diffID, err = l.DiffID(); err != nil {
 			return fmt.Errorf("extract: layer %d %s: diff ID: %w", i+1, li.digest, err)
-		}
-		if li.mediaType, err = l.MediaType(); err != nil {
-			return fmt.Errorf("extract: layer %d %s: media type: %w", i+1, li.digest, err)
 		}
 		if li.size, err = l.Size(); err != nil {
 			li.size = 0 // only used for progress
@@ -262,7 +248,7 @@ func ExtractLayer(ctx context.Context, r io.Reader, dir, prefix string) error {
 		return err
 	}
 	defer root.Close()
-	x := newExtractLayer(root, p, "0")
+	x := newExtractLayer(root, p, "0", nil)
 	if err := x.extract(ctx, &extractCtxReader{ctx: ctx, r: r}); err != nil {
 		x.discard()
 		return err
@@ -343,12 +329,16 @@ func (x *extractLayer) outside(name string, dir bool) {
 	x.tops[top] = true
 }
 
-func newExtractLayer(root *os.Root, prefix, tag string) *extractLayer {
+// newExtractLayer starts a layer; buf is its copy buffer (nil: a new one).
+func newExtractLayer(root *os.Root, prefix, tag string, buf []byte) *extractLayer {
+	if buf == nil {
+		buf = make([]byte, extractCopyBuf)
+	}
 	return &extractLayer{
 		root:   root,
 		prefix: prefix,
 		tag:    tag,
-		buf:    make([]byte, extractCopyBuf),
+		buf:    buf,
 		byRel:  map[string]int{},
 		dirs:   map[string]bool{},
 	}
@@ -700,7 +690,6 @@ type extractLayerInfo struct {
 	idx, total     int
 	layer          v1.Layer
 	digest, diffID v1.Hash
-	mediaType      types.MediaType
 	size           int64
 }
 
@@ -716,9 +705,14 @@ type extractState struct {
 }
 
 type extractJob struct {
-	root       *os.Root
-	prefix     string
-	jobs       int
+	root   *os.Root
+	prefix string
+	jobs   int
+	// parallel is how many layers are read at once (jobs, at most the
+	// layers left): they share limits.ZstdWindowBudget, each with one of
+	// the decoders kept for the next layer.
+	parallel   int
+	decoders   chan *layerDecoder
 	state      extractState
 	progress   func(int64)
 	progressMu sync.Mutex
@@ -896,6 +890,13 @@ func (e *extractJob) run(ctx context.Context, todo []extractLayerInfo) error {
 		jobs = runtime.GOMAXPROCS(0)
 	}
 	jobs = min(jobs, n)
+	e.parallel = jobs
+	e.decoders = make(chan *layerDecoder, jobs)
+	defer func() {
+		for range len(e.decoders) {
+			(<-e.decoders).close()
+		}
+	}()
 
 	ctxs := make([]context.Context, n)
 	cancels := make([]context.CancelCauseFunc, n)
@@ -940,11 +941,33 @@ func (e *extractJob) run(ctx context.Context, todo []extractLayerInfo) error {
 	return nil
 }
 
+// decoder returns a free decoder, or a new one when all are in use (at
+// most parallel are).
+func (e *extractJob) decoder() *layerDecoder {
+	select {
+	case d := <-e.decoders:
+		return d
+	default:
+		return newLayerDecoder(e.parallel)
+	}
+}
+
+// release keeps d for the next layer.
+func (e *extractJob) release(d *layerDecoder) {
+	select {
+	case e.decoders <- d:
+	default:
+		d.close()
+	}
+}
+
 // layer extracts one layer, waits for its turn, commits it and records it in
 // the state file.
 func (e *extractJob) layer(ctx context.Context, li extractLayerInfo, turn <-chan struct{}, next chan<- struct{}) error {
-	x := newExtractLayer(e.root, e.prefix, strconv.Itoa(li.idx))
-	if err := e.read(ctx, li, x); err != nil {
+	d := e.decoder()
+	defer e.release(d)
+	x := newExtractLayer(e.root, e.prefix, strconv.Itoa(li.idx), d.buf)
+	if err := e.read(ctx, li, x, d); err != nil {
 		x.discard()
 		return li.errorf(err)
 	}
@@ -967,19 +990,6 @@ func (e *extractJob) layer(ctx context.Context, li extractLayerInfo, turn <-chan
 	return nil
 }
 
-// extractIsTarMediaType reports whether mt is a tar, tar+gzip or tar+zstd layer,
-// whose compressed blob Extract reads and decompresses itself.
-func extractIsTarMediaType(mt types.MediaType) bool {
-	switch mt {
-	case types.OCIUncompressedLayer, types.OCIUncompressedRestrictedLayer, types.DockerUncompressedLayer,
-		types.OCILayer, types.OCIRestrictedLayer, types.DockerLayer, types.DockerForeignLayer,
-		types.OCILayerZStd:
-		return true
-	}
-	s := string(mt)
-	return strings.HasSuffix(s, ".tar") || strings.HasSuffix(s, ".tar+gzip") || strings.HasSuffix(s, ".tar+zstd")
-}
-
 func extractNewHash(h v1.Hash) (hash.Hash, error) {
 	switch h.Algorithm {
 	case "sha256":
@@ -997,36 +1007,16 @@ func extractCheckHash(what string, h hash.Hash, want v1.Hash) error {
 	return nil
 }
 
-// read streams one layer into x and verifies its digests.
-func (e *extractJob) read(ctx context.Context, li extractLayerInfo, x *extractLayer) error {
+// read streams one layer into x through d and verifies its digests: the
+// blob's against Layer.Digest as it is read, the uncompressed tar stream's
+// against Layer.DiffID. Whatever the media type says, gzip and zstd are
+// recognised from the blob's first bytes and decompressed with bounded
+// memory (see layerDecoder).
+func (e *extractJob) read(ctx context.Context, li extractLayerInfo, x *extractLayer, d *layerDecoder) error {
 	uh, err := extractNewHash(li.diffID)
 	if err != nil {
 		return err
 	}
-	wrap := func(r io.Reader) io.Reader {
-		r = &extractCtxReader{ctx: ctx, r: r}
-		if e.progress != nil {
-			r = &extractProgressReader{r: r, fn: e.progress}
-		}
-		return r
-	}
-
-	if !extractIsTarMediaType(li.mediaType) {
-		rc, err := li.layer.Uncompressed()
-		if err != nil {
-			return err
-		}
-		defer rc.Close()
-		u := io.TeeReader(wrap(rc), uh)
-		if err := x.extract(ctx, u); err != nil {
-			return err
-		}
-		if _, err := io.CopyBuffer(io.Discard, u, x.buf); err != nil {
-			return err
-		}
-		return extractCheckHash("uncompressed (diff ID)", uh, li.diffID)
-	}
-
 	ch, err := extractNewHash(li.digest)
 	if err != nil {
 		return err
@@ -1036,24 +1026,13 @@ func (e *extractJob) read(ctx context.Context, li extractLayerInfo, x *extractLa
 		return err
 	}
 	defer rc.Close()
-	br := bufio.NewReaderSize(io.TeeReader(wrap(rc), ch), extractPeekBuf)
-	magic, _ := br.Peek(len(extractZstdMagic)) // a short or empty blob is plain tar, or an error below
-	var dec io.Reader = br
-	switch {
-	case bytes.HasPrefix(magic, extractGzipMagic):
-		zr, err := gzip.NewReader(br)
-		if err != nil {
-			return fmt.Errorf("gzip: %w", err)
-		}
-		defer zr.Close()
-		dec = zr
-	case bytes.HasPrefix(magic, extractZstdMagic):
-		zr, err := zstd.NewReader(br)
-		if err != nil {
-			return fmt.Errorf("zstd: %w", err)
-		}
-		defer zr.Close()
-		dec = zr
+	var r io.Reader = &extractCtxReader{ctx: ctx, r: rc}
+	if e.progress != nil {
+		r = &extractProgressReader{r: r, fn: e.progress}
+	}
+	br, dec, err := d.open(io.TeeReader(r, ch))
+	if err != nil {
+		return err
 	}
 	// An uncompressed layer's diffID is its digest: hash it once.
 	same := dec == io.Reader(br) && li.digest == li.diffID

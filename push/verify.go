@@ -157,34 +157,13 @@ func compareFiles(ctx context.Context, f content.Fetcher, root ocispec.Descripto
 		return 0, err
 	}
 	inImage := map[string]string{}
+	d := newLayerDecoder(1)
+	defer d.close()
 	for _, l := range layers {
-		rc, err := l.Uncompressed()
-		if err != nil {
-			return 0, err
+		if err := layerFiles(l, d, prefix, inImage); err != nil {
+			d, _ := l.Digest()
+			return 0, fmt.Errorf("layer %s: %w", d, err)
 		}
-		tr := tar.NewReader(rc)
-		for {
-			h, err := tr.Next()
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				rc.Close()
-				return 0, err
-			}
-			name := strings.TrimPrefix(path.Clean("/"+h.Name), "/")
-			rel, ok := strings.CutPrefix(name, prefix+"/")
-			if !ok || h.Typeflag != tar.TypeReg {
-				continue
-			}
-			hs := sha256.New()
-			if _, err := io.Copy(hs, tr); err != nil {
-				rc.Close()
-				return 0, err
-			}
-			inImage[rel] = hex.EncodeToString(hs.Sum(nil))
-		}
-		rc.Close()
 	}
 	inDir := map[string]bool{}
 	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
@@ -224,4 +203,38 @@ func compareFiles(ctx context.Context, f content.Fetcher, root ocispec.Descripto
 		}
 	}
 	return len(inImage), nil
+}
+
+// layerFiles hashes the regular files under prefix in the layer l into
+// files (path relative to prefix -> hex SHA-256), decompressing it with d.
+func layerFiles(l v1.Layer, d *layerDecoder, prefix string, files map[string]string) error {
+	rc, err := l.Compressed()
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	_, dec, err := d.open(rc)
+	if err != nil {
+		return err
+	}
+	tr := tar.NewReader(dec)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		name := strings.TrimPrefix(path.Clean("/"+h.Name), "/")
+		rel, ok := strings.CutPrefix(name, prefix+"/")
+		if !ok || h.Typeflag != tar.TypeReg {
+			continue
+		}
+		hs := sha256.New()
+		if _, err := io.CopyBuffer(hs, tr, d.buf); err != nil {
+			return err
+		}
+		files[rel] = hex.EncodeToString(hs.Sum(nil))
+	}
 }

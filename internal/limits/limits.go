@@ -1,0 +1,79 @@
+// Package limits owns the bounds modelcar puts on what it reads from a
+// registry, an OCI image layout or an OCI archive, so that a hostile or
+// broken source costs bounded memory and time: every reader (pull, inspect,
+// mirror, verify, pack --base) imports these instead of keeping its own.
+//
+// What stays bounded, at the default parallelism (4 to 8 jobs): the peak
+// memory of pull, mirror and verify stays under MemoryBound whatever the
+// input (the README's reliability section states the same figures).
+package limits
+
+import "fmt"
+
+// MaxManifestBytes bounds every JSON document read whole into memory: an
+// image manifest, an image index, an image config, a layout's (or an
+// archive's) index.json and oci-layout file. A document over it is
+// refused, never read in part.
+const MaxManifestBytes = 8 << 20
+
+// MaxIndexDepth bounds how deeply image indexes nested in image indexes are
+// followed (a layout's index.json is depth 0).
+const MaxIndexDepth = 4
+
+// ZstdWindowBudget is the memory the zstd decoders of the layers decoded at
+// the same time share for their windows (the history a zstd frame may refer
+// back to, which the decoder keeps in memory: a frame of a few bytes may
+// declare 512 MiB and more). 128 MiB is the largest window the zstd command
+// line decodes without --long or --memory.
+const ZstdWindowBudget = 128 << 20
+
+// ZstdMinWindow is the window each decoder may use however many run at
+// once: 8 MiB, what every zstd level up to 19 (and klauspost/compress, and
+// so containerd, moby and modelcar's own pack, at every level) writes, and
+// what the zstd format asks every decoder to support.
+const ZstdMinWindow = 8 << 20
+
+// MemoryBound is the peak memory (RSS) pull, mirror and verify stay under
+// at the default parallelism, whatever the input; the hostile-input tests
+// measure it.
+const MemoryBound = 256 << 20
+
+// ZstdWindow returns the largest window one of n layers decoded at the same
+// time may use: ZstdWindowBudget shared by n, and at least ZstdMinWindow.
+func ZstdWindow(n int) uint64 {
+	w := uint64(ZstdWindowBudget)
+	if n > 1 {
+		w /= uint64(n)
+	}
+	return max(w, ZstdMinWindow)
+}
+
+// TooLargeError is a document or blob over a limit.
+type TooLargeError struct {
+	// What names it: "manifest sha256:...", "layout DIR: index.json".
+	What  string
+	Size  int64 // its size, or -1 when it was cut off while reading
+	Limit int64
+}
+
+func (e *TooLargeError) Error() string {
+	if e.Size < 0 {
+		return fmt.Sprintf("%s is over the %s limit", e.What, Bytes(e.Limit))
+	}
+	return fmt.Sprintf("%s is %d bytes, over the %s limit", e.What, e.Size, Bytes(e.Limit))
+}
+
+// Bytes formats n as the limits are written: 8 MiB, 512 KiB, 100 B.
+func Bytes(n int64) string {
+	switch {
+	case n >= 1<<30 && n%(1<<30) == 0:
+		return fmt.Sprintf("%d GiB", n>>30)
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return fmt.Sprintf("%d MiB", n>>20)
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10 && n%(1<<10) == 0:
+		return fmt.Sprintf("%d KiB", n>>10)
+	}
+	return fmt.Sprintf("%d B", n)
+}

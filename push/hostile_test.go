@@ -1,0 +1,404 @@
+package push_test
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/opencontainers/go-digest"
+	specs "github.com/opencontainers/image-spec/specs-go"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/modelcar/modelcar/internal/limits"
+	"github.com/modelcar/modelcar/internal/ocilayout"
+	"github.com/modelcar/modelcar/push"
+)
+
+// Hostile inputs: images, layouts and registries crafted to cost modelcar
+// unbounded memory, disk or time, or to make it accept what it never
+// checked. Each logs one FAULT line (suite "untrusted") that make
+// test-faults counts; operations whose memory matters run in a child
+// process (TestChildOp) that reports its peak RSS.
+
+// logHostile writes the FAULT line of one hostile input and fails the test
+// if bytes were lost (a tag or file claiming content it does not hold).
+func logHostile(t *testing.T, name, outcome string, lost int64, extra ...string) {
+	t.Helper()
+	t.Logf("FAULT name=untrusted/%s outcome=%s bytes_lost=%d%s", name, outcome, lost, strings.Join(append([]string{""}, extra...), " "))
+	if lost != 0 {
+		t.Errorf("%s: %d bytes lost", name, lost)
+	}
+}
+
+// childEnv carries a childOp to TestChildOp.
+const childEnv = "MODELCAR_HOSTILE_CHILD"
+
+// childOp is an operation run in a child process, so that its peak memory
+// is its own and a hang or a runaway allocation cannot take the test
+// binary down.
+type childOp struct {
+	Op      string `json:"op"` // pull, verify, mirror, inspect
+	Src     string `json:"src"`
+	Dst     string `json:"dst,omitempty"`     // pull: the directory; mirror: the destination
+	Against string `json:"against,omitempty"` // verify: the model directory
+	Jobs    int    `json:"jobs,omitempty"`
+	// MaxRSS and Timeout stop the child (default 1 GiB, 60 s): what
+	// the code under test failed to bound.
+	MaxRSS  int64         `json:"maxRSS,omitempty"`
+	Timeout time.Duration `json:"timeout,omitempty"`
+}
+
+// childResult is what the child reports.
+type childResult struct {
+	Err string `json:"err"`
+	// HWM is the child's peak RSS in bytes (VmHWM).
+	HWM int64 `json:"hwm"`
+	// Stopped is "memory" or "time" when the child was stopped.
+	Stopped string `json:"stopped,omitempty"`
+}
+
+func (r childResult) String() string {
+	s := fmt.Sprintf("peak RSS %s", limits.Bytes(r.HWM))
+	if r.Stopped != "" {
+		s += ", stopped for " + r.Stopped
+	}
+	if r.Err != "" {
+		s += ", error: " + r.Err
+	}
+	return s
+}
+
+// runChild runs op in a child process (this test binary, TestChildOp).
+func runChild(t *testing.T, op childOp) childResult {
+	t.Helper()
+	if _, err := os.Stat("/proc/self/status"); err != nil {
+		t.Skip("peak memory is read from /proc/self/status")
+	}
+	spec, err := json.Marshal(op)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), max(op.Timeout, time.Minute)+time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestChildOp$", "-test.count=1", "-test.v")
+	cmd.Env = append(os.Environ(), childEnv+"="+string(spec))
+	out, err := cmd.CombinedOutput()
+	for _, line := range strings.Split(string(out), "\n") {
+		if rest, ok := strings.CutPrefix(strings.TrimSpace(line), "CHILDRESULT "); ok {
+			var r childResult
+			if err := json.Unmarshal([]byte(rest), &r); err != nil {
+				t.Fatalf("child result %q: %v", rest, err)
+			}
+			return r
+		}
+	}
+	t.Fatalf("child %s %s gave no result (%v):\n%s", op.Op, op.Src, err, out)
+	return childResult{}
+}
+
+// TestChildOp is the child process of runChild; it skips when run otherwise.
+func TestChildOp(t *testing.T) {
+	spec := os.Getenv(childEnv)
+	if spec == "" {
+		t.Skip("the child process of the hostile-input tests")
+	}
+	var op childOp
+	if err := json.Unmarshal([]byte(spec), &op); err != nil {
+		t.Fatal(err)
+	}
+	if op.MaxRSS == 0 {
+		op.MaxRSS = 1 << 30
+	}
+	if op.Timeout == 0 {
+		op.Timeout = time.Minute
+	}
+	report := func(r childResult) {
+		r.HWM = procStatus("VmHWM")
+		b, _ := json.Marshal(r)
+		fmt.Printf("\nCHILDRESULT %s\n", b)
+		os.Exit(0)
+	}
+	go func() {
+		deadline := time.Now().Add(op.Timeout)
+		for range time.Tick(5 * time.Millisecond) {
+			if procStatus("VmRSS") > op.MaxRSS {
+				report(childResult{Stopped: "memory", Err: "stopped: RSS over " + limits.Bytes(op.MaxRSS)})
+			}
+			if time.Now().After(deadline) {
+				report(childResult{Stopped: "time", Err: "stopped: still running after " + op.Timeout.String()})
+			}
+		}
+	}()
+	ctx := context.Background()
+	opts := []push.Option{push.WithPlainHTTP(true), push.WithStateDir(t.TempDir())}
+	if op.Jobs > 0 {
+		opts = append(opts, push.WithJobs(op.Jobs))
+	}
+	var err error
+	switch op.Op {
+	case "pull":
+		_, err = push.Pull(ctx, op.Src, op.Dst, push.PullOptions{}, opts...)
+	case "verify":
+		_, err = push.Verify(ctx, op.Src, op.Against, "", opts...)
+	case "mirror":
+		_, err = push.Copy(ctx, op.Src, op.Dst, opts...)
+	case "inspect":
+		_, err = push.ReadImage(ctx, op.Src, v1.Platform{}, opts...)
+	default:
+		t.Fatalf("unknown op %q", op.Op)
+	}
+	r := childResult{}
+	if err != nil {
+		r.Err = err.Error()
+	}
+	report(r)
+}
+
+// procStatus reads a "kB" field of /proc/self/status, in bytes.
+func procStatus(field string) int64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return -1
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, field+":"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+			return kb << 10
+		}
+	}
+	return -1
+}
+
+// hLayer is a crafted layer: its blob as stored, and the diffID of what it
+// decompresses to.
+type hLayer struct {
+	blob      []byte
+	mediaType string
+	diffID    digest.Digest
+}
+
+// hTarLayer is an uncompressed layer holding files under models/.
+func hTarLayer(t testing.TB, files map[string]string) hLayer {
+	b := hTar(t, files)
+	return hLayer{blob: b, mediaType: ocispec.MediaTypeImageLayer, diffID: digest.FromBytes(b)}
+}
+
+func hTar(t testing.TB, files map[string]string) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for name, body := range files {
+		if err := tw.WriteHeader(&tar.Header{Name: "models/" + name, Mode: 0o644, Size: int64(len(body)), Typeflag: tar.TypeReg}); err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(tw, body)
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// hZstdLayer is a zstd layer of a single frame, written by hand: it
+// declares a window of 1<<windowLog bytes and holds raw (at most 128 KiB)
+// followed by zeros zero bytes as RLE blocks of 128 KiB (4 bytes each),
+// so a frame of a few KiB decompresses to hundreds of MiB.
+func hZstdLayer(t testing.TB, windowLog int, raw []byte, zeros int64) hLayer {
+	t.Helper()
+	if len(raw) > 128<<10 || windowLog < 10 || windowLog > 41 {
+		t.Fatalf("hZstdLayer: %d raw bytes, window log %d", len(raw), windowLog)
+	}
+	var b bytes.Buffer
+	b.Write([]byte{0x28, 0xb5, 0x2f, 0xfd}) // magic
+	b.WriteByte(0x00)                       // no content size, not single segment, no checksum, no dictionary
+	b.WriteByte(byte((windowLog - 10) << 3))
+	block := func(last bool, typ, size int) { // Block_Header: Last_Block, Block_Type, Block_Size
+		v := size<<3 | typ<<1
+		if last {
+			v |= 1
+		}
+		b.Write([]byte{byte(v), byte(v >> 8), byte(v >> 16)})
+	}
+	block(zeros == 0, 0, len(raw)) // Raw_Block
+	b.Write(raw)
+	for left := zeros; left > 0; {
+		n := min(left, 128<<10)
+		left -= n
+		block(left == 0, 1, int(n)) // RLE_Block of n zeros
+		b.WriteByte(0)
+	}
+	h := sha256.New()
+	h.Write(raw)
+	io.CopyN(h, zeroReader{}, zeros)
+	return hLayer{blob: b.Bytes(), mediaType: ocispec.MediaTypeImageLayerZstd, diffID: digest.NewDigest(digest.SHA256, h)}
+}
+
+type zeroReader struct{}
+
+func (zeroReader) Read(p []byte) (int, error) { clear(p); return len(p), nil }
+
+// hImage is a crafted image in an OCI layout, tagged v1.
+type hImage struct {
+	dir      string
+	manifest []byte
+	desc     ocispec.Descriptor // the manifest's
+	config   []byte
+	layers   []ocispec.Descriptor
+}
+
+func (h *hImage) ref() string { return "oci:" + h.dir + ":v1" }
+
+// hWriteImage writes an image of layers into a new layout at dir; edit,
+// when set, changes the manifest before it is stored (sizes, media
+// types...). index.json lists the manifest tagged v1 with the media type
+// and size of desc as edit left them (see hTagAs to lie there too).
+func hWriteImage(t testing.TB, dir string, layers []hLayer, edit func(*ocispec.Manifest)) *hImage {
+	t.Helper()
+	l, err := ocilayout.Init(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Cleanup()
+	put := func(b []byte) digest.Digest {
+		t.Helper()
+		h, err := l.WriteBlob(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return digest.Digest(h.String())
+	}
+	img := &hImage{dir: dir}
+	cfg := ocispec.Image{Platform: ocispec.Platform{OS: "linux", Architecture: "amd64"}, RootFS: ocispec.RootFS{Type: "layers"}}
+	m := ocispec.Manifest{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageManifest}
+	for _, hl := range layers {
+		cfg.RootFS.DiffIDs = append(cfg.RootFS.DiffIDs, hl.diffID)
+		m.Layers = append(m.Layers, ocispec.Descriptor{MediaType: hl.mediaType, Digest: put(hl.blob), Size: int64(len(hl.blob))})
+	}
+	if img.config, err = json.Marshal(cfg); err != nil {
+		t.Fatal(err)
+	}
+	m.Config = ocispec.Descriptor{MediaType: ocispec.MediaTypeImageConfig, Digest: put(img.config), Size: int64(len(img.config))}
+	if edit != nil {
+		edit(&m)
+	}
+	img.layers = m.Layers
+	if img.manifest, err = json.Marshal(m); err != nil {
+		t.Fatal(err)
+	}
+	img.desc = ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: put(img.manifest), Size: int64(len(img.manifest))}
+	hTagAs(t, dir, img.desc)
+	return img
+}
+
+// hTagAs makes index.json list desc (as given, lies included) tagged v1.
+func hTagAs(t testing.TB, dir string, desc ocispec.Descriptor) {
+	t.Helper()
+	desc.Annotations = map[string]string{ocilayout.AnnotationRefName: "v1"}
+	b, err := json.Marshal(ocispec.Index{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageIndex,
+		Manifests: []ocispec.Descriptor{desc}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "index.json"), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// hLayoutBlob is where a layout keeps the blob d.
+func hLayoutBlob(dir string, d digest.Digest) string {
+	return filepath.Join(dir, "blobs", d.Algorithm().String(), d.Encoded())
+}
+
+// TestHostileZstdWindow pulls and verifies images whose zstd layers are
+// frames of a few KiB declaring a huge window and decompressing to
+// hundreds of MiB of zeros. Decoders kept the whole window in memory
+// (about 0.5 GiB a layer at zstd's default limit); now a window over a
+// layer's share of limits.ZstdWindowBudget is refused with an error naming
+// the layer, and one within it is decoded within it: peak memory stays
+// under limits.MemoryBound at 8 parallel layers (the largest default
+// --jobs), with more layers than jobs, and at one job with the whole budget.
+func TestHostileZstdWindow(t *testing.T) {
+	if testing.Short() {
+		t.Skip("decompresses about 3 GiB in child processes")
+	}
+	logOf := func(n uint64) int { // the largest window log within n
+		l := 0
+		for uint64(1)<<(l+1) <= n {
+			l++
+		}
+		return l
+	}
+	for _, tc := range []struct {
+		name         string
+		jobs, layers int
+		windowLog    int
+		zeros        int64
+		refused      bool
+	}{
+		{name: "window-256MiB", jobs: 8, layers: 8, windowLog: 28, zeros: 96 << 20, refused: true},
+		{name: "window-at-the-limit", jobs: 8, layers: 16, windowLog: logOf(limits.ZstdWindow(8)), zeros: 40 << 20},
+		{name: "window-at-the-limit-one-job", jobs: 1, layers: 3, windowLog: logOf(limits.ZstdWindow(1)), zeros: 140 << 20},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var layers []hLayer
+			files := map[string]string{}
+			for i := range tc.layers {
+				name := fmt.Sprintf("shard-%d.txt", i)
+				files[name] = "shard " + strconv.Itoa(i) + "\n"
+				layers = append(layers, hZstdLayer(t, tc.windowLog, hTar(t, map[string]string{name: files[name]}), tc.zeros))
+			}
+			img := hWriteImage(t, filepath.Join(t.TempDir(), "oci"), layers, nil)
+			model := filepath.Join(t.TempDir(), "model")
+			if err := os.MkdirAll(model, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			for name, body := range files {
+				if err := os.WriteFile(filepath.Join(model, name), []byte(body), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for _, op := range []childOp{
+				{Op: "pull", Src: img.ref(), Dst: filepath.Join(t.TempDir(), "pulled"), Jobs: tc.jobs},
+				{Op: "verify", Src: img.ref(), Against: model, Jobs: tc.jobs},
+			} {
+				r := runChild(t, op)
+				t.Logf("%s: %s", op.Op, r)
+				if r.HWM >= limits.MemoryBound || r.Stopped != "" {
+					t.Errorf("%s: %s, want a peak under %s", op.Op, r, limits.Bytes(limits.MemoryBound))
+				}
+				outcome := survived
+				if tc.refused {
+					outcome = failedClearly
+					if !strings.Contains(r.Err, "window") || !anyLayerNamed(r.Err, img.layers) {
+						t.Errorf("%s: %v, want an error naming a layer and its window", op.Op, r.Err)
+					}
+				} else if r.Err != "" {
+					t.Errorf("%s: %v", op.Op, r.Err)
+				}
+				logHostile(t, "zstd-"+tc.name+"/"+op.Op, outcome, 0, fmt.Sprintf("peak_rss_mib=%d", r.HWM>>20))
+			}
+		})
+	}
+}
+
+// anyLayerNamed reports whether msg names one of layers by digest.
+func anyLayerNamed(msg string, layers []ocispec.Descriptor) bool {
+	for _, l := range layers {
+		if strings.Contains(msg, l.Digest.String()) {
+			return true
+		}
+	}
+	return false
+}
