@@ -9,7 +9,10 @@
 # and a peer binary already in the cache is not rebuilt.
 set -euo pipefail
 
-packages=(docker-registry skopeo containerd tar iproute2 util-linux)
+# containerd's ctr imports the real test node's pause image; gcc, libc6-dev,
+# pkg-config and libseccomp-dev build its runc (cgo, seccomp);
+# containernetworking-plugins gives its pods a bridge network.
+packages=(docker-registry skopeo containerd tar iproute2 util-linux gcc libc6-dev pkg-config libseccomp-dev containernetworking-plugins)
 
 missing=()
 for pkg in "${packages[@]}"; do
@@ -30,8 +33,11 @@ else
 
 	echo "install-deps: installing ${missing[*]}"
 	export DEBIAN_FRONTEND=noninteractive
-	"${sudo[@]}" apt-get update -qq
-	"${sudo[@]}" apt-get install -y --no-install-recommends "${missing[@]}"
+	# Another apt (an unattended upgrade, a parallel job) holds the dpkg
+	# lock for a while: wait for it instead of failing.
+	lock=(-o DPkg::Lock::Timeout=600)
+	"${sudo[@]}" apt-get "${lock[@]}" update -qq
+	"${sudo[@]}" apt-get "${lock[@]}" install -y --no-install-recommends "${missing[@]}"
 fi
 
 # Peer clients built from source at the versions tools/go.mod pins. Tests

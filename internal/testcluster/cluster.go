@@ -128,8 +128,12 @@ func start(ctx context.Context, opts Options) (c *Cluster, err error) {
 	} else if len(running) > 0 {
 		return nil, fmt.Errorf("testcluster: a cluster is already running in %s (%s pid %d); stop it first (make cluster-down)", dir, running[0].name, running[0].pid)
 	}
-	// A fresh cluster: no state from an earlier one.
-	for _, sub := range []string{PIDFile, "etcd", "pki", "kwok", "logs", "kcm", "scheduler", KubeconfigFile} {
+	// A fresh cluster: no state from an earlier one (a real node of a
+	// crashed run is torn down first: it left mounts and a namespace).
+	if err := teardownNodes(dir); err != nil {
+		return nil, fmt.Errorf("testcluster: removing the real nodes an earlier cluster left in %s: %w", dir, err)
+	}
+	for _, sub := range []string{"nodes", PIDFile, "etcd", "pki", "kwok", "logs", "kcm", "scheduler", KubeconfigFile} {
 		if err := os.RemoveAll(filepath.Join(dir, sub)); err != nil {
 			return nil, err
 		}

@@ -39,6 +39,13 @@ type process struct {
 // killed when this process dies (PR_SET_PDEATHSIG), so an aborted test run
 // leaves nothing behind.
 func startProcess(dir, name, bin string, args, env []string, detach bool) (*process, error) {
+	return startProcessExe(dir, name, bin, bin, args, env, detach)
+}
+
+// startProcessExe is startProcess for a launcher that execs exe in its own
+// place (nsenter ... -- exe): the PID file records exe, which is what
+// /proc/PID/exe names once the launcher has exec'd.
+func startProcessExe(dir, name, bin, exe string, args, env []string, detach bool) (*process, error) {
 	logPath := filepath.Join(dir, "logs", name+".log")
 	if err := os.MkdirAll(filepath.Dir(logPath), 0o755); err != nil {
 		return nil, err
@@ -63,7 +70,7 @@ func startProcess(dir, name, bin string, args, env []string, detach bool) (*proc
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting %s: %w", name, err)
 	}
-	p := &process{name: name, pid: cmd.Process.Pid, exe: bin, log: logPath, done: make(chan struct{})}
+	p := &process{name: name, pid: cmd.Process.Pid, exe: exe, log: logPath, done: make(chan struct{})}
 	go func() {
 		p.err = cmd.Wait()
 		close(p.done)
@@ -229,6 +236,11 @@ func StopDir(dir string) error {
 		return err
 	}
 	if err := stopAll(procs); err != nil {
+		return err
+	}
+	// Real nodes leave containers, mounts, cgroups and a namespace behind
+	// their processes.
+	if err := teardownNodes(dir); err != nil {
 		return err
 	}
 	err = os.Remove(filepath.Join(dir, PIDFile))

@@ -49,6 +49,7 @@ var shared struct {
 // the tests failed or MODELCAR_CLUSTER_KEEP=1, in which case its path is
 // printed.
 func Main(m *testing.M) {
+	RunNodeAgentIfRequested()
 	shared.Lock()
 	shared.mainRunning = true
 	shared.Unlock()

@@ -37,6 +37,8 @@ type Tool struct {
 	Module    string // the module ModuleDir/go.mod pins at Version
 	Package   string // main package to build
 	LDFlags   string // -ldflags (version stamps; -s -w is added)
+	Tags      string // -tags, space-separated
+	CGO       bool   // built with cgo (runc: libseccomp)
 }
 
 func kubeLDFlags() string {
@@ -67,6 +69,14 @@ var Tools = []Tool{
 	{Name: "kube-controller-manager", Version: KubernetesVersion, ModuleDir: "tools/k8s", Module: "k8s.io/kubernetes", Package: "k8s.io/kubernetes/cmd/kube-controller-manager", LDFlags: kubeLDFlags()},
 	{Name: "kube-scheduler", Version: KubernetesVersion, ModuleDir: "tools/k8s", Module: "k8s.io/kubernetes", Package: "k8s.io/kubernetes/cmd/kube-scheduler", LDFlags: kubeLDFlags()},
 	{Name: "kwok", Version: KwokVersion, ModuleDir: "tools/kwok", Module: "sigs.k8s.io/kwok", Package: "sigs.k8s.io/kwok/cmd/kwok"},
+	{Name: "kubelet", Version: KubernetesVersion, ModuleDir: "tools/k8s", Module: "k8s.io/kubernetes", Package: "k8s.io/kubernetes/cmd/kubelet", LDFlags: kubeLDFlags()},
+	{Name: "containerd", Version: ContainerdVersion, ModuleDir: "tools/coldstart", Module: "github.com/containerd/containerd/v2", Package: "github.com/containerd/containerd/v2/cmd/containerd",
+		Tags: "no_btrfs no_devmapper no_zfs", LDFlags: "-X github.com/containerd/containerd/v2/version.Version=" + ContainerdVersion},
+	{Name: "containerd-shim-runc-v2", Version: ContainerdVersion, ModuleDir: "tools/coldstart", Module: "github.com/containerd/containerd/v2", Package: "github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2",
+		LDFlags: "-X github.com/containerd/containerd/v2/version.Version=" + ContainerdVersion},
+	{Name: "runc", Version: RuncVersion, ModuleDir: "tools/runc", Module: "github.com/opencontainers/runc", Package: "github.com/opencontainers/runc",
+		Tags: "seccomp", CGO: true, LDFlags: "-X main.version=" + strings.TrimPrefix(RuncVersion, "v")},
+	{Name: "pause", Version: PauseVersion, ModuleDir: ".", Package: "./internal/cmd/pause"},
 	{Name: "helm", Version: HelmVersion, ModuleDir: "tools/k8s", Module: "helm.sh/helm/v3", Package: "helm.sh/helm/v3/cmd/helm", LDFlags: helmLDFlags()},
 	{Name: "kubeconform", Version: KubeconformVersion, ModuleDir: "tools/k8s", Module: "github.com/yannh/kubeconform", Package: "github.com/yannh/kubeconform/cmd/kubeconform", LDFlags: "-X main.version=" + KubeconformVersion},
 }
@@ -181,15 +191,24 @@ func buildTool(ctx context.Context, goBin, repoRoot string, t Tool, w io.Writer)
 	var begin time.Time
 	built, err := toolcache.Install(path, func(tmp string) error {
 		modDir := filepath.Join(repoRoot, t.ModuleDir)
-		if v, err := toolcache.RequiredVersion(filepath.Join(modDir, "go.mod"), t.Module); err != nil {
-			return err
-		} else if v != t.Version {
-			return fmt.Errorf("testcluster: %s/go.mod pins %s %s, the code expects %s", t.ModuleDir, t.Module, v, t.Version)
+		if t.Module != "" { // "": a program of this repository
+			if v, err := toolcache.RequiredVersion(filepath.Join(modDir, "go.mod"), t.Module); err != nil {
+				return err
+			} else if v != t.Version {
+				return fmt.Errorf("testcluster: %s/go.mod pins %s %s, the code expects %s", t.ModuleDir, t.Module, v, t.Version)
+			}
 		}
-		args := []string{"build", "-trimpath", "-ldflags", strings.TrimSpace("-s -w " + t.LDFlags), "-o", tmp, t.Package}
+		args := []string{"build", "-trimpath", "-ldflags", strings.TrimSpace("-s -w " + t.LDFlags)}
+		if t.Tags != "" {
+			args = append(args, "-tags", t.Tags)
+		}
+		args = append(args, "-o", tmp, t.Package)
 		fmt.Fprintf(w, "testcluster: building %s %s (go %s in %s)\n", t.Name, t.Version, strings.Join(args[:2], " "), t.ModuleDir)
 		begin = time.Now()
 		cmd := toolcache.GoCommand(ctx, goBin, modDir, args...)
+		if t.CGO {
+			cmd.Env = append(cmd.Env, "CGO_ENABLED=1")
+		}
 		cmd.Stdout = w
 		cmd.Stderr = w
 		if err := cmd.Run(); err != nil {

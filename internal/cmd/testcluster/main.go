@@ -16,6 +16,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -32,7 +33,7 @@ import (
 
 func usage() {
 	fmt.Fprintf(os.Stderr, `usage: testcluster build [tool...]
-       testcluster up     [-dir DIR]
+       testcluster up     [-dir DIR] [-real-node [-registry HOST:PORT]... [-rate 1gbit]]
        testcluster down   [-dir DIR]
        testcluster status [-dir DIR]
 
@@ -41,6 +42,8 @@ Binaries are cached in $%s or ~/.cache/modelcar-testenv/tools.
 }
 
 func main() {
+	// A real node's agent is this program started again.
+	testcluster.RunNodeAgentIfRequested()
 	if len(os.Args) < 2 {
 		usage()
 		os.Exit(2)
@@ -48,6 +51,10 @@ func main() {
 	cmd, args := os.Args[1], os.Args[2:]
 	fs := flag.NewFlagSet(cmd, flag.ExitOnError)
 	dir := fs.String("dir", ".work/cluster", "cluster directory (state, logs, pids, kubeconfig)")
+	realNode := fs.Bool("real-node", false, "up: add a real node (kubelet, containerd, runc; root) named real-0 beside the kwok nodes")
+	var registries multiFlag
+	fs.Var(&registries, "registry", "up -real-node: a plain-HTTP registry on 127.0.0.1 (HOST:PORT) the real node pulls from; repeatable")
+	rate := fs.String("rate", "1gbit", "up -real-node: the real node's pull link rate (tc syntax), or none")
 	fs.Usage = usage
 	if err := fs.Parse(args); err != nil {
 		os.Exit(2)
@@ -60,7 +67,7 @@ func main() {
 	case "build":
 		err = build(ctx, fs.Args())
 	case "up":
-		err = up(ctx, *dir)
+		err = up(ctx, *dir, *realNode, registries, *rate)
 	case "down":
 		err = down(*dir)
 	case "status":
@@ -92,7 +99,12 @@ func build(ctx context.Context, names []string) error {
 	return nil
 }
 
-func up(ctx context.Context, dir string) error {
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
+func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
+
+func up(ctx context.Context, dir string, realNode bool, registries []string, rate string) error {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return err
@@ -111,13 +123,27 @@ func up(ctx context.Context, dir string) error {
 	}
 	if root, err := testcluster.FindRepoRoot("."); err == nil {
 		// Build what is missing (nothing, usually).
-		if err := testcluster.Build(ctx, root, testcluster.ClusterTools, os.Stderr); err != nil {
+		tools := testcluster.ClusterTools
+		if realNode {
+			tools = append(append([]string(nil), tools...), testcluster.RealNodeTools...)
+		}
+		if err := testcluster.Build(ctx, root, tools, os.Stderr); err != nil {
 			return err
+		}
+	}
+	if realNode {
+		if why := testcluster.RealNodeAvailable(); why != "" {
+			return errors.New(why)
 		}
 	}
 	c, err := testcluster.Start(ctx, testcluster.Options{Dir: abs, Log: os.Stderr, Detach: true})
 	if err != nil {
 		return err
+	}
+	if realNode {
+		if _, err := c.AddRealNode(ctx, testcluster.RealNodeOptions{Registries: registries, Rate: rate, Log: os.Stderr, Detach: true}); err != nil {
+			return errors.Join(err, testcluster.StopDir(abs))
+		}
 	}
 	fmt.Fprintf(os.Stderr, "testcluster: up; logs in %s, stop with `make cluster-down` (or testcluster down -dir %s)\n",
 		filepath.Join(abs, "logs"), dir)
