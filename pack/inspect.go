@@ -9,12 +9,10 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
+	"github.com/modelcar/modelcar/internal/limits"
 	"github.com/modelcar/modelcar/internal/ocilayout"
 	"github.com/modelcar/modelcar/internal/ref"
 )
-
-// maxManifestSize bounds manifests and configs read into memory.
-const maxManifestSize = 8 << 20
 
 // ImageInfo is what Inspect reports about a modelcar.
 type ImageInfo struct {
@@ -113,7 +111,7 @@ func Inspect(ctx context.Context, s string, platform v1.Platform) (*ImageInfo, e
 	}
 	var index *IndexInfo
 	if desc.MediaType.IsIndex() {
-		raw, err := rd.ReadBlob(desc.Digest, maxManifestSize)
+		raw, err := rd.ReadBlob(desc.Digest, limits.MaxManifestBytes)
 		if err != nil {
 			return nil, err
 		}
@@ -121,7 +119,7 @@ func Inspect(ctx context.Context, s string, platform v1.Platform) (*ImageInfo, e
 			return nil, err
 		}
 	}
-	mb, err := rd.ReadBlob(desc.Digest, maxManifestSize)
+	mb, err := rd.ReadBlob(desc.Digest, limits.MaxManifestBytes)
 	if err != nil {
 		return nil, err
 	}
@@ -129,7 +127,7 @@ func Inspect(ctx context.Context, s string, platform v1.Platform) (*ImageInfo, e
 	if err := json.Unmarshal(mb, &m); err != nil {
 		return nil, fmt.Errorf("%s: manifest %s: %w", s, desc.Digest, err)
 	}
-	cb, err := rd.ReadBlob(m.Config.Digest, maxManifestSize)
+	cb, err := rd.ReadBlob(m.Config.Digest, limits.MaxManifestBytes)
 	if err != nil {
 		return nil, err
 	}

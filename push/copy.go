@@ -12,6 +12,7 @@ import (
 	"oras.land/oras-go/v2"
 	"oras.land/oras-go/v2/content"
 
+	"github.com/modelcar/modelcar/internal/limits"
 	"github.com/modelcar/modelcar/internal/ref"
 )
 
@@ -133,9 +134,11 @@ func copyGraph(ctx context.Context, s, d *endpoint, root ocispec.Descriptor, tag
 	progress := o.progress
 	gopts := oras.CopyGraphOptions{
 		Concurrency: o.jobs,
+		// oras-go caches the manifests it walks; the same limit as every reader.
+		MaxMetadataBytes: limits.MaxManifestBytes,
 		// Largest blobs first, so the long transfers start at once.
 		FindSuccessors: func(ctx context.Context, f content.Fetcher, desc ocispec.Descriptor) ([]ocispec.Descriptor, error) {
-			succ, err := content.Successors(ctx, f, desc)
+			succ, err := children(ctx, f, desc)
 			if err != nil {
 				return nil, err
 			}
@@ -196,6 +199,9 @@ func copyError(err error) error {
 		side := "destination"
 		if ce.Origin == oras.CopyErrorOriginSource {
 			side = "source"
+		}
+		if ce.Op == "FindSuccessors" { // reading a manifest: its error says so
+			return fmt.Errorf("%s: %w", side, ce.Err)
 		}
 		return fmt.Errorf("%s: %s: %w", side, ce.Op, ce.Err)
 	}

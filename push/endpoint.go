@@ -19,12 +19,10 @@ import (
 	"oras.land/oras-go/v2/registry/remote/auth"
 	"oras.land/oras-go/v2/registry/remote/credentials"
 
+	"github.com/modelcar/modelcar/internal/limits"
 	"github.com/modelcar/modelcar/internal/ocilayout"
 	"github.com/modelcar/modelcar/internal/ref"
 )
-
-// maxManifestBytes bounds manifests and indexes read into memory.
-const maxManifestBytes = 8 << 20
 
 // endpoint is one side of a transfer.
 type endpoint struct {
@@ -131,7 +129,7 @@ func openRegistry(r ref.Ref, o *options, client *registryClient) (*endpoint, err
 	if err != nil {
 		return nil, fmt.Errorf("parsing reference %q: %w", r.Name.String(), err)
 	}
-	repo := &remote.Repository{Client: client.api, Reference: rr, PlainHTTP: o.plainHTTP, MaxMetadataBytes: maxManifestBytes}
+	repo := &remote.Repository{Client: client.api, Reference: rr, PlainHTTP: o.plainHTTP, MaxMetadataBytes: limits.MaxManifestBytes}
 	up := &uploader{client: client.upload, plainHTTP: o.plainHTTP, chunkSize: o.chunkSize, monolithic: o.monolithic,
 		state: newUploadState(o.stateDir), retries: o.retries, progress: o.progress}
 	if up.chunkSize == 0 {
@@ -331,7 +329,7 @@ func resolveLocal(r ocilayout.Reader, where, reference string, read func(v1.Hash
 	}
 	d, err := ocilayout.Resolve(r, where, tag, dg)
 	if err != nil && dg != nil {
-		b, rerr := read(*dg, maxManifestBytes)
+		b, rerr := read(*dg, limits.MaxManifestBytes)
 		if rerr != nil {
 			return ocispec.Descriptor{}, fmt.Errorf("%w: %w", err, errdef.ErrNotFound)
 		}

@@ -141,24 +141,7 @@ func TestChildOp(t *testing.T) {
 			}
 		}
 	}()
-	ctx := context.Background()
-	opts := []push.Option{push.WithPlainHTTP(true), push.WithStateDir(t.TempDir())}
-	if op.Jobs > 0 {
-		opts = append(opts, push.WithJobs(op.Jobs))
-	}
-	var err error
-	switch op.Op {
-	case "pull":
-		_, err = push.Pull(ctx, op.Src, op.Dst, push.PullOptions{}, opts...)
-	case "verify":
-		_, err = push.Verify(ctx, op.Src, op.Against, "", opts...)
-	case "mirror":
-		_, err = push.Copy(ctx, op.Src, op.Dst, opts...)
-	case "inspect":
-		_, err = push.ReadImage(ctx, op.Src, v1.Platform{}, opts...)
-	default:
-		t.Fatalf("unknown op %q", op.Op)
-	}
+	err := runOp(context.Background(), t, op)
 	r := childResult{}
 	if err != nil {
 		r.Err = err.Error()
@@ -401,4 +384,156 @@ func anyLayerNamed(msg string, layers []ocispec.Descriptor) bool {
 		}
 	}
 	return false
+}
+
+// hPadManifest pads the manifest m with an annotation so that it
+// marshals to exactly n bytes.
+func hPadManifest(t testing.TB, m *ocispec.Manifest, n int) {
+	t.Helper()
+	m.Annotations = map[string]string{"pad": ""}
+	b, err := json.Marshal(m)
+	if err != nil || len(b) > n {
+		t.Fatalf("manifest of %d bytes (%v), want %d", len(b), err, n)
+	}
+	m.Annotations["pad"] = strings.Repeat("x", n-len(b))
+}
+
+// hConfigOfSize is hWriteImage's edit that replaces the config with one of
+// exactly n bytes (a padded label), stored in the layout at dir.
+func hConfigOfSize(t testing.TB, dir string, layers []hLayer, n int) func(*ocispec.Manifest) {
+	return func(m *ocispec.Manifest) {
+		t.Helper()
+		cfg := ocispec.Image{Platform: ocispec.Platform{OS: "linux", Architecture: "amd64"}, RootFS: ocispec.RootFS{Type: "layers"},
+			Config: ocispec.ImageConfig{Labels: map[string]string{"pad": ""}}}
+		for _, l := range layers {
+			cfg.RootFS.DiffIDs = append(cfg.RootFS.DiffIDs, l.diffID)
+		}
+		b, err := json.Marshal(cfg)
+		if err != nil || len(b) > n {
+			t.Fatalf("config of %d bytes (%v), want %d", len(b), err, n)
+		}
+		cfg.Config.Labels["pad"] = strings.Repeat("x", n-len(b))
+		if b, err = json.Marshal(cfg); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(hLayoutBlob(dir, digest.FromBytes(b)), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		m.Config = ocispec.Descriptor{MediaType: ocispec.MediaTypeImageConfig, Digest: digest.FromBytes(b), Size: int64(len(b))}
+	}
+}
+
+// hArchive writes the layout at dir as an OCI archive and returns its
+// reference (tag v1).
+func hArchive(t testing.TB, dir string) string {
+	t.Helper()
+	file := dir + ".tar"
+	if err := ocilayout.WriteArchive(dir, file); err != nil {
+		t.Fatal(err)
+	}
+	return "oci-archive:" + file + ":v1"
+}
+
+// hRun runs op in this process and returns its error.
+func hRun(t *testing.T, op childOp) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	return runOp(ctx, t, op)
+}
+
+// runOp runs op (in this process) and returns its error.
+func runOp(ctx context.Context, t *testing.T, op childOp) error {
+	t.Helper()
+	opts := []push.Option{push.WithPlainHTTP(true), push.WithStateDir(t.TempDir())}
+	if op.Jobs > 0 {
+		opts = append(opts, push.WithJobs(op.Jobs))
+	}
+	var err error
+	switch op.Op {
+	case "pull":
+		_, err = push.Pull(ctx, op.Src, op.Dst, push.PullOptions{}, opts...)
+	case "verify":
+		_, err = push.Verify(ctx, op.Src, op.Against, "", opts...)
+	case "mirror":
+		_, err = push.Copy(ctx, op.Src, op.Dst, opts...)
+	case "inspect":
+		_, err = push.ReadImage(ctx, op.Src, v1.Platform{}, opts...)
+	default:
+		t.Fatalf("unknown op %q", op.Op)
+	}
+	return err
+}
+
+// hOps are the four readers, each given src.
+func hOps(t *testing.T, src string) []childOp {
+	return []childOp{
+		{Op: "pull", Src: src, Dst: filepath.Join(t.TempDir(), "pulled")},
+		{Op: "inspect", Src: src},
+		{Op: "mirror", Src: src, Dst: "oci:" + filepath.Join(t.TempDir(), "mirror") + ":v1"},
+		{Op: "verify", Src: src},
+	}
+}
+
+// TestHostileManifestLimit: a manifest or config of exactly
+// limits.MaxManifestBytes is read by pull, inspect, mirror and verify, from
+// a layout and an archive; one byte more is refused by all four, naming the
+// document and the limit (verify and mirror read any size: 725 MiB of RSS
+// for a 200 MB manifest). A 64 MiB manifest is refused by verify before it
+// costs memory.
+func TestHostileManifestLimit(t *testing.T) {
+	if testing.Short() {
+		t.Skip("writes 8 MiB documents 16 times")
+	}
+	layer := hTarLayer(t, map[string]string{"config.json": "{}"})
+	for _, doc := range []string{"manifest", "config"} {
+		for _, size := range []int{limits.MaxManifestBytes, limits.MaxManifestBytes + 1} {
+			name := fmt.Sprintf("%s-%d", doc, size)
+			dir := filepath.Join(t.TempDir(), "oci")
+			var edit func(*ocispec.Manifest)
+			if doc == "manifest" {
+				edit = func(m *ocispec.Manifest) { hPadManifest(t, m, size) }
+			} else {
+				edit = hConfigOfSize(t, dir, []hLayer{layer}, size)
+			}
+			img := hWriteImage(t, dir, []hLayer{layer}, edit)
+			what := img.desc.Digest.String()
+			if doc == "config" {
+				var m ocispec.Manifest
+				json.Unmarshal(img.manifest, &m)
+				what = m.Config.Digest.String()
+			}
+			for _, src := range []string{img.ref(), hArchive(t, dir)} {
+				for _, op := range hOps(t, src) {
+					t.Run(name+"/"+strings.Split(src, ":")[0]+"/"+op.Op, func(t *testing.T) {
+						err := hRun(t, op)
+						if size <= limits.MaxManifestBytes {
+							if err != nil {
+								t.Fatalf("%s of a %s of %d bytes: %v", op.Op, doc, size, err)
+							}
+							return
+						}
+						if err == nil || !strings.Contains(err.Error(), what) || !strings.Contains(err.Error(), "8 MiB limit") {
+							t.Fatalf("%s of a %s of %d bytes: %v, want an error naming %s and the 8 MiB limit", op.Op, doc, size, err, what)
+						}
+						t.Logf("%s: %v", op.Op, err)
+						logHostile(t, doc+"-over-limit/"+strings.Split(src, ":")[0]+"/"+op.Op, failedClearly, 0)
+					})
+				}
+			}
+		}
+	}
+	t.Run("manifest-64MiB/verify", func(t *testing.T) {
+		dir := filepath.Join(t.TempDir(), "oci")
+		img := hWriteImage(t, dir, []hLayer{layer}, func(m *ocispec.Manifest) { hPadManifest(t, m, 64<<20) })
+		r := runChild(t, childOp{Op: "verify", Src: img.ref()})
+		t.Logf("verify: %s", r)
+		if !strings.Contains(r.Err, img.desc.Digest.String()) || !strings.Contains(r.Err, "limit") {
+			t.Errorf("verify of a 64 MiB manifest: %s, want it refused naming %s", r, img.desc.Digest)
+		}
+		if r.HWM >= limits.MemoryBound {
+			t.Errorf("verify of a 64 MiB manifest: %s, want a peak under %s", r, limits.Bytes(limits.MemoryBound))
+		}
+		logHostile(t, "manifest-64MiB/verify", failedClearly, 0, fmt.Sprintf("peak_rss_mib=%d", r.HWM>>20))
+	})
 }

@@ -19,21 +19,9 @@ import (
 	"github.com/modelcar/modelcar/pack"
 )
 
-// fetchManifest reads a manifest or index, verifying size and digest.
-func fetchManifest(ctx context.Context, f content.Fetcher, desc ocispec.Descriptor) ([]byte, error) {
-	if desc.Size > maxManifestBytes {
-		return nil, fmt.Errorf("manifest %s is %d bytes, more than %d", desc.Digest, desc.Size, maxManifestBytes)
-	}
-	b, err := content.FetchAll(ctx, f, desc)
-	if err != nil {
-		return nil, fmt.Errorf("fetching %s: %w", desc.Digest, err)
-	}
-	return b, nil
-}
-
 // imageOf returns the image at desc, picking the platform from an index.
 func imageOf(ctx context.Context, f content.Fetcher, desc ocispec.Descriptor, platform v1.Platform) (v1.Image, error) {
-	b, err := fetchManifest(ctx, f, desc)
+	b, err := fetchDocument(ctx, f, docKind(desc.MediaType), desc)
 	if err != nil {
 		return nil, err
 	}
@@ -61,9 +49,9 @@ func imageOf(ctx context.Context, f content.Fetcher, desc ocispec.Descriptor, pl
 	if err := json.Unmarshal(b, &m); err != nil {
 		return nil, fmt.Errorf("manifest %s: %w", desc.Digest, err)
 	}
-	cfg, err := fetchManifest(ctx, f, ocispec.Descriptor{MediaType: string(m.Config.MediaType), Digest: digest.Digest(m.Config.Digest.String()), Size: m.Config.Size})
+	cfg, err := fetchDocument(ctx, f, "config", ocispec.Descriptor{MediaType: string(m.Config.MediaType), Digest: digest.Digest(m.Config.Digest.String()), Size: m.Config.Size})
 	if err != nil {
-		return nil, fmt.Errorf("config of %s: %w", desc.Digest, err)
+		return nil, fmt.Errorf("manifest %s: %w", desc.Digest, err)
 	}
 	var cf v1.ConfigFile
 	if err := json.Unmarshal(cfg, &cf); err != nil {
@@ -177,7 +165,7 @@ func ReadImage(ctx context.Context, src string, platform v1.Platform, opts ...Op
 	}
 	var out RawImage
 	if types.MediaType(root.MediaType).IsIndex() {
-		if out.Index, err = fetchManifest(ctx, s.target, root); err != nil {
+		if out.Index, err = fetchDocument(ctx, s.target, "index", root); err != nil {
 			return nil, fmt.Errorf("%s: %w", src, err)
 		}
 		if out.IndexDigest, err = v1.NewHash(root.Digest.String()); err != nil {

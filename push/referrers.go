@@ -6,6 +6,7 @@ import (
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/modelcar/modelcar/internal/limits"
 	"github.com/modelcar/modelcar/internal/ocilayout"
 )
 
@@ -21,7 +22,7 @@ func localReferrers(r ocilayout.Reader, desc ocispec.Descriptor, artifactType st
 		if !d.MediaType.IsImage() && d.MediaType != "application/vnd.oci.artifact.manifest.v1+json" {
 			continue
 		}
-		b, err := r.ReadBlob(d.Digest, maxManifestBytes)
+		b, err := r.ReadBlob(d.Digest, limits.MaxManifestBytes)
 		if err != nil {
 			return err
 		}

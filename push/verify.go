@@ -75,11 +75,11 @@ func Verify(ctx context.Context, src, against, prefix string, opts ...Option) (*
 		seen[desc.Digest.String()] = true
 		mu.Unlock()
 		if isManifest(desc.MediaType) {
-			// content.Successors fetches and verifies the manifest.
-			succ, err := content.Successors(ctx, s.target, desc)
+			// children fetches and verifies the manifest, within the limit.
+			succ, err := children(ctx, s.target, desc)
 			mu.Lock()
 			if err != nil {
-				errs = append(errs, fmt.Errorf("manifest %s: %w", desc.Digest, err))
+				errs = append(errs, err) // it names the manifest
 			} else {
 				res.Blobs++
 				res.Bytes += desc.Size

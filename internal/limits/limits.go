@@ -1,7 +1,8 @@
 // Package limits owns the bounds modelcar puts on what it reads from a
 // registry, an OCI image layout or an OCI archive, so that a hostile or
 // broken source costs bounded memory and time: every reader (pull, inspect,
-// mirror, verify, pack --base) imports these instead of keeping its own.
+// mirror, verify, and internal/ocilayout under them) imports these instead
+// of keeping its own, so that an image one of them refuses all refuse.
 //
 // What stays bounded, at the default parallelism (4 to 8 jobs): the peak
 // memory of pull, mirror and verify stays under MemoryBound whatever the

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/modelcar/modelcar/internal/limits"
 )
 
 // WriteArchive writes the layout in dir as an OCI archive (a tar of the
@@ -347,7 +349,7 @@ func indexArchive(file string, f readerAtCloser, size int64) (*Archive, error) {
 // rawEntry reads a small entry (index.json) as it is stored.
 func (a *Archive) rawEntry(name string) ([]byte, error) {
 	s, ok := a.entries[name]
-	if !ok || s.size > 64<<20 {
+	if !ok || s.size > limits.MaxManifestBytes {
 		return nil, fmt.Errorf("archive %s: no usable %s", a.File, name)
 	}
 	return io.ReadAll(io.NewSectionReader(a.f, s.off, s.size))
@@ -362,8 +364,8 @@ func (a *Archive) Index() (*v1.IndexManifest, error) {
 	if !ok {
 		return nil, fmt.Errorf("archive %s: no index.json", a.File)
 	}
-	if s.size > 64<<20 {
-		return nil, fmt.Errorf("archive %s: index.json is %d bytes", a.File, s.size)
+	if s.size > limits.MaxManifestBytes {
+		return nil, &limits.TooLargeError{What: fmt.Sprintf("archive %s: index.json", a.File), Size: s.size, Limit: limits.MaxManifestBytes}
 	}
 	var idx v1.IndexManifest
 	if err := json.NewDecoder(io.NewSectionReader(a.f, s.off, s.size)).Decode(&idx); err != nil {

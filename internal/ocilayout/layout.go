@@ -27,6 +27,8 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/modelcar/modelcar/internal/limits"
 )
 
 const (
@@ -352,15 +354,37 @@ func (c ctxReader) Read(p []byte) (int, error) {
 
 // Index reads index.json.
 func (l *Layout) Index() (*v1.IndexManifest, error) {
-	b, err := os.ReadFile(filepath.Join(l.Dir, indexFile))
+	b, err := readSmall(filepath.Join(l.Dir, indexFile), fmt.Sprintf("layout %s: index.json", l.Dir))
 	if err != nil {
-		return nil, fmt.Errorf("layout %s: %w", l.Dir, err)
+		return nil, err
 	}
 	var idx v1.IndexManifest
 	if err := json.Unmarshal(b, &idx); err != nil {
 		return nil, fmt.Errorf("layout %s: index.json: %w", l.Dir, err)
 	}
 	return &idx, nil
+}
+
+// readSmall reads a JSON document of the layout whole (what names it in
+// errors), refusing one over limits.MaxManifestBytes.
+func readSmall(path, what string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, limits.MaxManifestBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	if len(b) > limits.MaxManifestBytes {
+		size := int64(-1)
+		if st, err := f.Stat(); err == nil && st.Mode().IsRegular() {
+			size = st.Size()
+		}
+		return nil, &limits.TooLargeError{What: what, Size: size, Limit: limits.MaxManifestBytes}
+	}
+	return b, nil
 }
 
 // WriteIndex replaces index.json atomically.

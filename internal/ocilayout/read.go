@@ -11,6 +11,8 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/modelcar/modelcar/internal/limits"
 )
 
 // Reader is a layout or an archive opened for reading.
@@ -54,7 +56,7 @@ func (a *Archive) ReadBlob(h v1.Hash, max int64) ([]byte, error) {
 // Resolve picks the index.json entry named by tag or digest. With neither,
 // a store holding exactly one image, or exactly one tagged image, yields it.
 // A digest not in index.json is also looked up in the image indexes it
-// lists (and the indexes those list, down to maxIndexDepth), so a platform
+// lists (and the indexes those list, down to limits.MaxIndexDepth), so a platform
 // image inside a multi-platform index can be named by its digest.
 func Resolve(r Reader, where, tag string, dgst *v1.Hash) (v1.Descriptor, error) {
 	idx, err := r.Index()
@@ -100,18 +102,11 @@ func Resolve(r Reader, where, tag string, dgst *v1.Hash) (v1.Descriptor, error) 
 	return v1.Descriptor{}, fmt.Errorf("%s: holds %d images; name one with :TAG (have: %s)", where, len(idx.Manifests), tagList(idx))
 }
 
-// maxIndexDepth bounds how deep Resolve looks into nested image indexes
-// (index.json is depth 0); maxIndexBytes bounds each index read.
-const (
-	maxIndexDepth = 4
-	maxIndexBytes = 8 << 20
-)
-
 // findInIndexes looks for want among the children of the image indexes in
 // descs, breadth first. Indexes that cannot be read (a blob left out of a
 // partial copy) are skipped.
 func findInIndexes(r Reader, descs []v1.Descriptor, want v1.Hash, depth int, seen map[v1.Hash]bool) (v1.Descriptor, bool) {
-	if depth > maxIndexDepth {
+	if depth > limits.MaxIndexDepth {
 		return v1.Descriptor{}, false
 	}
 	var next []v1.Descriptor
@@ -120,7 +115,7 @@ func findInIndexes(r Reader, descs []v1.Descriptor, want v1.Hash, depth int, see
 			continue
 		}
 		seen[d.Digest] = true
-		b, err := r.ReadBlob(d.Digest, maxIndexBytes)
+		b, err := r.ReadBlob(d.Digest, limits.MaxManifestBytes)
 		if err != nil {
 			continue
 		}
@@ -147,7 +142,7 @@ func findInIndexes(r Reader, descs []v1.Descriptor, want v1.Hash, depth int, see
 // sniffMediaType reads the mediaType field of a manifest or index blob, for
 // a descriptor that lacks one.
 func sniffMediaType(r Reader, h v1.Hash) types.MediaType {
-	b, err := r.ReadBlob(h, maxIndexBytes)
+	b, err := r.ReadBlob(h, limits.MaxManifestBytes)
 	if err != nil {
 		return ""
 	}

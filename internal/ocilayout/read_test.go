@@ -7,6 +7,8 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/modelcar/modelcar/internal/limits"
 )
 
 // A digest of a platform image inside an index listed in index.json (or of
@@ -81,7 +83,7 @@ func TestResolveNestedBounded(t *testing.T) {
 	}
 	img := writeImage(t, l, "leaf", 10, nil)
 	d := img
-	for range maxIndexDepth + 1 {
+	for range limits.MaxIndexDepth + 1 {
 		d = writeIndex(t, l, d)
 	}
 	if err := l.Tag(d, "deep"); err != nil {
@@ -89,7 +91,7 @@ func TestResolveNestedBounded(t *testing.T) {
 	}
 	h := img.Digest
 	if _, err := Resolve(l, "l", "", &h); err == nil {
-		t.Errorf("found an image %d indexes deep; the bound is %d", maxIndexDepth+1, maxIndexDepth)
+		t.Errorf("found an image %d indexes deep; the bound is %d", limits.MaxIndexDepth+1, limits.MaxIndexDepth)
 	}
 	// Within the bound it is found, past an index whose blob is missing.
 	absent := v1.Descriptor{MediaType: types.OCIImageIndex, Size: 2, Digest: v1.Hash{Algorithm: "sha256", Hex: strings.Repeat("1", 64)}}
