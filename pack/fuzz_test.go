@@ -91,12 +91,12 @@ func FuzzValidateIndex(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		order, weightMap, err := parseIndex(bytes.NewReader(data))
 		// The generic JSON check must accept everything parseIndex does.
-		jsonErr := validateJSONStream(bytes.NewReader(data))
+		jsonErr := checkJSON(bytes.NewReader(data))
 		if err != nil {
 			return
 		}
 		if jsonErr != nil {
-			t.Fatalf("parseIndex accepted what validateJSONStream rejects: %v", jsonErr)
+			t.Fatalf("parseIndex accepted what checkJSON rejects: %v", jsonErr)
 		}
 		if weightMap == nil {
 			t.Fatal("nil weightMap without error")

@@ -3,6 +3,7 @@ package pack
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -106,7 +107,7 @@ func ResolveHF(s, cache string) (*HFModel, error) {
 	if hfCommitRE.MatchString(rev) {
 		m.Commit = rev
 	} else {
-		b, err := os.ReadFile(filepath.Join(repoDir, "refs", filepath.FromSlash(rev)))
+		b, err := readHFRef(filepath.Join(repoDir, "refs", filepath.FromSlash(rev)))
 		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.EISDIR) {
 			return nil, fmt.Errorf("%s: revision %q is not in the cache (has: %s)", s, rev, hfCached(repoDir))
 		}
@@ -123,6 +124,35 @@ func ResolveHF(s, cache string) (*HFModel, error) {
 		return nil, fmt.Errorf("%s: commit %s has no snapshot in the cache (has: %s)", s, m.Commit, hfCached(repoDir))
 	}
 	return m, nil
+}
+
+// maxHFRefSize is the most of a refs/ file ResolveHF reads: it holds a
+// 40-digit commit hash.
+const maxHFRefSize = 1 << 10
+
+// readHFRef reads a refs/ file: a regular file (opened without blocking on
+// a FIFO) of at most maxHFRefSize bytes. A directory is syscall.EISDIR.
+func readHFRef(p string) ([]byte, error) {
+	f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if st.IsDir() {
+		return nil, syscall.EISDIR
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is a %s, not a file holding a commit hash", p, describeMode(st.Mode()))
+	}
+	b, err := io.ReadAll(io.LimitReader(f, maxHFRefSize+1))
+	if err == nil && len(b) > maxHFRefSize {
+		err = fmt.Errorf("%s is over %d bytes, not a file holding a commit hash", p, maxHFRefSize)
+	}
+	return b, err
 }
 
 // hfCached lists the refs and snapshot commits of a cached repository.

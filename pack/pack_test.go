@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -424,6 +425,18 @@ func TestResolveHF(t *testing.T) {
 			t.Errorf("ResolveHF(%s) = %+v, %v; want %s", s, got, err, snap)
 		}
 	}
+	// A ref that is 1 GiB (sparse) or a FIFO is not read without bound, or
+	// waited on.
+	writeHFCache(t, m, cache, "Org/Hostile", commit)
+	refs := filepath.Join(cache, "models--Org--Hostile", "refs")
+	if f, err := os.Create(filepath.Join(refs, "huge")); err != nil || f.Truncate(1<<30) != nil {
+		t.Fatal(err)
+	} else {
+		f.Close()
+	}
+	if err := syscall.Mkfifo(filepath.Join(refs, "fifo"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	other := strings.Repeat("cd", 20)
 	for _, tc := range []struct{ s, want string }{
 		{"hf:Org/Other", "hf:Org/Other: not in the Hugging Face cache " + cache + " (download it first: hf download Org/Other"},
@@ -435,9 +448,18 @@ func TestResolveHF(t *testing.T) {
 		{"hf:Org/Model-7B@/main", "want hf:ORG/NAME[@REVISION]"},
 		{"hf:Org/Model-7B@./main", "want hf:ORG/NAME[@REVISION]"},
 		{"hf:Org/Model-7B@pr", `revision "pr" is not in the cache`},
+		{"hf:Org/Hostile@huge", "refs/huge is over 1024 bytes, not a file holding a commit hash"},
+		{"hf:Org/Hostile@fifo", "refs/fifo is a named pipe, not a file holding a commit hash"},
 	} {
-		if _, err := pack.ResolveHF(tc.s, cache); err == nil || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("ResolveHF(%s): %v, want an error with %q", tc.s, err, tc.want)
+		done := make(chan error, 1)
+		go func() { _, err := pack.ResolveHF(tc.s, cache); done <- err }()
+		select {
+		case err := <-done:
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("ResolveHF(%s): %v, want an error with %q", tc.s, err, tc.want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("ResolveHF(%s) still waiting after 10s", tc.s)
 		}
 	}
 }

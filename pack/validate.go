@@ -1,7 +1,6 @@
 package pack
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -65,9 +64,11 @@ type validateJob struct {
 //
 //   - every .safetensors file's header (see ReadSafetensorsHeader) against
 //     the file's size;
-//   - every .json file is one well-formed JSON value (streamed, so large
-//     tokenizer files are never held in memory);
-//   - every *.safetensors.index.json and *.bin.index.json names only shards
+//   - every .json file is one well-formed JSON value, nested at most
+//     MaxJSONDepth deep (streamed in constant memory, however large the file
+//     or any string in it);
+//   - every *.safetensors.index.json and *.bin.index.json is at most
+//     MaxShardIndexSize bytes and names only shards
 //     that are among files, and for safetensors indexes weight_map and the
 //     shards' headers agree tensor for tensor.
 //
@@ -193,34 +194,14 @@ func runValidateJob(ctx context.Context, j *validateJob) error {
 	case validateSafetensors:
 		j.header, err = ReadSafetensorsHeader(fh, size)
 	case validateSafetensorsIndex, validateBinIndex:
+		if size > MaxShardIndexSize {
+			return fmt.Errorf("%d bytes, over the limit of %d MiB for a shard index", size, MaxShardIndexSize>>20)
+		}
 		j.order, j.weightMap, err = parseIndex(r)
 	default:
-		if size <= maxInMemoryJSON {
-			err = validateJSONBytes(r, size)
-		} else {
-			err = validateJSONStream(r)
-		}
+		err = checkJSON(r)
 	}
 	return err
-}
-
-// maxInMemoryJSON is the size up to which a JSON file is checked in one
-// piece with json.Valid (about 15 times faster than the token stream, which
-// matters for a re-pack of an unchanged model); larger files are streamed so
-// memory stays bounded.
-const maxInMemoryJSON = 32 << 20
-
-// validateJSONBytes reads a JSON file of known size and checks it; on a
-// syntax error it re-scans with the token stream for a precise message.
-func validateJSONBytes(r io.Reader, size int64) error {
-	b := make([]byte, size)
-	if _, err := io.ReadFull(r, b); err != nil {
-		return err
-	}
-	if json.Valid(b) {
-		return nil
-	}
-	return validateJSONStream(bytes.NewReader(b))
 }
 
 // checkIndex checks an index against the model's files and, for a
@@ -403,7 +384,8 @@ func parseIndexMetadata(dec *json.Decoder) error {
 	return jsonExpectDelim(dec, '}', "metadata")
 }
 
-// jsonSkipValue reads and discards one complete JSON value.
+// jsonSkipValue reads and discards one complete JSON value, nested at most
+// MaxJSONDepth deep.
 func jsonSkipValue(dec *json.Decoder) error {
 	depth := 0
 	for {
@@ -414,6 +396,9 @@ func jsonSkipValue(dec *json.Decoder) error {
 		switch tok {
 		case json.Delim('{'), json.Delim('['):
 			depth++
+			if depth > MaxJSONDepth {
+				return fmt.Errorf("invalid JSON at byte %d: nested deeper than %d levels", dec.InputOffset()-1, MaxJSONDepth)
+			}
 		case json.Delim('}'), json.Delim(']'):
 			depth--
 		}
@@ -421,31 +406,6 @@ func jsonSkipValue(dec *json.Decoder) error {
 			return nil
 		}
 	}
-}
-
-// validateJSONStream checks that r holds exactly one JSON value, possibly
-// surrounded by whitespace, reading it token by token so that memory use is
-// bounded by the largest single string or number, not by the file.
-func validateJSONStream(r io.Reader) error {
-	dec := json.NewDecoder(r)
-	dec.UseNumber()
-	depth := 0
-	for first := true; first || depth > 0; first = false {
-		tok, err := dec.Token()
-		if err == io.EOF && first {
-			return errors.New("no JSON value: the file is empty or all whitespace")
-		}
-		if err != nil {
-			return jsonErr(dec, err)
-		}
-		switch tok {
-		case json.Delim('{'), json.Delim('['):
-			depth++
-		case json.Delim('}'), json.Delim(']'):
-			depth--
-		}
-	}
-	return jsonExpectEOF(dec)
 }
 
 // validateCtxReader fails reads once ctx is done, so a long scan of a large

@@ -1,7 +1,13 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -50,6 +56,155 @@ func TestHostilePackSymlinkOutside(t *testing.T) {
 			if r.code != 0 || !strings.Contains(r.stdout, `"tokenizer.model"`) {
 				t.Errorf("pack --follow-external-symlinks: %+v", r)
 			}
+		})
+	}
+}
+
+// cliChildEnv makes the test binary run the CLI on its arguments instead of
+// the tests, and report its peak memory (cliChild).
+const cliChildEnv = "MODELCAR_TEST_CLI_CHILD"
+
+// cliChild runs the CLI when the test binary was started by runPeak, and
+// then prints the process's peak resident memory (VmHWM: that of this
+// program, unlike getrusage's ru_maxrss, which also counts the parent's
+// memory the child shared until exec).
+func cliChild() (int, bool) {
+	if os.Getenv(cliChildEnv) == "" {
+		return 0, false
+	}
+	code := execute(context.Background(), os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	status, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "reading VmHWM:", err)
+		return 3, true
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			fmt.Fprintln(os.Stderr, "VmHWM:", strings.TrimSpace(v))
+		}
+	}
+	return code, true
+}
+
+// runPeak runs modelcar (as the test binary, see cliChild) with args and
+// returns its result and peak resident memory in bytes.
+func runPeak(t *testing.T, args ...string) (result, int64) {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(self, args...)
+	var so, se bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &so, &se
+	cmd.Env = append(os.Environ(), cliChildEnv+"=1", "XDG_CACHE_HOME="+t.TempDir())
+	err = cmd.Run()
+	r := result{stdout: so.String()}
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		r.code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	stderr, hwm, ok := strings.Cut(se.String(), "VmHWM:")
+	r.stderr = stderr
+	var kb int64
+	if _, err := fmt.Sscanf(strings.TrimSpace(hwm), "%d kB", &kb); !ok || err != nil {
+		t.Fatalf("no VmHWM from the child (%v): %s", err, se.String())
+	}
+	return r, kb << 10
+}
+
+// hostileJSONRSSBound is the peak resident memory allowed to a pack of a
+// 1 MiB model beside one hostile JSON file of up to 80 MiB. The same pack
+// of the model alone peaks at 45-52 MiB (measured; the test binary that
+// runs it is larger than modelcar); before JSON was validated in bounded
+// memory, 64 MiB of nested brackets took 2.2 GiB, the 64 MiB string 246 MiB
+// and the 80 MiB index 334 MiB.
+const hostileJSONRSSBound = 96 << 20
+
+// TestHostilePackJSON: JSON files crafted to make validation take memory
+// in proportion to their size (64 MiB of nested brackets, a 64 MiB string,
+// an index whose metadata nests deeply, an index over the size limit) are
+// refused (or, for the string, packed) with the pack's peak memory under
+// hostileJSONRSSBound.
+func TestHostilePackJSON(t *testing.T) {
+	const size = 64 << 20
+	for _, tc := range []struct {
+		name, file string
+		content    func(w *bufio.Writer)
+		want       string // "" when the pack succeeds
+	}{
+		{"alone", "", nil, ""},
+		{"nested-arrays", "tokenizer.json", func(w *bufio.Writer) {
+			for range size {
+				w.WriteByte('[')
+			}
+		}, "tokenizer.json: invalid JSON at byte 10000: nested deeper than 10000 levels"},
+		{"huge-string", "tokenizer.json", func(w *bufio.Writer) {
+			w.WriteString(`{"merges": "`)
+			for range size {
+				w.WriteByte('a')
+			}
+			w.WriteString(`"}`)
+		}, ""},
+		{"index-nested-metadata", "model.safetensors.index.json", func(w *bufio.Writer) {
+			w.WriteString(`{"metadata": {"x": `)
+			for range 16 << 20 {
+				w.WriteByte('[')
+			}
+		}, "model.safetensors.index.json: metadata: x: invalid JSON at byte 10019: nested deeper than 10000 levels"},
+		{"index-over-limit", "model.safetensors.index.json", func(w *bufio.Writer) {
+			w.WriteString(`{"weight_map": {`)
+			for i := range size / 40 {
+				fmt.Fprintf(w, `"model.layers.%d.weight": "model.safetensors",`, i)
+			}
+			w.WriteString(`"x": "model.safetensors"}}`)
+		}, "model.safetensors.index.json: 84452703 bytes, over the limit of 64 MiB for a shard index"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := genModel(t)
+			if tc.content != nil {
+				f, err := os.Create(filepath.Join(m.Dir, tc.file))
+				if err != nil {
+					t.Fatal(err)
+				}
+				w := bufio.NewWriter(f)
+				tc.content(w)
+				if err := w.Flush(); err != nil {
+					t.Fatal(err)
+				}
+				f.Close()
+			}
+			parent := t.TempDir()
+			r, peak := runPeak(t, "pack", m.Dir, "--output", "oci:"+parent+"/out", "-q", "--no-cache")
+			t.Logf("pack with %s: peak RSS %.1f MiB; %s", tc.name, float64(peak)/(1<<20), strings.TrimSpace(r.stderr+r.stdout))
+			if tc.want == "" {
+				if r.code != 0 {
+					t.Fatalf("pack: %+v", r)
+				}
+			} else {
+				if r.code != 1 {
+					t.Fatalf("pack of %s: %+v", tc.name, r)
+				}
+				if !strings.Contains(r.stderr, tc.want) {
+					t.Errorf("error lacks %q: %s", tc.want, r.stderr)
+				}
+				if ents, _ := os.ReadDir(parent); len(ents) != 0 {
+					t.Errorf("refused pack left %d entries", len(ents))
+				}
+			}
+			if peak > hostileJSONRSSBound {
+				t.Errorf("pack with %s: peak RSS %d MiB, over the bound of %d MiB", tc.name, peak>>20, hostileJSONRSSBound>>20)
+			}
+			if tc.content == nil {
+				return
+			}
+			outcome := "failed-clearly"
+			if tc.want == "" {
+				outcome = "survived"
+			}
+			t.Logf("FAULT name=hostile/pack-json-%s/pack outcome=%s bytes_lost=0 peak_rss=%d", tc.name, outcome, peak)
 		})
 	}
 }

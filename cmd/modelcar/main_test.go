@@ -18,6 +18,9 @@ var binary string
 
 // TestMain builds the modelcar binary once; the tests run it as users do.
 func TestMain(m *testing.M) {
+	if code, ok := cliChild(); ok {
+		os.Exit(code)
+	}
 	dir, err := os.MkdirTemp("", "modelcar-cli-")
 	if err != nil {
 		panic(err)
