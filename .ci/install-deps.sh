@@ -11,8 +11,9 @@ set -euo pipefail
 
 # containerd's ctr imports the real test node's pause image; gcc, libc6-dev,
 # pkg-config and libseccomp-dev build its runc (cgo, seccomp);
-# containernetworking-plugins gives its pods a bridge network.
-packages=(docker-registry skopeo containerd tar iproute2 util-linux gcc libc6-dev pkg-config libseccomp-dev containernetworking-plugins)
+# containernetworking-plugins gives its pods a bridge network; busybox-static
+# is the shell base of the modelcars its tests run.
+packages=(docker-registry skopeo containerd tar iproute2 util-linux busybox-static gcc libc6-dev pkg-config libseccomp-dev containernetworking-plugins)
 
 missing=()
 for pkg in "${packages[@]}"; do

@@ -979,3 +979,35 @@ func readJSONFile(path string, v any) error {
 	}
 	return nil
 }
+
+// attachRealNode returns the real node called name that the cluster's
+// starter made (its state in the cluster's directory), or nil when there is
+// none. Stop on it does nothing.
+func (c *Cluster) attachRealNode(ctx context.Context, name string) (*RealNode, error) {
+	dir := filepath.Join(nodesDir(c.Dir), name)
+	var st nodeState
+	if err := readJSONFile(filepath.Join(dir, nodeStateFile), &st); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	node, err := c.client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("real node %s (state in %s): %w", name, dir, err)
+	}
+	if why := unschedulable(node); why != "" {
+		return nil, fmt.Errorf("real node %s is %s%s", name, why, readyMessage(node))
+	}
+	procs, err := runningIn(c.Dir)
+	if err != nil {
+		return nil, err
+	}
+	n := &RealNode{Name: name, Dir: dir, NetNS: st.NetNS, IP: st.NodeIP, ContainerdSocket: st.Socket, state: st, cluster: c}
+	for _, p := range procs {
+		if strings.HasPrefix(p.name, name+"-") {
+			n.procs = append(n.procs, p)
+		}
+	}
+	return n, nil
+}

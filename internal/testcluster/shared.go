@@ -3,6 +3,7 @@ package testcluster
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"sync"
@@ -215,4 +216,58 @@ func (c *Cluster) Nodes(t testing.TB, pool NodePool) []string {
 		t.Fatalf("testcluster: adding nodes: %v", err)
 	}
 	return names
+}
+
+// RealNode gives t a real node (AddRealNode) that pulls from registries:
+// the one `make cluster-up REAL_NODE=1` started when Shared attached to
+// that cluster and it has one called opts.Name (default real-0), else a new
+// one, stopped and removed when t ends. Without root, the node's tools or
+// its binaries it skips, unless MODELCAR_E2E=1, which fails.
+func (c *Cluster) RealNode(t testing.TB, opts RealNodeOptions) *RealNode {
+	t.Helper()
+	opts.defaults()
+	ctx, cancel := context.WithTimeout(context.Background(), nodeStartTimeout+time.Minute)
+	defer cancel()
+	if !c.owned {
+		n, err := c.attachRealNode(ctx, opts.Name)
+		if err != nil {
+			t.Fatalf("testcluster: %v", err)
+		}
+		if n != nil {
+			for _, r := range opts.Registries {
+				if err := n.AddRegistry(ctx, r); err != nil {
+					t.Fatalf("testcluster: node %s: registry %s: %v", n.Name, r, err)
+				}
+			}
+			return n
+		}
+	}
+	if why := RealNodeAvailable(); why != "" {
+		if os.Getenv(E2EEnv) == "1" {
+			t.Fatalf("%s (%s=1: a real node that cannot start fails instead of skipping)", why, E2EEnv)
+		}
+		t.Skip(why + " (set " + E2EEnv + "=1 to fail instead of skipping)")
+	}
+	if opts.Log == nil || opts.Log == io.Discard {
+		opts.Log = testWriter{t}
+	}
+	n, err := c.AddRealNode(ctx, opts)
+	if err != nil {
+		t.Fatalf("testcluster: real node: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		if err := n.Stop(ctx); err != nil {
+			t.Errorf("testcluster: stopping node %s: %v", n.Name, err)
+		}
+	})
+	return n
+}
+
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
 }
