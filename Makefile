@@ -9,7 +9,7 @@ BIN     := bin/modelcar
 WORK    := .work
 SIZE    ?= 2GiB
 
-.PHONY: all build test test-short deps demo bench bench-coldstart lint fmt clean cluster-up cluster-down image chart test-faults
+.PHONY: all build test test-short deps demo bench bench-coldstart lint fmt clean cluster-up cluster-down registry registry-down image chart test-faults
 
 all: build
 
@@ -118,11 +118,27 @@ clean:
 # MODELCAR_CLUSTER_KUBECONFIG names its kubeconfig.
 CLUSTER_DIR ?= $(WORK)/cluster
 
+#
+# REAL_NODE=1 adds a real node, real-0 (kubelet, containerd 2.4.2, runc;
+# root): it pulls from the registry of `make registry` over a link shaped to
+# NODE_RATE (tc syntax, default 1gbit), in a network namespace of its own.
+REAL_NODE ?=
+NODE_RATE ?= 1gbit
 cluster-up:
-	@go run ./internal/cmd/testcluster up -dir $(CLUSTER_DIR)
+	@go run ./internal/cmd/testcluster up -dir $(CLUSTER_DIR) $(if $(REAL_NODE),-real-node -registry $(REGISTRY_ADDR) -rate $(NODE_RATE))
 
 cluster-down:
 	@go run ./internal/cmd/testcluster down -dir $(CLUSTER_DIR)
+
+# A local registry for trying modelcar: Debian's docker-registry on
+# $(REGISTRY_ADDR) (plain HTTP, storage in $(WORK)/registry), detached;
+# `make registry-down` stops it. Push to it with --plain-http.
+REGISTRY_ADDR ?= 127.0.0.1:5000
+registry: deps
+	@go run ./internal/cmd/testcluster registry-up -dir $(WORK)/registry -addr $(REGISTRY_ADDR)
+
+registry-down:
+	@go run ./internal/cmd/testcluster registry-down -dir $(WORK)/registry
 
 # Fault injection, crash consistency, hostile inputs and fuzzing, with the
 # figures the README shows (internal/cmd/faultsummary/README.md): the fault

@@ -36,6 +36,8 @@ func usage() {
        testcluster up     [-dir DIR] [-real-node [-registry HOST:PORT]... [-rate 1gbit]]
        testcluster down   [-dir DIR]
        testcluster status [-dir DIR]
+       testcluster registry-up   [-dir DIR] [-addr 127.0.0.1:5000]
+       testcluster registry-down [-dir DIR]
 
 Binaries are cached in $%s or ~/.cache/modelcar-testenv/tools.
 `, testcluster.ToolsBinEnv)
@@ -54,6 +56,7 @@ func main() {
 	realNode := fs.Bool("real-node", false, "up: add a real node (kubelet, containerd, runc; root) named real-0 beside the kwok nodes")
 	var registries multiFlag
 	fs.Var(&registries, "registry", "up -real-node: a plain-HTTP registry on 127.0.0.1 (HOST:PORT) the real node pulls from; repeatable")
+	addr := fs.String("addr", "127.0.0.1:5000", "registry-up: the registry's address")
 	rate := fs.String("rate", "1gbit", "up -real-node: the real node's pull link rate (tc syntax), or none")
 	fs.Usage = usage
 	if err := fs.Parse(args); err != nil {
@@ -72,6 +75,14 @@ func main() {
 		err = down(*dir)
 	case "status":
 		err = status(ctx, *dir)
+	case "registry-up":
+		err = testcluster.StartRegistry(ctx, *dir, *addr)
+		if err == nil {
+			fmt.Fprintf(os.Stderr, "testcluster: registry on http://%s (storage in %s; stop with make registry-down)\n", *addr, *dir)
+			fmt.Println(*addr)
+		}
+	case "registry-down":
+		err = testcluster.StopDir(*dir)
 	case "-h", "-help", "--help", "help":
 		usage()
 		return
