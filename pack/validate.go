@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+
+	"github.com/modelcar/modelcar/internal/limits"
 )
 
 // InputError says which input file is bad and why.
@@ -195,7 +197,7 @@ func runValidateJob(ctx context.Context, j *validateJob) error {
 		j.header, err = ReadSafetensorsHeader(fh, size)
 	case validateSafetensorsIndex, validateBinIndex:
 		if size > MaxShardIndexSize {
-			return fmt.Errorf("%d bytes, over the limit of %d MiB for a shard index", size, MaxShardIndexSize>>20)
+			return &limits.TooLargeError{What: "shard index", Size: size, Limit: MaxShardIndexSize}
 		}
 		j.order, j.weightMap, err = parseIndex(r)
 	default:

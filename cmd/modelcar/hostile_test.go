@@ -160,7 +160,7 @@ func TestHostilePackJSON(t *testing.T) {
 				fmt.Fprintf(w, `"model.layers.%d.weight": "model.safetensors",`, i)
 			}
 			w.WriteString(`"x": "model.safetensors"}}`)
-		}, "model.safetensors.index.json: 84452703 bytes, over the limit of 64 MiB for a shard index"},
+		}, "model.safetensors.index.json: shard index is 84452703 bytes, over the 64 MiB limit"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := genModel(t)
