@@ -52,6 +52,11 @@ type RunOptions struct {
 	// Record, when set, is a directory each cold start's bundle is
 	// recorded in, as DIR/run-1, DIR/run-2, ...
 	Record string
+	// BeforeEach, when set, runs before each cold start is triggered (run
+	// counts from 1): in ModeScale once the old pods are gone, in ModeDelete
+	// before they are deleted. It is where a start is made cold: the image
+	// removed from the nodes, their page cache dropped. Its error ends Run.
+	BeforeEach func(ctx context.Context, run int) error
 }
 
 // DefaultRunTimeout bounds one cold start of Run.
@@ -176,6 +181,17 @@ func (r *runner) progress(format string, args ...any) {
 	}
 }
 
+func (r *runner) beforeEach(ctx context.Context, i int) error {
+	if r.opts.BeforeEach == nil {
+		return nil
+	}
+	r.progress("before cold start %d", i)
+	if err := r.opts.BeforeEach(ctx, i); err != nil {
+		return fmt.Errorf("before cold start %d: %w", i, err)
+	}
+	return nil
+}
+
 // once triggers one cold start and watches it until Ready.
 func (r *runner) once(ctx context.Context, i int) (*Bundle, error) {
 	ns := r.opts.Namespace
@@ -215,8 +231,14 @@ func (r *runner) once(ctx context.Context, i int) (*Bundle, error) {
 				return nil, err
 			}
 		}
+		if err := r.beforeEach(ctx, i); err != nil {
+			return nil, err
+		}
 		trigger = func(ctx context.Context) error { return r.scale(ctx, r.replicas) }
 	case ModeDelete:
+		if err := r.beforeEach(ctx, i); err != nil {
+			return nil, err
+		}
 		if len(old) == 0 {
 			return nil, fmt.Errorf("deployment %s/%s has no pods to delete", ns, r.opts.Deployment)
 		}

@@ -56,10 +56,20 @@ func TestRunLive(t *testing.T) {
 	record := t.TempDir()
 	var mu sync.Mutex
 	var progress []string
+	// The hook runs before each start, once the old pods are gone.
+	var hooked []string
 	rep, err := Run(ctx, client, RunOptions{
 		Namespace: ns, Deployment: "vllm", Times: 2, Mode: ModeScale, FreshNode: true, Timeout: time.Minute,
 		LogSource: logs.source, Record: record,
 		Progress: func(m string) { mu.Lock(); progress = append(progress, m); mu.Unlock() },
+		BeforeEach: func(ctx context.Context, run int) error {
+			l, err := client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=vllm"})
+			if err != nil {
+				return err
+			}
+			hooked = append(hooked, fmt.Sprintf("run %d: %d pods", run, len(l.Items)))
+			return nil
+		},
 	})
 	t.Logf("progress:\n%s", strings.Join(progress, "\n"))
 	if err != nil {
@@ -67,6 +77,9 @@ func TestRunLive(t *testing.T) {
 	}
 	if len(rep.ColdStarts) != 2 || rep.Summary == nil || rep.Summary.Pods != 2 {
 		t.Fatalf("report: %d cold starts, summary %+v", len(rep.ColdStarts), rep.Summary)
+	}
+	if want := []string{"run 1: 0 pods", "run 2: 0 pods"}; !slices.Equal(hooked, want) {
+		t.Errorf("BeforeEach saw %q, want %q", hooked, want)
 	}
 	used := []string{first}
 	for i := range rep.ColdStarts {
@@ -111,6 +124,15 @@ func TestRunLive(t *testing.T) {
 	before, err := client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=vllm"})
 	if err != nil || len(before.Items) != 1 {
 		t.Fatalf("pods before delete mode: %v", err)
+	}
+	// A failing hook stops the run before anything is deleted.
+	rep, err = Run(ctx, client, RunOptions{Namespace: ns, Deployment: "vllm", Mode: ModeDelete, Timeout: time.Minute, LogSource: logs.source,
+		BeforeEach: func(context.Context, int) error { return fmt.Errorf("node unreachable") }})
+	if err == nil || !strings.Contains(err.Error(), "before cold start 1: node unreachable") || rep != nil {
+		t.Errorf("a failing BeforeEach: report %v, error %v", rep, err)
+	}
+	if p, err := client.CoreV1().Pods(ns).Get(ctx, before.Items[0].Name, metav1.GetOptions{}); err != nil || p.DeletionTimestamp != nil {
+		t.Errorf("a failing BeforeEach deleted the pod (%v)", err)
 	}
 	rep, err = Run(ctx, client, RunOptions{Namespace: ns, Deployment: "vllm", Mode: ModeDelete, Timeout: time.Minute, LogSource: logs.source})
 	if err != nil {

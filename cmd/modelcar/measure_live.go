@@ -2,8 +2,12 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -190,6 +194,7 @@ func newMeasureRunCmd() *cobra.Command {
 		mode       string
 		times      int
 		freshNode  bool
+		beforeEach string
 	)
 	cmd := &cobra.Command{
 		Use:   "run --deployment NAME -n NS [--times N] [--mode scale|delete] [--fresh-node] [--format text|md|json|svg] [-o FILE]",
@@ -206,7 +211,11 @@ start, with p50 and p90 per phase when there are two or more.
 A start is only cold if the image is not on the node and the node was not
 warm: --fresh-node cordons the nodes the pods ran on before each start, so
 the next one lands on another node (a new one, with a node autoscaler), and
-uncordons them at the end. An autoscaler such as KEDA or an HPA that scales
+uncordons them at the end. On a fixed node, --before-each runs a shell
+command before each start (once the old pods are gone in --mode scale): the
+place to remove the image from the node and drop its page cache. It gets
+MODELCAR_RUN (1, 2, ...) in its environment; its output goes to stderr, and
+its failure stops the run. An autoscaler such as KEDA or an HPA that scales
 the deployment itself fights --mode scale: pause it first.
 
 --timeout bounds each cold start. The exit status is 1 when a start did not
@@ -215,7 +224,11 @@ become Ready in time (the report still shows it).`,
   modelcar measure run -n llm --deployment vllm --times 3 --fresh-node -o cold-start.json
 
   # Delete the pod instead of scaling, and keep each run's bundle
-  modelcar measure run -n llm --deployment vllm --mode delete --record runs/`,
+  modelcar measure run -n llm --deployment vllm --mode delete --record runs/
+
+  # A cold node each time: the image removed, the page cache dropped
+  modelcar measure run -n llm --deployment vllm --times 3 \
+    --before-each 'ssh gpu-node "crictl rmi REPO@sha256:... ; sync; echo 3 > /proc/sys/vm/drop_caches"'`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) != 0 {
 				return usageError{fmt.Errorf("run takes no arguments, got %q (name the deployment with --deployment)", args)}
@@ -246,6 +259,7 @@ become Ready in time (the report still shows it).`,
 			rep, runErr := measure.Run(cmd.Context(), client, measure.RunOptions{
 				Namespace: f.namespace, Deployment: deployment, Times: times, Mode: mode, FreshNode: freshNode,
 				Timeout: f.timeout, Container: f.container, Record: f.record, Progress: f.progress(cmd),
+				BeforeEach: shellHook(cmd, beforeEach),
 			})
 			if rep == nil {
 				return runErr
@@ -263,8 +277,26 @@ become Ready in time (the report still shows it).`,
 	fl.StringVar(&mode, "mode", measure.ModeScale, "how to trigger a cold start: scale (to zero and back) or delete (the pods)")
 	fl.BoolVar(&freshNode, "fresh-node", false, "cordon the nodes the pods ran on before each start (uncordoned at the end)")
 	fl.StringVar(&f.record, "record", "", "also write each cold start's bundle in DIR/run-N")
+	fl.StringVar(&beforeEach, "before-each", "", "shell command run before each cold start (MODELCAR_RUN=N), e.g. to remove the image from the node")
 	_ = cmd.RegisterFlagCompletionFunc("mode", func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
 		return []string{measure.ModeScale, measure.ModeDelete}, cobra.ShellCompDirectiveNoFileComp
 	})
 	return cmd
+}
+
+// shellHook runs script with sh -c as a measure.RunOptions.BeforeEach hook
+// (nil for an empty script), its output on the command's stderr.
+func shellHook(cmd *cobra.Command, script string) func(context.Context, int) error {
+	if script == "" {
+		return nil
+	}
+	return func(ctx context.Context, run int) error {
+		c := exec.CommandContext(ctx, "sh", "-c", script)
+		c.Env = append(os.Environ(), "MODELCAR_RUN="+strconv.Itoa(run))
+		c.Stdout, c.Stderr = cmd.ErrOrStderr(), cmd.ErrOrStderr()
+		if err := c.Run(); err != nil {
+			return fmt.Errorf("--before-each: %w", err)
+		}
+		return nil
+	}
 }
