@@ -142,11 +142,43 @@ func openRegistry(r ref.Ref, o *options, client *registryClient) (*endpoint, err
 		finish: func() error { return nil }, abort: func() {}}, nil
 }
 
+// blobSize is how many bytes of the blob desc the endpoint holds, asked
+// without reading it (a HEAD, a stat).
+func (e *endpoint) blobSize(ctx context.Context, desc ocispec.Descriptor) (int64, error) {
+	h, err := toHash(desc.Digest)
+	if err != nil {
+		return 0, err
+	}
+	switch t := e.target.(type) {
+	case *registryTarget:
+		d, err := t.Repository.Blobs().Resolve(ctx, desc.Digest.String())
+		return d.Size, err
+	case *layoutTarget:
+		return t.l.BlobSize(h)
+	case *archiveTarget:
+		s, err := t.a.Blob(h)
+		if err != nil {
+			return 0, err
+		}
+		return s.Size(), nil
+	}
+	return 0, fmt.Errorf("%s: cannot tell blob sizes", e.ref)
+}
+
 // registryTarget is a remote repository whose blob pushes go through the
 // resumable uploader; manifests, tags, reads and mounts are oras-go's.
 type registryTarget struct {
 	*remote.Repository
 	up *uploader
+}
+
+// Fetch reads desc no further than its size (see sized).
+func (t *registryTarget) Fetch(ctx context.Context, desc ocispec.Descriptor) (io.ReadCloser, error) {
+	rc, err := t.Repository.Fetch(ctx, desc)
+	if err != nil {
+		return nil, err
+	}
+	return sized(rc, desc)
 }
 
 func (t *registryTarget) Push(ctx context.Context, desc ocispec.Descriptor, r io.Reader) error {
@@ -244,7 +276,11 @@ func (t *layoutTarget) Fetch(ctx context.Context, desc ocispec.Descriptor) (io.R
 	if !t.l.Has(h, -1) {
 		return nil, fmt.Errorf("%s: %w", desc.Digest, errdef.ErrNotFound)
 	}
-	return t.l.OpenBlob(h)
+	rc, err := t.l.OpenBlob(h)
+	if err != nil {
+		return nil, err
+	}
+	return sized(rc, desc)
 }
 
 func (t *layoutTarget) Push(ctx context.Context, desc ocispec.Descriptor, r io.Reader) error {
@@ -294,7 +330,7 @@ func (t *archiveTarget) Fetch(ctx context.Context, desc ocispec.Descriptor) (io.
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", err, errdef.ErrNotFound)
 	}
-	return readSeekNopCloser{s}, nil
+	return sized(readSeekNopCloser{s}, desc)
 }
 
 type readSeekNopCloser struct{ io.ReadSeeker }

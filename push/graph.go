@@ -48,19 +48,39 @@ func children(ctx context.Context, f content.Fetcher, desc ocispec.Descriptor) (
 	if err := json.Unmarshal(b, &doc); err != nil {
 		return nil, fmt.Errorf("%s %s: %w", what, desc.Digest, err)
 	}
+	check := func(role string, ds ...ocispec.Descriptor) error {
+		for _, d := range ds {
+			if err := checkDescriptor(role, d); err != nil {
+				return fmt.Errorf("%s %s: %w", what, desc.Digest, err)
+			}
+		}
+		return nil
+	}
 	if what == "index" {
+		if err := check("manifest", doc.Manifests...); err != nil {
+			return nil, err
+		}
 		return doc.Manifests, nil
 	}
 	var out []ocispec.Descriptor
 	if doc.Subject != nil {
+		if err := check("subject", *doc.Subject); err != nil {
+			return nil, err
+		}
 		out = append(out, *doc.Subject)
 	}
 	if doc.Config != nil {
+		if err := check("config", *doc.Config); err != nil {
+			return nil, err
+		}
 		if doc.Config.Size > limits.MaxManifestBytes {
 			return nil, fmt.Errorf("manifest %s: %w", desc.Digest,
 				&limits.TooLargeError{What: "config " + doc.Config.Digest.String(), Size: doc.Config.Size, Limit: limits.MaxManifestBytes})
 		}
 		out = append(out, *doc.Config)
+	}
+	if err := check("layer", doc.Layers...); err != nil {
+		return nil, err
 	}
 	return append(out, doc.Layers...), nil
 }

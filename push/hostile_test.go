@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,6 +24,7 @@ import (
 
 	"github.com/modelcar/modelcar/internal/limits"
 	"github.com/modelcar/modelcar/internal/ocilayout"
+	"github.com/modelcar/modelcar/internal/testenv"
 	"github.com/modelcar/modelcar/push"
 )
 
@@ -536,4 +538,167 @@ func TestHostileManifestLimit(t *testing.T) {
 		}
 		logHostile(t, "manifest-64MiB/verify", failedClearly, 0, fmt.Sprintf("peak_rss_mib=%d", r.HWM>>20))
 	})
+}
+
+// hStreamPast answers a GET of a blob with no Content-Length: a tar stream
+// of one file, models/evil.bin, of up to cap bytes of zeros, written until
+// the client goes away. A client that trusts the server reads (and a pull
+// writes) all of it.
+func hStreamPast(cap int64) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("Docker-Content-Digest", strings.TrimPrefix(r.URL.Path[strings.LastIndex(r.URL.Path, "/"):], "/"))
+		w.WriteHeader(http.StatusOK)
+		tw := tar.NewWriter(w)
+		if tw.WriteHeader(&tar.Header{Name: "models/evil.bin", Mode: 0o644, Size: cap, Typeflag: tar.TypeReg}) != nil {
+			return
+		}
+		buf := make([]byte, 256<<10)
+		for n := int64(0); n < cap; n += int64(len(buf)) {
+			if _, err := tw.Write(buf[:min(int64(len(buf)), cap-n)]); err != nil {
+				return
+			}
+			http.NewResponseController(w).Flush()
+		}
+	}
+}
+
+// TestHostileBlobSize: what a descriptor says of a blob's size is what is
+// read, on every path.
+//   - A registry that streams a layer with no Content-Length, past its
+//     size: pull and mirror (into a layout) read 256 MiB of it (pull wrote
+//     it to disk) before failing; now at most size+1 bytes are read.
+//   - A manifest whose layer descriptor gives a wrong size (one less, one
+//     more, zero, negative) for the right content: inspect, pull and mirror
+//     took it; now all of pull, inspect, mirror and verify refuse it,
+//     naming the layer, from a layout and an archive.
+func TestHostileBlobSize(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end: a real registry behind a lying proxy")
+	}
+	layers := []hLayer{
+		hTarLayer(t, map[string]string{"config.json": `{"architectures":["LlamaForCausalLM"]}`}),
+		hTarLayer(t, map[string]string{"model.safetensors": strings.Repeat("w", 1<<20)}),
+	}
+	t.Run("stream-past-size", func(t *testing.T) {
+		img := hWriteImage(t, filepath.Join(t.TempDir(), "oci"), layers, nil)
+		reg, dst := testenv.StartRegistry(t), testenv.StartRegistry(t)
+		copyT(t, img.ref(), reg.Ref("hostile/past")+":v1")
+		const streamCap = 256 << 20
+		big := img.layers[1]
+		for name, op := range map[string]childOp{
+			"pull":            {Op: "pull", Dst: filepath.Join(t.TempDir(), "pulled")},
+			"mirror-layout":   {Op: "mirror", Dst: "oci:" + filepath.Join(t.TempDir(), "mirror") + ":v1"},
+			"mirror-registry": {Op: "mirror", Dst: dst.Ref("hostile/past") + ":v1"},
+			"verify":          {Op: "verify"},
+		} {
+			t.Run(name, func(t *testing.T) {
+				proxy := testenv.StartProxy(t, reg.Addr)
+				proxy.Inject(testenv.Fault{Method: http.MethodGet, PathContains: "/blobs/" + big.Digest.String(), Times: 100, Respond: hStreamPast(streamCap)})
+				op.Src = proxy.Ref("hostile/past") + ":v1"
+				err := hRun(t, op)
+				var sent int64
+				for _, r := range proxy.Requests() {
+					if r.Fault != "" {
+						sent += r.BytesOut
+					}
+				}
+				t.Logf("%s: the proxy sent %s of the layer (its size: %d bytes): %v", op.Op, limits.Bytes(sent), big.Size, err)
+				if err == nil || !strings.Contains(err.Error(), big.Digest.String()) {
+					t.Errorf("%s: %v, want an error naming %s", op.Op, err, big.Digest)
+				}
+				// Sockets buffer a few MiB beyond what the client read.
+				if sent > big.Size+32<<20 {
+					t.Errorf("%s read %d bytes of a %d-byte layer", op.Op, sent, big.Size)
+				}
+				var lost int64
+				if name == "mirror-registry" && tagExists(t, dst, nil, "hostile/past:v1") {
+					lost = big.Size
+				}
+				logHostile(t, "stream-past-size/"+name, failedClearly, lost, fmt.Sprintf("bytes_served=%d", sent))
+			})
+		}
+	})
+	for _, lie := range []struct {
+		name string
+		size func(real int64) int64
+	}{
+		{"one-less", func(n int64) int64 { return n - 1 }},
+		{"one-more", func(n int64) int64 { return n + 1 }},
+		{"zero", func(int64) int64 { return 0 }},
+		{"negative", func(int64) int64 { return -1 }},
+	} {
+		dir := filepath.Join(t.TempDir(), "oci")
+		img := hWriteImage(t, dir, layers, func(m *ocispec.Manifest) { m.Layers[1].Size = lie.size(m.Layers[1].Size) })
+		layer := img.layers[1].Digest.String()
+		for _, src := range []string{img.ref(), hArchive(t, dir)} {
+			for _, op := range hOps(t, src) {
+				t.Run("size-"+lie.name+"/"+strings.Split(src, ":")[0]+"/"+op.Op, func(t *testing.T) {
+					err := hRun(t, op)
+					t.Logf("%s: %v", op.Op, err)
+					if err == nil || !strings.Contains(err.Error(), layer) {
+						t.Fatalf("%s of a layer whose descriptor says %d bytes: %v, want an error naming %s", op.Op, img.layers[1].Size, err, layer)
+					}
+					var lost int64
+					if op.Op == "mirror" {
+						lost = hTaggedButMissing(t, strings.TrimSuffix(strings.TrimPrefix(op.Dst, "oci:"), ":v1"))
+					}
+					logHostile(t, "size-"+lie.name+"/"+strings.Split(src, ":")[0]+"/"+op.Op, failedClearly, lost)
+				})
+			}
+		}
+	}
+}
+
+// hTaggedButMissing returns the bytes the images tagged in the layout dir
+// refer to that are not in it (0 when dir is no layout): content a tag
+// claims but the layout does not hold.
+func hTaggedButMissing(t *testing.T, dir string) int64 {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, "index.json"))
+	if err != nil {
+		return 0
+	}
+	var idx ocispec.Index
+	if err := json.Unmarshal(b, &idx); err != nil {
+		t.Fatalf("%s: index.json: %v", dir, err)
+	}
+	var lost int64
+	var walk func(d ocispec.Descriptor)
+	walk = func(d ocispec.Descriptor) {
+		b, err := os.ReadFile(hLayoutBlob(dir, d.Digest))
+		if err != nil {
+			lost += max(d.Size, 1)
+			return
+		}
+		var doc struct {
+			Manifests []ocispec.Descriptor `json:"manifests"`
+			Config    *ocispec.Descriptor  `json:"config"`
+			Layers    []ocispec.Descriptor `json:"layers"`
+		}
+		if json.Unmarshal(b, &doc) != nil {
+			return // a blob
+		}
+		for _, c := range doc.Manifests {
+			walk(c)
+		}
+		for _, c := range append(doc.Layers, ptrOr(doc.Config)...) {
+			if st, err := os.Stat(hLayoutBlob(dir, c.Digest)); err != nil || st.Size() != c.Size {
+				lost += max(c.Size, 1)
+			}
+		}
+	}
+	for _, d := range idx.Manifests {
+		if d.Annotations[ocilayout.AnnotationRefName] != "" {
+			walk(d)
+		}
+	}
+	return lost
+}
+
+func ptrOr(d *ocispec.Descriptor) []ocispec.Descriptor {
+	if d == nil {
+		return nil
+	}
+	return []ocispec.Descriptor{*d}
 }

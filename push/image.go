@@ -13,6 +13,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sync/errgroup"
 	"oras.land/oras-go/v2/content"
 
 	"github.com/modelcar/modelcar/internal/ref"
@@ -37,7 +38,11 @@ func imageOf(ctx context.Context, f content.Fetcher, desc ocispec.Descriptor, pl
 		var have []string
 		for _, m := range idx.Manifests {
 			if len(idx.Manifests) == 1 || (m.Platform != nil && pack.PlatformMatches(*m.Platform, platform)) {
-				return imageOf(ctx, f, ocispec.Descriptor{MediaType: string(m.MediaType), Digest: digest.Digest(m.Digest.String()), Size: m.Size}, platform)
+				child := ociOf(m)
+				if err := checkDescriptor("manifest", child); err != nil {
+					return nil, fmt.Errorf("index %s: %w", desc.Digest, err)
+				}
+				return imageOf(ctx, f, child, platform)
 			}
 			if m.Platform != nil {
 				have = append(have, m.Platform.String())
@@ -49,7 +54,12 @@ func imageOf(ctx context.Context, f content.Fetcher, desc ocispec.Descriptor, pl
 	if err := json.Unmarshal(b, &m); err != nil {
 		return nil, fmt.Errorf("manifest %s: %w", desc.Digest, err)
 	}
-	cfg, err := fetchDocument(ctx, f, "config", ocispec.Descriptor{MediaType: string(m.Config.MediaType), Digest: digest.Digest(m.Config.Digest.String()), Size: m.Config.Size})
+	for _, l := range m.Layers {
+		if err := checkDescriptor("layer", ociOf(l)); err != nil {
+			return nil, fmt.Errorf("manifest %s: %w", desc.Digest, err)
+		}
+	}
+	cfg, err := fetchDocument(ctx, f, "config", ociOf(m.Config))
 	if err != nil {
 		return nil, fmt.Errorf("manifest %s: %w", desc.Digest, err)
 	}
@@ -62,6 +72,12 @@ func imageOf(ctx context.Context, f content.Fetcher, desc ocispec.Descriptor, pl
 	}
 	core := &fetchedImage{ctx: ctx, f: f, raw: b, manifest: &m, config: cfg, diffIDs: cf.RootFS.DiffIDs, mt: types.MediaType(mt)}
 	return partial.CompressedToImage(core)
+}
+
+// ociOf is d as oras-go and image-spec spell it.
+func ociOf(d v1.Descriptor) ocispec.Descriptor {
+	return ocispec.Descriptor{MediaType: string(d.MediaType), Digest: digest.Digest(d.Digest.String()), Size: d.Size,
+		ArtifactType: d.ArtifactType, Annotations: d.Annotations}
 }
 
 // checkPlatform refuses a platform that cannot name an image: one with an
@@ -121,8 +137,7 @@ func (l *fetchedLayer) Compressed() (io.ReadCloser, error) {
 	if l.desc.Digest == l.img.manifest.Config.Digest {
 		return io.NopCloser(bytes.NewReader(l.img.config)), nil
 	}
-	return l.img.f.Fetch(l.img.ctx, ocispec.Descriptor{MediaType: string(l.desc.MediaType),
-		Digest: digest.Digest(l.desc.Digest.String()), Size: l.desc.Size})
+	return l.img.f.Fetch(l.img.ctx, ociOf(l.desc))
 }
 
 // RawImage is an image as stored, for inspection: its manifest and config,
@@ -185,5 +200,35 @@ func ReadImage(ctx context.Context, src string, platform v1.Platform, opts ...Op
 	if out.Config, err = img.RawConfigFile(); err != nil {
 		return nil, err
 	}
+	// Layers are not read, but their sizes are shown: they must be what the
+	// source holds.
+	m, err := img.Manifest()
+	if err != nil {
+		return nil, err
+	}
+	if err := checkStoredSizes(ctx, s, m.Layers, o.jobs); err != nil {
+		return nil, fmt.Errorf("%s: manifest %s: %w", src, out.Digest, err)
+	}
 	return &out, nil
+}
+
+// checkStoredSizes compares what e holds of each layer with its
+// descriptor's size, jobs at a time, without reading the layers.
+func checkStoredSizes(ctx context.Context, e *endpoint, layers []v1.Descriptor, jobs int) error {
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(jobs)
+	for _, l := range layers {
+		g.Go(func() error {
+			d := ociOf(l)
+			n, err := e.blobSize(ctx, d)
+			switch {
+			case err != nil:
+				return fmt.Errorf("layer %s: %w", d.Digest, err)
+			case n != d.Size:
+				return fmt.Errorf("layer %s: %w", d.Digest, &BlobSizeError{Digest: d.Digest, Size: d.Size, Read: n})
+			}
+			return nil
+		})
+	}
+	return g.Wait()
 }

@@ -422,6 +422,10 @@ func httpError(op string, resp *http.Response) error {
 // isPermanent reports errors a retry cannot fix: auth and client errors
 // other than timeouts, throttling and a digest the registry rejected.
 func isPermanent(err error) bool {
+	var be *BlobSizeError
+	if errors.As(err, &be) {
+		return true // the source lies about the blob: no retry reads it better
+	}
 	var se *statusError
 	if !errors.As(err, &se) {
 		return false

@@ -16,6 +16,7 @@ import (
 	"sync"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2/content"
 
@@ -123,18 +124,15 @@ func Verify(ctx context.Context, src, against, prefix string, opts ...Option) (*
 func verifyBlob(ctx context.Context, f content.Fetcher, desc ocispec.Descriptor) error {
 	rc, err := f.Fetch(ctx, desc)
 	if err != nil {
-		return fmt.Errorf("blob %s: %w", desc.Digest, err)
+		return labeled("blob "+desc.Digest.String(), nil, err)
 	}
 	defer rc.Close()
-	h := sha256.New()
-	n, err := io.CopyBuffer(h, io.LimitReader(rc, desc.Size+1), make([]byte, 1<<20))
-	if err != nil {
-		return fmt.Errorf("blob %s: reading: %w", desc.Digest, err)
+	// The source's Fetch stops at the descriptor's size (see sized).
+	h := desc.Digest.Algorithm().Hash() // an available one: sized validated the digest
+	if _, err := io.CopyBuffer(h, rc, make([]byte, 1<<20)); err != nil {
+		return fmt.Errorf("blob %s: %w", desc.Digest, err)
 	}
-	if n != desc.Size {
-		return fmt.Errorf("blob %s: %d bytes, descriptor says %d", desc.Digest, n, desc.Size)
-	}
-	if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != desc.Digest.String() {
+	if got := digest.NewDigest(desc.Digest.Algorithm(), h); got != desc.Digest {
 		return fmt.Errorf("blob %s: content hashes to %s", desc.Digest, got)
 	}
 	return nil

@@ -9,7 +9,6 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/spf13/cobra"
 
-	"github.com/modelcar/modelcar/internal/ref"
 	"github.com/modelcar/modelcar/pack"
 	"github.com/modelcar/modelcar/push"
 )
@@ -74,15 +73,10 @@ func newInspectCmd() *cobra.Command {
 	return cmd
 }
 
-// inspect reads local images with pack and registry images through push.
+// inspect reads the image through push, as pull, mirror and verify read
+// it (the same limits and checks, wherever it is), and describes it with
+// pack.
 func inspect(cmd *cobra.Command, f *transferFlags, s string, platform v1.Platform) (*pack.ImageInfo, error) {
-	r, err := ref.Parse(s)
-	if err != nil {
-		return nil, err
-	}
-	if r.Kind != ref.Registry {
-		return pack.Inspect(cmd.Context(), s, platform)
-	}
 	opts, err := f.options(cmd, s)
 	if err != nil {
 		return nil, err

@@ -168,6 +168,19 @@ func (l *Layout) Has(h v1.Hash, size int64) bool {
 	return err == nil && st.Mode().IsRegular() && (size < 0 || st.Size() == size)
 }
 
+// BlobSize is the size of the blob h; a blob that is not a regular file
+// is an error.
+func (l *Layout) BlobSize(h v1.Hash) (int64, error) {
+	st, err := os.Stat(l.BlobPath(h))
+	if err != nil {
+		return 0, fmt.Errorf("layout %s: blob %s: %w", l.Dir, h, err)
+	}
+	if !st.Mode().IsRegular() {
+		return 0, fmt.Errorf("layout %s: blob %s is not a regular file", l.Dir, h)
+	}
+	return st.Size(), nil
+}
+
 // OpenBlob opens the blob h.
 func (l *Layout) OpenBlob(h v1.Hash) (io.ReadCloser, error) {
 	f, err := os.Open(l.BlobPath(h))

@@ -113,6 +113,14 @@ type Fault struct {
 	// (noticed only for requests without a body: Go's server watches the
 	// connection once the body has been read) or the proxy closes.
 	Stall time.Duration
+	// Respond, when set, answers the request instead of the registry: a
+	// registry that lies (a blob streamed past its size, a manifest of
+	// its own). What it writes is counted in RequestLog.BytesOut, and its
+	// writes fail once the client has gone away.
+	Respond http.HandlerFunc
+	// Header, when set, replaces these headers of the registry's answer
+	// (a manifest served as application/octet-stream, say).
+	Header http.Header
 }
 
 // String describes f for logs and RequestLog.Fault.
@@ -135,6 +143,12 @@ func (f Fault) String() string {
 	}
 	if f.RetryAfter > 0 {
 		parts = append(parts, "retry-after="+strconv.Itoa(f.RetryAfter))
+	}
+	if f.Respond != nil {
+		parts = append(parts, "respond")
+	}
+	for k, v := range f.Header {
+		parts = append(parts, k+"="+strings.Join(v, ","))
 	}
 	if f.ResetAfterBytes > 0 {
 		parts = append(parts, "reset-after="+strconv.FormatInt(f.ResetAfterBytes, 10))
@@ -459,6 +473,10 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.respondFault(w, e, f)
 		return
 	}
+	if f != nil && f.Respond != nil {
+		f.Respond(&countResponseWriter{ResponseWriter: w, c: countWriter{w: w, p: p, e: e}}, r.WithContext(ctx))
+		return
+	}
 
 	out := r.Clone(ctx)
 	out.RequestURI = ""
@@ -549,6 +567,11 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h[k] = append([]string(nil), vv...)
 	}
 	removeHopHeaders(h)
+	if f != nil {
+		for k, v := range f.Header {
+			h[http.CanonicalHeaderKey(k)] = v
+		}
+	}
 	for _, k := range []string{"Location", "Content-Location", "Docker-Upload-Uuid"} {
 		for i, v := range h[k] {
 			h[k][i] = p.rewriteURL(v)
@@ -715,6 +738,22 @@ func (c *countWriter) Write(b []byte) (int, error) {
 	}
 	return n, err
 }
+
+// countResponseWriter is a ResponseWriter whose body bytes are counted.
+type countResponseWriter struct {
+	http.ResponseWriter
+	c countWriter
+}
+
+func (w *countResponseWriter) WriteHeader(code int) {
+	w.c.p.update(w.c.e, func(e *RequestLog) { e.Status = code })
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *countResponseWriter) Write(b []byte) (int, error) { return w.c.Write(b) }
+
+// Flush sends what was written so far (a streamed body has no Content-Length).
+func (w *countResponseWriter) Flush() { http.NewResponseController(w.ResponseWriter).Flush() }
 
 // proxyLogWriter sends the proxy server's error log to the test's log until
 // the proxy closes (t.Log after the test ends would panic).
