@@ -304,7 +304,8 @@ func serveDevicePlugin(ctx context.Context, cfg agentConfig, log io.Writer) erro
 	defer tick.Stop()
 	for {
 		fi, err := os.Stat(kubeletSock)
-		if err == nil && (registered == nil || !os.SameFile(fi, registered)) {
+		_, ownErr := os.Stat(filepath.Join(cfg.DevicePluginDir, endpoint))
+		if err == nil && (registered == nil || !sameSocket(fi, registered) || ownErr != nil) {
 			// The kubelet removes every other socket in the directory when
 			// it starts: serve anew, then register.
 			if srv != nil {
@@ -332,6 +333,12 @@ func serveDevicePlugin(ctx context.Context, cfg agentConfig, log io.Writer) erro
 		case <-tick.C: // the kubelet gives no notice of a restart: look again
 		}
 	}
+}
+
+// sameSocket tells a socket file from one made anew in its place (its inode
+// may be reused, its change time not).
+func sameSocket(a, b os.FileInfo) bool {
+	return os.SameFile(a, b) && a.ModTime().Equal(b.ModTime())
 }
 
 func registerDevicePlugin(ctx context.Context, kubeletSock, endpoint, resource string) error {
