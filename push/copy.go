@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2"
 	"oras.land/oras-go/v2/content"
@@ -69,7 +70,7 @@ func Copy(ctx context.Context, src, dst string, opts ...Option) (*Result, error)
 		return nil, fmt.Errorf("source %s: %w", src, err)
 	}
 	defer s.finish()
-	root, err := s.resolve(ctx, "source "+src)
+	root, err := s.resolveRoot(ctx, "source "+src)
 	if err != nil {
 		return nil, err
 	}
@@ -132,20 +133,13 @@ func copyGraph(ctx context.Context, s, d *endpoint, root ocispec.Descriptor, tag
 	// Blobs uploaded to a registry report their bytes through the
 	// uploader; everything else is reported here once written.
 	progress := o.progress
+	g := newGraphWalk(s)
 	gopts := oras.CopyGraphOptions{
 		Concurrency: o.jobs,
 		// oras-go caches the manifests it walks; the same limit as every reader.
 		MaxMetadataBytes: limits.MaxManifestBytes,
-		// Largest blobs first, so the long transfers start at once.
-		FindSuccessors: func(ctx context.Context, f content.Fetcher, desc ocispec.Descriptor) ([]ocispec.Descriptor, error) {
-			succ, err := children(ctx, f, desc)
-			if err != nil {
-				return nil, err
-			}
-			slices.SortStableFunc(succ, func(a, b ocispec.Descriptor) int { return int(min(max(b.Size-a.Size, -1), 1)) })
-			return succ, nil
-		},
-		PreCopy: func(ctx context.Context, desc ocispec.Descriptor) error { return nil },
+		FindSuccessors:   g.successors,
+		PreCopy:          func(ctx context.Context, desc ocispec.Descriptor) error { return nil },
 		PostCopy: func(ctx context.Context, desc ocispec.Descriptor) error {
 			count(func() { res.Copied++ })
 			if d.repo == nil || isManifest(desc.MediaType) {
@@ -171,25 +165,114 @@ func copyGraph(ctx context.Context, s, d *endpoint, root ocispec.Descriptor, tag
 			return []string{from}, nil
 		}
 	}
-	var err error
-	if tag != "" {
-		_, err = oras.Copy(ctx, s.target, root.Digest.String(), d.target, tag, oras.CopyOptions{CopyGraphOptions: gopts})
-	} else {
-		err = oras.CopyGraph(ctx, s.target, d.target, root, gopts)
-		if err == nil && d.repo == nil {
-			// Layouts list untagged images in index.json.
-			err = d.target.Tag(ctx, root, "")
-		}
-	}
-	if err != nil {
-		return nil, copyError(err)
+	if err := copyTagged(ctx, s, d, g, root, tag, gopts); err != nil {
+		return nil, err
 	}
 	if o.referrers {
-		if err := copyReferrers(ctx, s, d, root, gopts); err != nil {
+		if err := copyReferrers(ctx, s, d, g, root, gopts); err != nil {
 			return nil, err
 		}
 	}
 	return res, nil
+}
+
+// copyTagged copies the graph of root and then, only once the destination
+// holds everything root refers to (see complete), tags it (layouts list an
+// untagged root in index.json).
+func copyTagged(ctx context.Context, s, d *endpoint, g *graphWalk, root ocispec.Descriptor, tag string, gopts oras.CopyGraphOptions) error {
+	g.markManifest(root.Digest)
+	if err := oras.CopyGraph(ctx, s.target, d.target, root, gopts); err != nil {
+		return copyError(err)
+	}
+	if err := complete(ctx, d, root); err != nil {
+		return fmt.Errorf("destination: %w; not tagged", err)
+	}
+	if tag == "" && d.repo != nil {
+		return nil
+	}
+	if err := d.target.Tag(ctx, root, tag); err != nil {
+		return fmt.Errorf("destination: tagging %s: %w", root.Digest, err)
+	}
+	return nil
+}
+
+// graphWalk is the FindSuccessors of a copy: it knows which digests sit
+// where a manifest must be (the roots, indexes' entries, subjects) and
+// reads those by their content (see readNode); everything else is a blob,
+// with no successors.
+type graphWalk struct {
+	src       *endpoint
+	mu        sync.Mutex
+	manifests map[string]bool
+}
+
+func newGraphWalk(src *endpoint) *graphWalk {
+	return &graphWalk{src: src, manifests: map[string]bool{}}
+}
+
+func (g *graphWalk) markManifest(d digest.Digest) {
+	g.mu.Lock()
+	g.manifests[d.String()] = true
+	g.mu.Unlock()
+}
+
+func (g *graphWalk) isManifest(d digest.Digest) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.manifests[d.String()]
+}
+
+// successors returns what desc refers to, largest blobs first so the long
+// transfers start at once. Entries of an index whose media type is not
+// plainly a manifest's are identified by their content first, so that they
+// are copied as manifests.
+func (g *graphWalk) successors(ctx context.Context, f content.Fetcher, desc ocispec.Descriptor) ([]ocispec.Descriptor, error) {
+	if !g.isManifest(desc.Digest) {
+		return nil, nil
+	}
+	n, err := readNode(ctx, f, desc)
+	if err != nil {
+		return nil, err
+	}
+	var succ []ocispec.Descriptor
+	for _, c := range n.manifestChildren() {
+		if c, err = identified(ctx, g.src.manifests(), c); err != nil {
+			return nil, err
+		}
+		g.markManifest(c.Digest)
+		succ = append(succ, c)
+	}
+	blobs := n.blobChildren()
+	slices.SortStableFunc(blobs, func(a, b ocispec.Descriptor) int { return int(min(max(b.Size-a.Size, -1), 1)) })
+	return append(succ, blobs...), nil
+}
+
+// complete checks that d holds everything root refers to, walking it as
+// it stands at d (the manifests read back from d): a tag is written only
+// over a whole image.
+func complete(ctx context.Context, d *endpoint, root ocispec.Descriptor) error {
+	n, err := readNode(ctx, d.manifests(), root)
+	if err != nil {
+		return err
+	}
+	for _, c := range n.manifestChildren() {
+		if c, err = identified(ctx, d.manifests(), c); err != nil {
+			return err
+		}
+		if err := complete(ctx, d, c); err != nil {
+			return err
+		}
+	}
+	for _, c := range n.blobChildren() {
+		ok, err := d.target.Exists(ctx, c)
+		if err != nil {
+			return fmt.Errorf("%s %s: blob %s: %w", docKind(n.desc.MediaType), root.Digest, c.Digest, err)
+		}
+		if !ok {
+			return fmt.Errorf("%s %s: blob %s is missing", docKind(n.desc.MediaType), root.Digest, c.Digest)
+		}
+	}
+	return nil
 }
 
 // copyError unwraps oras-go's CopyError into which side failed.
@@ -210,7 +293,7 @@ func copyError(err error) error {
 
 // copyReferrers copies the artifacts that refer to root (signatures,
 // SBOMs) with their own graphs.
-func copyReferrers(ctx context.Context, s, d *endpoint, root ocispec.Descriptor, gopts oras.CopyGraphOptions) error {
+func copyReferrers(ctx context.Context, s, d *endpoint, g *graphWalk, root ocispec.Descriptor, gopts oras.CopyGraphOptions) error {
 	lister, ok := s.target.(interface {
 		Referrers(ctx context.Context, desc ocispec.Descriptor, artifactType string, fn func([]ocispec.Descriptor) error) error
 	})
@@ -222,17 +305,16 @@ func copyReferrers(ctx context.Context, s, d *endpoint, root ocispec.Descriptor,
 		return fmt.Errorf("--referrers: listing referrers of %s: %w", root.Digest, err)
 	}
 	for _, r := range refs {
-		if err := oras.CopyGraph(ctx, s.target, d.target, r, gopts); err != nil {
-			return fmt.Errorf("--referrers: copying %s: %w", r.Digest, copyError(err))
+		r, err := identified(ctx, s.manifests(), r)
+		if err != nil {
+			return fmt.Errorf("--referrers: %w", err)
 		}
-		if d.repo == nil {
-			// Layouts keep referrers as untagged entries of index.json.
-			if err := d.target.Tag(ctx, r, ""); err != nil {
-				return fmt.Errorf("--referrers: recording %s: %w", r.Digest, err)
-			}
+		// Layouts keep referrers as untagged entries of index.json.
+		if err := copyTagged(ctx, s, d, g, r, "", gopts); err != nil {
+			return fmt.Errorf("--referrers: copying %s: %w", r.Digest, err)
 		}
 		// Referrers of referrers (a signature of an SBOM) come along too.
-		if err := copyReferrers(ctx, s, d, r, gopts); err != nil {
+		if err := copyReferrers(ctx, s, d, g, r, gopts); err != nil {
 			return err
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2"
+	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/errdef"
 	"oras.land/oras-go/v2/registry"
 	"oras.land/oras-go/v2/registry/remote"
@@ -61,6 +62,31 @@ func (e *endpoint) resolve(ctx context.Context, label string) (ocispec.Descripto
 			names = append(names, e.ref.Path) // layouts and archives name their path
 		}
 		return d, labeled(label, names, err)
+	}
+	return d, nil
+}
+
+// manifests fetches what sits where a manifest or index must be (a root,
+// an index's entry, a subject), whatever its descriptor's media type says:
+// from a registry's manifests endpoint, from a layout or archive as any
+// blob.
+func (e *endpoint) manifests() content.Fetcher {
+	if t, ok := e.target.(*registryTarget); ok {
+		return content.FetcherFunc(t.fetchManifest)
+	}
+	return e.target
+}
+
+// resolveRoot resolves the endpoint's tag or digest (see resolve) to the
+// root manifest or index, identified by its content: its media type is the
+// content's, whatever the registry or index.json said.
+func (e *endpoint) resolveRoot(ctx context.Context, label string) (ocispec.Descriptor, error) {
+	d, err := e.resolve(ctx, label)
+	if err != nil {
+		return d, err
+	}
+	if d, err = identified(ctx, e.manifests(), d); err != nil {
+		return d, labeled(label, []string{e.ref.String()}, err)
 	}
 	return d, nil
 }
@@ -172,9 +198,26 @@ type registryTarget struct {
 	up *uploader
 }
 
-// Fetch reads desc no further than its size (see sized).
+// Fetch reads desc no further than its size (see sized): a manifest or
+// index (by its media type) from the manifests endpoint, anything else as
+// a blob.
 func (t *registryTarget) Fetch(ctx context.Context, desc ocispec.Descriptor) (io.ReadCloser, error) {
+	if isManifest(baseType(desc.MediaType)) {
+		return t.fetchManifest(ctx, desc)
+	}
 	rc, err := t.Repository.Fetch(ctx, desc)
+	if err != nil {
+		return nil, err
+	}
+	return sized(rc, desc)
+}
+
+// fetchManifest reads desc from the manifests endpoint by digest, whatever
+// its media type and whatever Content-Type the registry answers: readers
+// identify a manifest by its content (see identify), and the content is
+// checked against desc's size and digest.
+func (t *registryTarget) fetchManifest(ctx context.Context, desc ocispec.Descriptor) (io.ReadCloser, error) {
+	_, rc, err := t.Repository.FetchReference(ctx, desc.Digest.String())
 	if err != nil {
 		return nil, err
 	}
@@ -186,16 +229,6 @@ func (t *registryTarget) Push(ctx context.Context, desc ocispec.Descriptor, r io
 		return t.Repository.Push(ctx, desc, r)
 	}
 	return t.up.upload(ctx, t.Reference, desc, r)
-}
-
-func isManifest(mt string) bool {
-	switch mt {
-	case ocispec.MediaTypeImageManifest, ocispec.MediaTypeImageIndex,
-		"application/vnd.docker.distribution.manifest.v2+json",
-		"application/vnd.docker.distribution.manifest.list.v2+json":
-		return true
-	}
-	return false
 }
 
 // openSource opens a ref for reading.
@@ -260,10 +293,18 @@ type layoutTarget struct {
 
 func toHash(d digest.Digest) (v1.Hash, error) { return v1.NewHash(d.String()) }
 
+// Exists reports blobs the layout has. A manifest or index is reported
+// absent, so that a copy walks its children again: a layout, unlike a
+// registry, may hold a manifest without them (one an earlier version
+// mirrored without its layers, or one copied in by hand), and its tag
+// must not be written over them. Pushing it again writes nothing.
 func (t *layoutTarget) Exists(ctx context.Context, desc ocispec.Descriptor) (bool, error) {
 	h, err := toHash(desc.Digest)
 	if err != nil {
 		return false, err
+	}
+	if isManifest(baseType(desc.MediaType)) {
+		return false, nil
 	}
 	return t.l.Has(h, desc.Size), nil
 }
@@ -369,7 +410,11 @@ func resolveLocal(r ocilayout.Reader, where, reference string, read func(v1.Hash
 		if rerr != nil {
 			return ocispec.Descriptor{}, fmt.Errorf("%w: %w", err, errdef.ErrNotFound)
 		}
-		return ocispec.Descriptor{MediaType: sniffMediaType(b), Digest: digest.Digest(dg.String()), Size: int64(len(b))}, nil
+		d := ocispec.Descriptor{Digest: digest.Digest(dg.String()), Size: int64(len(b))}
+		if d.MediaType, err = identify(d, b); err != nil {
+			return ocispec.Descriptor{}, fmt.Errorf("%s: %w", where, err)
+		}
+		return d, nil
 	}
 	if err != nil {
 		return ocispec.Descriptor{}, fmt.Errorf("%w: %w", err, errdef.ErrNotFound)

@@ -702,3 +702,107 @@ func ptrOr(d *ocispec.Descriptor) []ocispec.Descriptor {
 	}
 	return []ocispec.Descriptor{*d}
 }
+
+// hIndexOf stores an image index listing desc in the layout at dir and
+// makes index.json list that index (honestly) tagged v1.
+func hIndexOf(t testing.TB, dir string, desc ocispec.Descriptor) ocispec.Descriptor {
+	t.Helper()
+	desc.Platform = &ocispec.Platform{OS: "linux", Architecture: "amd64"}
+	b, err := json.Marshal(ocispec.Index{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageIndex,
+		Manifests: []ocispec.Descriptor{desc}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageIndex, Digest: digest.FromBytes(b), Size: int64(len(b))}
+	if err := os.WriteFile(hLayoutBlob(dir, d.Digest), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	hTagAs(t, dir, d)
+	return d
+}
+
+// TestHostileMediaType: a manifest whose descriptor's media type is
+// missing, unknown or has parameters, in index.json or in an image index,
+// or which a registry serves as application/octet-stream, was taken for a
+// blob with no children: verify passed a corrupt layer, and mirror tagged a
+// manifest whose config and layers it never copied. Manifests are now
+// identified by their content: those four are read as what they hold
+// (mirrored whole, verified to the last layer), and a descriptor naming
+// another kind of manifest than the content (an index for a manifest) is
+// refused by every reader.
+func TestHostileMediaType(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end: a real registry behind a lying proxy")
+	}
+	layers := []hLayer{
+		hTarLayer(t, map[string]string{"config.json": `{"architectures":["LlamaForCausalLM"]}`}),
+		hTarLayer(t, map[string]string{"model.safetensors": strings.Repeat("w", 64<<10)}),
+	}
+	// check judges the four readers of an image, intact and with its
+	// second layer corrupt (corrupt flips a byte of it).
+	layer := layers[1].diffID.String() // an uncompressed layer's digest
+	check := func(t *testing.T, name, src string, refused bool, corrupt func()) {
+		for _, op := range hOps(t, src) {
+			err := hRun(t, op)
+			var lost int64
+			if op.Op == "mirror" {
+				lost = hTaggedButMissing(t, strings.TrimSuffix(strings.TrimPrefix(op.Dst, "oci:"), ":v1"))
+			}
+			switch {
+			case refused && (err == nil || !strings.Contains(err.Error(), "content")):
+				t.Errorf("%s %s: %v, want it refused for what the descriptor and the content say", name, op.Op, err)
+			case !refused && err != nil:
+				t.Errorf("%s %s: %v", name, op.Op, err)
+			case refused:
+				t.Logf("%s %s: %v", name, op.Op, err)
+			}
+			o := survived
+			if err != nil {
+				o = failedClearly
+			}
+			logHostile(t, "media-type-"+name+"/"+op.Op, o, lost)
+		}
+		corrupt()
+		err := hRun(t, childOp{Op: "verify", Src: src})
+		if err == nil || (!refused && !strings.Contains(err.Error(), "blob "+layer)) {
+			t.Errorf("%s verify of a corrupt layer: %v, want it to fail naming blob %s", name, err, layer)
+		}
+		t.Logf("%s verify of a corrupt layer: %v", name, err)
+		logHostile(t, "media-type-"+name+"/verify-corrupt", failedClearly, 0)
+	}
+	for _, lie := range []struct {
+		name, mediaType string
+		refused         bool
+	}{
+		{"missing", "", false},
+		{"unknown", "application/vnd.example.unknown", false},
+		{"parameters", ocispec.MediaTypeImageManifest + "; charset=utf-8", false},
+		{"octet-stream", "application/octet-stream", false},
+		{"other-kind", ocispec.MediaTypeImageIndex, true},
+	} {
+		for _, where := range []string{"index.json", "image-index"} {
+			t.Run(lie.name+"/"+where, func(t *testing.T) {
+				dir := filepath.Join(t.TempDir(), "oci")
+				img := hWriteImage(t, dir, layers, nil)
+				d := img.desc
+				d.MediaType = lie.mediaType
+				if where == "index.json" {
+					hTagAs(t, dir, d)
+				} else {
+					hIndexOf(t, dir, d)
+				}
+				check(t, lie.name+"/"+where, img.ref(), lie.refused, func() { flipByte(t, hLayoutBlob(dir, img.layers[1].Digest), 100) })
+			})
+		}
+	}
+	t.Run("registry-octet-stream", func(t *testing.T) {
+		img := hWriteImage(t, filepath.Join(t.TempDir(), "oci"), layers, nil)
+		reg := testenv.StartRegistry(t)
+		copyT(t, img.ref(), reg.Ref("hostile/mt")+":v1")
+		proxy := testenv.StartProxy(t, reg.Addr)
+		proxy.Inject(testenv.Fault{PathContains: "/manifests/", Times: 1 << 20,
+			Header: http.Header{"Content-Type": {"application/octet-stream"}}})
+		check(t, "registry-octet-stream", proxy.Ref("hostile/mt")+":v1", false,
+			func() { flipByte(t, blobData(reg, img.layers[1].Digest.Encoded()), 100) })
+	})
+}

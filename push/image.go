@@ -16,50 +16,56 @@ import (
 	"golang.org/x/sync/errgroup"
 	"oras.land/oras-go/v2/content"
 
+	"github.com/modelcar/modelcar/internal/limits"
 	"github.com/modelcar/modelcar/internal/ref"
 	"github.com/modelcar/modelcar/pack"
 )
 
-// imageOf returns the image at desc, picking the platform from an index.
-func imageOf(ctx context.Context, f content.Fetcher, desc ocispec.Descriptor, platform v1.Platform) (v1.Image, error) {
-	b, err := fetchDocument(ctx, f, docKind(desc.MediaType), desc)
-	if err != nil {
-		return nil, err
-	}
-	mt := desc.MediaType
-	if mt == "" {
-		mt = sniffMediaType(b)
-	}
-	if types.MediaType(mt).IsIndex() {
+// imageOf returns the image at desc in e, picking the platform from an
+// index (its only image, or the first for platform): manifests and indexes
+// are read and identified by their content (see readNode), layers are
+// fetched from e when read.
+func imageOf(ctx context.Context, e *endpoint, desc ocispec.Descriptor, platform v1.Platform) (v1.Image, error) {
+	for depth := 0; ; depth++ {
+		n, err := readNode(ctx, e.manifests(), desc)
+		if err != nil {
+			return nil, err
+		}
+		if !isIndex(n.desc.MediaType) {
+			return imageOfManifest(ctx, e, n)
+		}
+		if depth >= limits.MaxIndexDepth {
+			return nil, fmt.Errorf("index %s: indexes nested more than %d deep", desc.Digest, limits.MaxIndexDepth)
+		}
 		var idx v1.IndexManifest
-		if err := json.Unmarshal(b, &idx); err != nil {
+		if err := json.Unmarshal(n.raw, &idx); err != nil {
 			return nil, fmt.Errorf("index %s: %w", desc.Digest, err)
 		}
 		var have []string
-		for _, m := range idx.Manifests {
+		picked := false
+		for i, m := range idx.Manifests {
 			if len(idx.Manifests) == 1 || (m.Platform != nil && pack.PlatformMatches(*m.Platform, platform)) {
-				child := ociOf(m)
-				if err := checkDescriptor("manifest", child); err != nil {
-					return nil, fmt.Errorf("index %s: %w", desc.Digest, err)
-				}
-				return imageOf(ctx, f, child, platform)
+				desc, picked = n.manifests[i], true
+				break
 			}
 			if m.Platform != nil {
 				have = append(have, m.Platform.String())
 			}
 		}
-		return nil, fmt.Errorf("index %s has no image for %s (have %s)", desc.Digest, platform.String(), strings.Join(have, ", "))
-	}
-	var m v1.Manifest
-	if err := json.Unmarshal(b, &m); err != nil {
-		return nil, fmt.Errorf("manifest %s: %w", desc.Digest, err)
-	}
-	for _, l := range m.Layers {
-		if err := checkDescriptor("layer", ociOf(l)); err != nil {
-			return nil, fmt.Errorf("manifest %s: %w", desc.Digest, err)
+		if !picked {
+			return nil, fmt.Errorf("index %s has no image for %s (have %s)", desc.Digest, platform.String(), strings.Join(have, ", "))
 		}
 	}
-	cfg, err := fetchDocument(ctx, f, "config", ociOf(m.Config))
+}
+
+// imageOfManifest is the image of the manifest n.
+func imageOfManifest(ctx context.Context, e *endpoint, n *node) (v1.Image, error) {
+	desc := n.desc
+	var m v1.Manifest
+	if err := json.Unmarshal(n.raw, &m); err != nil {
+		return nil, fmt.Errorf("manifest %s: %w", desc.Digest, err)
+	}
+	cfg, err := fetchDocument(ctx, e.target, "config", *n.config)
 	if err != nil {
 		return nil, fmt.Errorf("manifest %s: %w", desc.Digest, err)
 	}
@@ -70,7 +76,7 @@ func imageOf(ctx context.Context, f content.Fetcher, desc ocispec.Descriptor, pl
 	if len(cf.RootFS.DiffIDs) != len(m.Layers) {
 		return nil, fmt.Errorf("image %s: config lists %d diffIDs for %d layers", desc.Digest, len(cf.RootFS.DiffIDs), len(m.Layers))
 	}
-	core := &fetchedImage{ctx: ctx, f: f, raw: b, manifest: &m, config: cfg, diffIDs: cf.RootFS.DiffIDs, mt: types.MediaType(mt)}
+	core := &fetchedImage{ctx: ctx, f: e.target, raw: n.raw, manifest: &m, config: cfg, diffIDs: cf.RootFS.DiffIDs, mt: types.MediaType(desc.MediaType)}
 	return partial.CompressedToImage(core)
 }
 
@@ -174,20 +180,20 @@ func ReadImage(ctx context.Context, src string, platform v1.Platform, opts ...Op
 		return nil, fmt.Errorf("%s: %w", src, err)
 	}
 	defer s.finish()
-	root, err := s.resolve(ctx, src)
+	root, err := s.resolveRoot(ctx, src)
 	if err != nil {
 		return nil, err
 	}
 	var out RawImage
-	if types.MediaType(root.MediaType).IsIndex() {
-		if out.Index, err = fetchDocument(ctx, s.target, "index", root); err != nil {
+	if isIndex(root.MediaType) {
+		if out.Index, err = fetchDocument(ctx, s.manifests(), "index", root); err != nil {
 			return nil, fmt.Errorf("%s: %w", src, err)
 		}
 		if out.IndexDigest, err = v1.NewHash(root.Digest.String()); err != nil {
 			return nil, err
 		}
 	}
-	img, err := imageOf(ctx, s.target, root, platform)
+	img, err := imageOf(ctx, s, root, platform)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", src, err)
 	}

@@ -55,11 +55,11 @@ func Pull(ctx context.Context, src, dir string, po PullOptions, opts ...Option) 
 		return "", fmt.Errorf("%s: %w", src, err)
 	}
 	defer s.finish()
-	root, err := s.resolve(ctx, src)
+	root, err := s.resolveRoot(ctx, src)
 	if err != nil {
 		return "", err
 	}
-	img, err := imageOf(ctx, s.target, root, po.Platform)
+	img, err := imageOf(ctx, s, root, po.Platform)
 	if err != nil {
 		return "", fmt.Errorf("%s: %w", src, err)
 	}

@@ -20,6 +20,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2/content"
 
+	"github.com/modelcar/modelcar/internal/limits"
 	"github.com/modelcar/modelcar/internal/ref"
 )
 
@@ -54,7 +55,7 @@ func Verify(ctx context.Context, src, against, prefix string, opts ...Option) (*
 		return nil, fmt.Errorf("%s: %w", src, err)
 	}
 	defer s.finish()
-	root, err := s.resolve(ctx, src)
+	root, err := s.resolveRoot(ctx, src)
 	if err != nil {
 		return nil, err
 	}
@@ -66,8 +67,16 @@ func Verify(ctx context.Context, src, against, prefix string, opts ...Option) (*
 		errs []error
 		sem  = make(chan struct{}, o.jobs)
 	)
-	var walk func(desc ocispec.Descriptor)
-	walk = func(desc ocispec.Descriptor) {
+	fail := func(err error) {
+		mu.Lock()
+		errs = append(errs, err)
+		mu.Unlock()
+	}
+	// walk verifies desc: a manifest or index (where one must be: the
+	// root, an index's entries, a subject) identified by its content and
+	// walked, whatever its descriptor's media type says; a blob re-hashed.
+	var walk func(desc ocispec.Descriptor, manifest bool, depth int)
+	walk = func(desc ocispec.Descriptor, manifest bool, depth int) {
 		mu.Lock()
 		if seen[desc.Digest.String()] {
 			mu.Unlock()
@@ -75,44 +84,50 @@ func Verify(ctx context.Context, src, against, prefix string, opts ...Option) (*
 		}
 		seen[desc.Digest.String()] = true
 		mu.Unlock()
-		if isManifest(desc.MediaType) {
-			// children fetches and verifies the manifest, within the limit.
-			succ, err := children(ctx, s.target, desc)
-			mu.Lock()
-			if err != nil {
-				errs = append(errs, err) // it names the manifest
-			} else {
+		if !manifest {
+			wg.Go(func() {
+				sem <- struct{}{}
+				defer func() { <-sem }()
+				if err := verifyBlob(ctx, s.target, desc); err != nil {
+					fail(err)
+					return
+				}
+				mu.Lock()
+				defer mu.Unlock()
 				res.Blobs++
 				res.Bytes += desc.Size
-			}
-			mu.Unlock()
-			for _, c := range succ {
-				walk(c)
-			}
+			})
 			return
 		}
-		wg.Go(func() {
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			err := verifyBlob(ctx, s.target, desc)
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				errs = append(errs, err)
-				return
-			}
-			res.Blobs++
-			res.Bytes += desc.Size
-		})
+		// readNode fetches and verifies it, within the limit.
+		n, err := readNode(ctx, s.manifests(), desc)
+		if err != nil {
+			fail(err) // it names the manifest
+			return
+		}
+		if isIndex(n.desc.MediaType) && depth >= limits.MaxIndexDepth {
+			fail(fmt.Errorf("index %s: indexes nested more than %d deep", desc.Digest, limits.MaxIndexDepth))
+			return
+		}
+		mu.Lock()
+		res.Blobs++
+		res.Bytes += desc.Size
+		mu.Unlock()
+		for _, c := range n.manifestChildren() {
+			walk(c, true, depth+1)
+		}
+		for _, c := range n.blobChildren() {
+			walk(c, false, depth+1)
+		}
 	}
-	walk(root)
+	walk(root, true, 0)
 	wg.Wait()
 	if len(errs) > 0 {
 		sort.Slice(errs, func(i, j int) bool { return errs[i].Error() < errs[j].Error() })
 		return nil, fmt.Errorf("%s: %d of %d blobs failed verification: %w", src, len(errs), len(seen), errs[0])
 	}
 	if against != "" {
-		n, err := compareFiles(ctx, s.target, root, against, prefix)
+		n, err := compareFiles(ctx, s, root, against, prefix)
 		if err != nil {
 			return nil, fmt.Errorf("%s against %s: %w", src, against, err)
 		}
@@ -141,12 +156,12 @@ func verifyBlob(ctx context.Context, f content.Fetcher, desc ocispec.Descriptor)
 // compareFiles hashes every regular file under prefix in the image's
 // layers and every regular file of dir (following symlinks), and reports
 // the first difference.
-func compareFiles(ctx context.Context, f content.Fetcher, root ocispec.Descriptor, dir, prefix string) (int, error) {
+func compareFiles(ctx context.Context, e *endpoint, root ocispec.Descriptor, dir, prefix string) (int, error) {
 	if prefix == "" {
 		prefix = "/models"
 	}
 	prefix = strings.Trim(path.Clean("/"+prefix), "/")
-	img, err := imageOf(ctx, f, root, v1.Platform{OS: "linux", Architecture: "amd64"})
+	img, err := imageOf(ctx, e, root, v1.Platform{OS: "linux", Architecture: "amd64"})
 	if err != nil {
 		return 0, err
 	}
