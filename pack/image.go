@@ -12,6 +12,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/modelcar/modelcar/internal/ocilayout"
+	"github.com/modelcar/modelcar/internal/redact"
 	"github.com/modelcar/modelcar/internal/ref"
 )
 
@@ -23,7 +24,11 @@ func resolveBase(ctx context.Context, s string, platform v1.Platform) (v1.Image,
 	}
 	switch r.Kind {
 	case ref.Registry:
-		desc, err := remote.Get(r.Name, remote.WithContext(ctx), remote.WithAuthFromKeychain(authn.DefaultKeychain))
+		// The registry's error answers may echo the credentials sent:
+		// internal/redact learns them as they are sent and redacts and caps
+		// the answers (go-containerregistry's errors quote them whole).
+		desc, err := remote.Get(r.Name, remote.WithContext(ctx), remote.WithAuthFromKeychain(authn.DefaultKeychain),
+			remote.WithTransport(redact.Transport(remote.DefaultTransport)))
 		if err != nil {
 			return nil, fmt.Errorf("--base %s: %w", s, err)
 		}

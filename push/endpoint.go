@@ -22,6 +22,7 @@ import (
 
 	"github.com/modelcar/modelcar/internal/limits"
 	"github.com/modelcar/modelcar/internal/ocilayout"
+	"github.com/modelcar/modelcar/internal/redact"
 	"github.com/modelcar/modelcar/internal/ref"
 )
 
@@ -138,7 +139,9 @@ func (o *options) httpClient() (*registryClient, error) {
 	// A connection on which nothing moves for idleTimeout fails its
 	// request, so a stalled registry or network is noticed (and the
 	// uploader resumes) instead of hanging; big blobs keep flowing.
-	apiTransport, uploadTransport := registryTransports(baseTransport(o.idleTimeout, o.insecure))
+	// Every credential sent is known to internal/redact before the answer,
+	// which may echo it, is read.
+	apiTransport, uploadTransport := registryTransports(redact.Transport(baseTransport(o.idleTimeout, o.insecure)))
 	api := &auth.Client{
 		Client:     &http.Client{Transport: apiTransport},
 		Cache:      auth.NewCache(),

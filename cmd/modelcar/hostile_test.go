@@ -4,13 +4,17 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/modelcar/modelcar/internal/testenv"
 )
 
 // Hostile inputs to the CLI (issue 18): each logs a FAULT line in the
@@ -205,6 +209,123 @@ func TestHostilePackJSON(t *testing.T) {
 				outcome = "survived"
 			}
 			t.Logf("FAULT name=hostile/pack-json-%s/pack outcome=%s bytes_lost=0 peak_rss=%d", tc.name, outcome, peak)
+		})
+	}
+}
+
+// TestHostileRegistryEchoesCredentials: a registry (in front of a real one,
+// testenv.Reflector) that echoes the request's credentials in its error
+// bodies: the Authorization header (basic, or the bearer token of a token
+// registry), the password and "user:password" it decodes to, in JSON and
+// as plain text. login, push (a manifest refused: oras-go's error; a blob
+// upload refused: modelcar's own), pull, verify and pack --base (go-
+// containerregistry's) fail naming the registry's answer, with every
+// credential redacted and the quoted body capped; the outputs are logged,
+// so that leakcheck checks them too under make test-faults.
+func TestHostileRegistryEchoesCredentials(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end: real registries behind a reflecting proxy")
+	}
+	const user = "ci-bot"
+	m := genModel(t)
+	layout := "oci:" + filepath.Join(t.TempDir(), "oci") + ":v1"
+	if r := run(t, nil, "pack", m.Dir, "--output", layout, "-q"); r.code != 0 {
+		t.Fatalf("pack: %+v", r)
+	}
+	for _, kind := range []string{"basic", "token"} {
+		t.Run(kind, func(t *testing.T) {
+			secret := testenv.NewSecret(t, user)
+			var reg *testenv.Registry
+			if kind == "basic" {
+				reg = testenv.StartRegistry(t, testenv.WithHtpasswd(user, secret))
+			} else {
+				reg = testenv.StartRegistry(t, testenv.WithTokenAuth(user, secret))
+			}
+			if r := runWith(t, nil, secret+"\n", "push", layout, reg.Ref("models/m")+":v1", "--plain-http", "-u", user, "--password-stdin", "-q"); r.code != 0 {
+				t.Fatalf("push: %+v", r)
+			}
+			authed := func(method, path string) func(*http.Request) bool {
+				return func(r *http.Request) bool {
+					return r.Header.Get("Authorization") != "" && (method == "" || r.Method == method) && strings.Contains(r.URL.Path, path)
+				}
+			}
+			stdin := []string{"-u", user, "--password-stdin"}
+			for _, tc := range []struct {
+				op     string
+				status int
+				pick   func(*http.Request) bool
+				args   func(addr string) []string
+			}{
+				{"login", http.StatusUnauthorized, authed(http.MethodGet, "/v2/"), func(a string) []string { return []string{"login", a} }},
+				{"push", http.StatusBadRequest, authed(http.MethodPut, "/manifests/"), func(a string) []string { return []string{"push", layout, a + "/models/m:v2"} }},
+				{"push-upload", http.StatusBadRequest, authed("", "/blobs/uploads/"), func(a string) []string { return []string{"push", layout, a + "/fresh/m:v1"} }},
+				{"pull", http.StatusForbidden, authed(http.MethodGet, "/manifests/"), func(a string) []string {
+					return []string{"pull", a + "/models/m:v1", filepath.Join(t.TempDir(), "pulled")}
+				}},
+				{"verify", http.StatusForbidden, authed(http.MethodGet, "/blobs/"), func(a string) []string {
+					return []string{"verify", a + "/models/m:v1", "--against", m.Dir}
+				}},
+				{"pack-base", http.StatusForbidden, authed(http.MethodGet, "/manifests/"), func(a string) []string {
+					return []string{"pack", m.Dir, "--base", a + "/models/m:v1", "--output", "oci:" + filepath.Join(t.TempDir(), "b")}
+				}},
+			} {
+				t.Run(tc.op, func(t *testing.T) {
+					refl := testenv.StartReflector(t, reg.Addr, tc.status, tc.pick)
+					args := append(tc.args(refl.Addr), "-q")
+					if tc.op == "login" {
+						args = args[:len(args)-1]
+					}
+					in, env := "", []string{"DOCKER_CONFIG=" + t.TempDir()}
+					switch tc.op {
+					case "pack-base":
+						if kind == "token" {
+							t.Skip("go-containerregistry refuses a loopback token realm on another origin (see testenv.WithTokenAuth)")
+						}
+						// Credentials from docker's config.json, as --base reads them.
+						auth := base64.StdEncoding.EncodeToString([]byte(user + ":" + secret))
+						cfg := `{"auths": {"` + refl.Addr + `": {"auth": "` + auth + `"}}}`
+						if err := os.WriteFile(filepath.Join(strings.TrimPrefix(env[0], "DOCKER_CONFIG="), "config.json"), []byte(cfg), 0o600); err != nil {
+							t.Fatal(err)
+						}
+					default:
+						in = secret + "\n"
+						args = append(args, stdin...)
+						args = append(args, "--plain-http")
+					}
+					r := runWith(t, env, in, args...)
+					out := r.stdout + r.stderr
+					if r.code != 1 {
+						t.Errorf("exit %d, want 1", r.code)
+					}
+					var leaks []string
+					for _, f := range testenv.SecretForms(secret, user) {
+						if strings.Contains(out, f[1]) {
+							leaks = append(leaks, f[0])
+						}
+					}
+					for _, tok := range reg.IssuedTokens() {
+						if strings.Contains(out, tok) {
+							leaks = append(leaks, "an issued token")
+						}
+					}
+					if strings.Contains(out, testenv.SecretMarker) || strings.Contains(out, user+":") {
+						leaks = append(leaks, "the marker or user:password")
+					}
+					if len(leaks) > 0 {
+						t.Errorf("the output shows credentials: %v\n%s", leaks, testenv.Mask(out))
+					} else {
+						// As printed: leakcheck searches it too.
+						t.Logf("modelcar %s: exit %d\n%s", strings.Join(args, " "), r.code, out)
+					}
+					if !strings.Contains(out, "[redacted]") {
+						t.Errorf("the registry's echo is not quoted, redacted (did the reflector answer?)")
+					}
+					if len(r.stderr) > 2048 {
+						t.Errorf("stderr is %d bytes: the quoted body is not capped", len(r.stderr))
+					}
+					t.Logf("FAULT name=hostile/registry-echoes-credentials-%s/%s outcome=failed-clearly bytes_lost=0", kind, tc.op)
+				})
+			}
 		})
 	}
 }

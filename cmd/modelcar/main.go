@@ -20,6 +20,7 @@ import (
 	"github.com/spf13/cobra"
 	"oras.land/oras-go/v2/registry/remote/auth"
 
+	"github.com/modelcar/modelcar/internal/redact"
 	"github.com/modelcar/modelcar/internal/ref"
 	"github.com/modelcar/modelcar/pack"
 )
@@ -75,6 +76,9 @@ func main() {
 // execute runs modelcar with args and returns its exit status: 0, 1 for
 // failures, 2 for usage errors (see usageError).
 func execute(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	// Whatever a command prints, no credential it holds: those read from
+	// stdin are added as read, those sent to a registry as sent.
+	stdout, stderr = redact.NewWriter(stdout), redact.NewWriter(stderr)
 	root := newRootCmd()
 	root.SetArgs(args)
 	root.SetIn(stdin)

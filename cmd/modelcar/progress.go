@@ -12,8 +12,12 @@ import (
 	"github.com/modelcar/modelcar/pack"
 )
 
-// isTerminal reports whether w is a terminal.
+// isTerminal reports whether w (or the writer a redacting writer wraps)
+// is a terminal.
 func isTerminal(w io.Writer) bool {
+	if u, ok := w.(interface{ Unwrap() io.Writer }); ok {
+		w = u.Unwrap()
+	}
 	f, ok := w.(*os.File)
 	return ok && term.IsTerminal(int(f.Fd()))
 }

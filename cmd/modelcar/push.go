@@ -20,6 +20,7 @@ import (
 	"oras.land/oras-go/v2/registry/remote/credentials"
 	"oras.land/oras-go/v2/registry/remote/errcode"
 
+	"github.com/modelcar/modelcar/internal/redact"
 	"github.com/modelcar/modelcar/internal/ref"
 	"github.com/modelcar/modelcar/pack"
 	"github.com/modelcar/modelcar/push"
@@ -134,7 +135,7 @@ func (f *transferFlags) options(cmd *cobra.Command, refs ...string) ([]push.Opti
 		if f.username == "" || !f.passwordStdin {
 			return nil, usageError{fmt.Errorf("--username and --password-stdin go together")}
 		}
-		pw, err := readPassword(cmd.InOrStdin())
+		pw, err := readPassword(cmd.InOrStdin(), f.username)
 		if err != nil {
 			return nil, err
 		}
@@ -150,7 +151,9 @@ func (f *transferFlags) options(cmd *cobra.Command, refs ...string) ([]push.Opti
 	return opts, nil
 }
 
-func readPassword(r io.Reader) (string, error) {
+// readPassword reads --password-stdin's password (or token) for user, and
+// adds it to what output never shows (internal/redact).
+func readPassword(r io.Reader, user string) (string, error) {
 	line, err := bufio.NewReader(r).ReadString('\n')
 	if err != nil && err != io.EOF {
 		return "", fmt.Errorf("reading password from stdin: %w", err)
@@ -159,6 +162,7 @@ func readPassword(r io.Reader) (string, error) {
 	if pw == "" {
 		return "", fmt.Errorf("--password-stdin: stdin is empty")
 	}
+	redact.Add(pw, user)
 	return pw, nil
 }
 
@@ -390,7 +394,7 @@ func newLoginCmd() *cobra.Command {
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			pw, err := readPassword(cmd.InOrStdin())
+			pw, err := readPassword(cmd.InOrStdin(), f.username)
 			if err != nil {
 				return err
 			}

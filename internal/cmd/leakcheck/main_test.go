@@ -5,12 +5,17 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/modelcar/modelcar/internal/redact"
 	"github.com/modelcar/modelcar/internal/testenv"
 )
 
@@ -189,5 +194,57 @@ func TestMarkerFormsAreTheMarkersOwn(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestLeakcheckCatchesAReflectingRegistry: the answers of a registry that
+// echoes credentials (testenv.ReflectCredentials: the basic Authorization
+// header, the password and user:password it decodes to, a token request's
+// form) are caught line by line; the same answers read as modelcar reads
+// them, through redact.Transport, show none.
+func TestLeakcheckCatchesAReflectingRegistry(t *testing.T) {
+	const user = "ci-bot"
+	secret := plantedSecret(t)
+	c, secretsFile, dir := setup(t, user, secret)
+	srv := httptest.NewServer(testenv.ReflectCredentials(http.StatusForbidden))
+	defer srv.Close()
+	answers := func(rt http.RoundTripper) string {
+		client := &http.Client{Transport: rt}
+		req, _ := http.NewRequest(http.MethodGet, srv.URL+"/v2/m/manifests/v1", nil)
+		req.SetBasicAuth(user, secret)
+		var all strings.Builder
+		for _, do := range []func() (*http.Response, error){
+			func() (*http.Response, error) { return client.Do(req) },
+			func() (*http.Response, error) {
+				return client.PostForm(srv.URL+"/token", url.Values{"grant_type": {"password"}, "username": {user}, "password": {secret}})
+			},
+		} {
+			resp, err := do()
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			all.Write(b)
+			all.WriteString("\n")
+		}
+		return all.String()
+	}
+	raw := write(t, dir, "reflected.log", answers(http.DefaultTransport))
+	res, report := scan(t, c, secretsFile, raw)
+	// Each request's answer: its JSON line, then authorization, basic and
+	// password lines (the GET), or its form line (the POST).
+	if res.Leaks != 6 {
+		t.Errorf("%d leaks in the reflected answers, want 6:\n%s", res.Leaks, report)
+	}
+	if strings.Contains(report, secret) {
+		t.Error("the report shows the secret")
+	}
+	clean := filepath.Join(t.TempDir(), "redacted.log")
+	if err := os.WriteFile(clean, []byte(answers(redact.Transport(nil))), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if res, report := scan(t, c, secretsFile, clean); res.Leaks != 0 {
+		t.Errorf("%d leaks in the answers read through redact.Transport:\n%s", res.Leaks, report)
 	}
 }
