@@ -408,6 +408,10 @@ func resolveLocal(r ocilayout.Reader, where, reference string, read func(v1.Hash
 		tag = reference
 	}
 	d, err := ocilayout.Resolve(r, where, tag, dg)
+	var nf *ocilayout.NotFoundError
+	if err != nil && !errors.As(err, &nf) {
+		return ocispec.Descriptor{}, err // index.json cannot be read: it says why
+	}
 	if err != nil && dg != nil {
 		b, rerr := read(*dg, limits.MaxManifestBytes)
 		if rerr != nil {

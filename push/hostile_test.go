@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -804,5 +805,73 @@ func TestHostileMediaType(t *testing.T) {
 			Header: http.Header{"Content-Type": {"application/octet-stream"}}})
 		check(t, "registry-octet-stream", proxy.Ref("hostile/mt")+":v1", false,
 			func() { flipByte(t, blobData(reg, img.layers[1].Digest.Encoded()), 100) })
+	})
+}
+
+// TestHostileLayoutFiles: a layout's index.json or oci-layout that is a
+// symlink to /dev/zero, a 1 GiB file or a named pipe, and an archive that
+// is a named pipe. pull, inspect, verify and mirror read such files
+// without bound (oci-layout was never read: a 1 GiB one passed) or hung
+// forever on the pipe; each now fails within seconds, in bounded memory,
+// naming the file.
+func TestHostileLayoutFiles(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs 28 operations in child processes")
+	}
+	layers := []hLayer{hTarLayer(t, map[string]string{"config.json": "{}"})}
+	kinds := map[string]func(t *testing.T, path string){
+		"dev-zero": func(t *testing.T, path string) {
+			if err := os.Symlink("/dev/zero", path); err != nil {
+				t.Fatal(err)
+			}
+		},
+		"1GiB": func(t *testing.T, path string) {
+			f, err := os.Create(path)
+			if err == nil {
+				err = f.Truncate(1 << 30) // sparse: no disk
+				f.Close()
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+		},
+		"fifo": func(t *testing.T, path string) {
+			if err := syscall.Mkfifo(path, 0o644); err != nil {
+				t.Skipf("mkfifo: %v", err)
+			}
+		},
+	}
+	run := func(t *testing.T, name, src, file string) {
+		for _, op := range hOps(t, src) {
+			op.Timeout, op.MaxRSS = 15*time.Second, limits.MemoryBound
+			r := runChild(t, op)
+			t.Logf("%s %s: %s", name, op.Op, r)
+			switch {
+			case r.Stopped != "":
+				t.Errorf("%s %s: %s", name, op.Op, r)
+			case r.Err == "" || !strings.Contains(r.Err, file):
+				t.Errorf("%s %s: %q, want an error naming %s", name, op.Op, r.Err, file)
+			}
+			logHostile(t, name+"/"+op.Op, failedClearly, 0, fmt.Sprintf("peak_rss_mib=%d", r.HWM>>20))
+		}
+	}
+	for _, file := range []string{"index.json", "oci-layout"} {
+		for kind, make := range kinds {
+			t.Run(file+"/"+kind, func(t *testing.T) {
+				dir := filepath.Join(t.TempDir(), "oci")
+				img := hWriteImage(t, dir, layers, nil)
+				path := filepath.Join(dir, file)
+				if err := os.Remove(path); err != nil {
+					t.Fatal(err)
+				}
+				make(t, path)
+				run(t, "layout-"+file+"-"+kind, img.ref(), file)
+			})
+		}
+	}
+	t.Run("archive/fifo", func(t *testing.T) {
+		file := filepath.Join(t.TempDir(), "m.tar")
+		kinds["fifo"](t, file)
+		run(t, "archive-fifo", "oci-archive:"+file+":v1", file)
 	})
 }

@@ -414,23 +414,17 @@ func openVolumes(file string) (readerAtCloser, int64, error) {
 	return openSplit(file)
 }
 
+// openSingle opens an archive file, a regular one (see openRegular).
 func openSingle(file string) (*os.File, error) {
-	f, err := os.Open(file)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := f.Stat(); err != nil {
-		f.Close()
-		return nil, err
-	}
-	return f, nil
+	f, _, err := openRegular(file)
+	return f, err
 }
 
 // openSplit opens the volumes FILE.000, FILE.001... as one file.
 func openSplit(file string) (readerAtCloser, int64, error) {
 	var m multiFile
 	for i := 0; ; i++ {
-		f, err := os.Open(VolumeName(file, i))
+		f, _, err := openRegular(VolumeName(file, i))
 		if os.IsNotExist(err) && i > 0 {
 			break
 		}

@@ -52,13 +52,21 @@ func IsLayout(dir string) bool {
 	return err == nil
 }
 
-// checkLayout opens dir's oci-layout file, telling "not a layout" apart from
-// "a layout this process may not read" (a layout written by another user).
+// checkLayout reads dir's oci-layout file, telling "not a layout" apart from
+// "a layout this process may not read" (a layout written by another user)
+// and from a layout whose oci-layout file cannot be one (not a regular file,
+// over the limit, not {"imageLayoutVersion": ...}: errBadLayout).
 func checkLayout(dir string) error {
-	f, err := os.Open(filepath.Join(dir, layoutFile))
+	path := filepath.Join(dir, layoutFile)
+	b, err := readSmall(path, path)
 	switch {
 	case err == nil:
-		f.Close()
+		var v struct {
+			Version *string `json:"imageLayoutVersion"`
+		}
+		if json.Unmarshal(b, &v) != nil || v.Version == nil {
+			return fmt.Errorf("%s is %w: %s is not {\"imageLayoutVersion\": ...}", dir, errBadLayout, path)
+		}
 		return nil
 	case errors.Is(err, fs.ErrPermission):
 		return fmt.Errorf("%s: cannot read the OCI image layout: %w", dir, err)
@@ -68,11 +76,20 @@ func checkLayout(dir string) error {
 		}
 		return fmt.Errorf("%s is not an OCI image layout (no oci-layout file)", dir)
 	}
+	var nr *NotRegularError
+	var tl *limits.TooLargeError
+	if errors.As(err, &nr) || errors.As(err, &tl) {
+		return fmt.Errorf("%s is %w: %w", dir, errBadLayout, err)
+	}
 	if st, serr := os.Stat(dir); serr == nil && !st.IsDir() {
 		return fmt.Errorf("%s is not an OCI image layout (not a directory)", dir)
 	}
 	return fmt.Errorf("%s: cannot read the OCI image layout: %w", dir, err)
 }
+
+// errBadLayout marks a layout whose oci-layout file is there but cannot be
+// one: Init refuses it rather than write over it.
+var errBadLayout = errors.New("not a usable OCI image layout")
 
 // Init creates the layout skeleton in dir (which may exist and be empty),
 // or opens dir when it already is a layout. A non-empty directory that is
@@ -82,7 +99,7 @@ func Init(dir string) (*Layout, error) {
 	if err == nil {
 		return &Layout{Dir: dir}, nil
 	}
-	if errors.Is(err, fs.ErrPermission) {
+	if errors.Is(err, fs.ErrPermission) || errors.Is(err, errBadLayout) {
 		return nil, err
 	}
 	if err := os.MkdirAll(dir, dirPerm); err != nil {
@@ -181,9 +198,9 @@ func (l *Layout) BlobSize(h v1.Hash) (int64, error) {
 	return st.Size(), nil
 }
 
-// OpenBlob opens the blob h.
+// OpenBlob opens the blob h, a regular file (see openRegular).
 func (l *Layout) OpenBlob(h v1.Hash) (io.ReadCloser, error) {
-	f, err := os.Open(l.BlobPath(h))
+	f, _, err := openRegular(l.BlobPath(h))
 	if err != nil {
 		return nil, fmt.Errorf("layout %s: blob %s: %w", l.Dir, h, err)
 	}
@@ -367,7 +384,8 @@ func (c ctxReader) Read(p []byte) (int, error) {
 
 // Index reads index.json.
 func (l *Layout) Index() (*v1.IndexManifest, error) {
-	b, err := readSmall(filepath.Join(l.Dir, indexFile), fmt.Sprintf("layout %s: index.json", l.Dir))
+	path := filepath.Join(l.Dir, indexFile)
+	b, err := readSmall(path, path)
 	if err != nil {
 		return nil, err
 	}
@@ -376,28 +394,6 @@ func (l *Layout) Index() (*v1.IndexManifest, error) {
 		return nil, fmt.Errorf("layout %s: index.json: %w", l.Dir, err)
 	}
 	return &idx, nil
-}
-
-// readSmall reads a JSON document of the layout whole (what names it in
-// errors), refusing one over limits.MaxManifestBytes.
-func readSmall(path, what string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", what, err)
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, limits.MaxManifestBytes+1))
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", what, err)
-	}
-	if len(b) > limits.MaxManifestBytes {
-		size := int64(-1)
-		if st, err := f.Stat(); err == nil && st.Mode().IsRegular() {
-			size = st.Size()
-		}
-		return nil, &limits.TooLargeError{What: what, Size: size, Limit: limits.MaxManifestBytes}
-	}
-	return b, nil
 }
 
 // WriteIndex replaces index.json atomically.

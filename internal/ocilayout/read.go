@@ -53,6 +53,12 @@ func (a *Archive) ReadBlob(h v1.Hash, max int64) ([]byte, error) {
 	return b, nil
 }
 
+// NotFoundError is a tag or digest that a layout or archive does not
+// hold (or, with neither, no single image it holds).
+type NotFoundError struct{ msg string }
+
+func (e *NotFoundError) Error() string { return e.msg }
+
 // Resolve picks the index.json entry named by tag or digest. With neither,
 // a store holding exactly one image, or exactly one tagged image, yields it.
 // A digest not in index.json is also looked up in the image indexes it
@@ -73,14 +79,14 @@ func Resolve(r Reader, where, tag string, dgst *v1.Hash) (v1.Descriptor, error) 
 		if d, ok := findInIndexes(r, idx.Manifests, *dgst, 1, map[v1.Hash]bool{}); ok {
 			return d, nil
 		}
-		return v1.Descriptor{}, fmt.Errorf("%s: no image with digest %s", where, dgst)
+		return v1.Descriptor{}, &NotFoundError{fmt.Sprintf("%s: no image with digest %s", where, dgst)}
 	case tag != "":
 		for _, d := range idx.Manifests {
 			if d.Annotations[AnnotationRefName] == tag {
 				return d, nil
 			}
 		}
-		return v1.Descriptor{}, fmt.Errorf("%s: no image tagged %q (have: %s)", where, tag, tagList(idx))
+		return v1.Descriptor{}, &NotFoundError{fmt.Sprintf("%s: no image tagged %q (have: %s)", where, tag, tagList(idx))}
 	}
 	if len(idx.Manifests) == 1 {
 		return idx.Manifests[0], nil
@@ -97,9 +103,9 @@ func Resolve(r Reader, where, tag string, dgst *v1.Hash) (v1.Descriptor, error) 
 		return tagged[0], nil
 	}
 	if len(idx.Manifests) == 0 {
-		return v1.Descriptor{}, fmt.Errorf("%s: holds no image", where)
+		return v1.Descriptor{}, &NotFoundError{fmt.Sprintf("%s: holds no image", where)}
 	}
-	return v1.Descriptor{}, fmt.Errorf("%s: holds %d images; name one with :TAG (have: %s)", where, len(idx.Manifests), tagList(idx))
+	return v1.Descriptor{}, &NotFoundError{fmt.Sprintf("%s: holds %d images; name one with :TAG (have: %s)", where, len(idx.Manifests), tagList(idx))}
 }
 
 // findInIndexes looks for want among the children of the image indexes in
