@@ -312,8 +312,9 @@ func hLayoutBlob(dir string, d digest.Digest) string {
 // hundreds of MiB of zeros. Decoders kept the whole window in memory
 // (about 0.5 GiB a layer at zstd's default limit); now a window over a
 // layer's share of limits.ZstdWindowBudget is refused with an error naming
-// the layer, and one within it is decoded within it: peak memory stays
-// under limits.MemoryBound at 8 parallel layers (the largest default
+// the layer, and one within it is decoded within it: peak memory of pull,
+// verify (which decompresses to compare files) and mirror (which does not)
+// stays under limits.MemoryBound at 8 parallel layers (the largest default
 // --jobs), with more layers than jobs, and at one job with the whole budget.
 func TestHostileZstdWindow(t *testing.T) {
 	if testing.Short() {
@@ -358,7 +359,11 @@ func TestHostileZstdWindow(t *testing.T) {
 			for _, op := range []childOp{
 				{Op: "pull", Src: img.ref(), Dst: filepath.Join(t.TempDir(), "pulled"), Jobs: tc.jobs},
 				{Op: "verify", Src: img.ref(), Against: model, Jobs: tc.jobs},
+				{Op: "mirror", Src: img.ref(), Dst: "oci:" + filepath.Join(t.TempDir(), "mirror") + ":v1", Jobs: tc.jobs},
 			} {
+				if op.Op == "mirror" && tc.refused {
+					continue // mirror copies layers as they are: nothing to refuse
+				}
 				r := runChild(t, op)
 				t.Logf("%s: %s", op.Op, r)
 				if r.HWM >= limits.MemoryBound || r.Stopped != "" {
