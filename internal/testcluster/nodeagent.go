@@ -283,6 +283,9 @@ func (p *devicePlugin) PreStartContainer(context.Context, *pluginapi.PreStartCon
 	return &pluginapi.PreStartContainerResponse{}, nil
 }
 
+// deviceEndpoint is the device plugin's socket, in the kubelet's directory.
+const deviceEndpoint = "modelcar-fake-gpu.sock"
+
 // serveDevicePlugin serves the plugin on its own socket in the kubelet's
 // device-plugin directory and registers it with the kubelet, again each time
 // the kubelet's socket is made anew (a kubelet restart forgets plugins).
@@ -291,7 +294,7 @@ func serveDevicePlugin(ctx context.Context, cfg agentConfig, log io.Writer) erro
 	for i := range cfg.Devices {
 		p.devices = append(p.devices, &pluginapi.Device{ID: "fake-gpu-" + strconv.Itoa(i), Health: pluginapi.Healthy})
 	}
-	const endpoint = "modelcar-fake-gpu.sock"
+	const endpoint = deviceEndpoint
 	kubeletSock := filepath.Join(cfg.DevicePluginDir, "kubelet.sock")
 	var registered os.FileInfo
 	var srv *grpc.Server

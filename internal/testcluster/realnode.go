@@ -119,7 +119,21 @@ type nodeState struct {
 	Agent      string   `json:"agentConfig"`
 	APITarget  string   `json:"apiTarget"`
 	NodeIP     string   `json:"nodeIP"`
+	// Sysctls are the kernel settings the kubelet changes at start (it
+	// cannot be told not to), as they were before: teardown puts them back.
+	Sysctls map[string]string `json:"sysctls,omitempty"`
+	// MadeDirs are the host directories the kubelet uses whatever its
+	// configuration that did not exist before (removed when empty).
+	MadeDirs []string `json:"madeDirs,omitempty"`
 }
+
+// DevicePluginDir is where every kubelet serves device-plugin registration,
+// whatever its root directory: one real node per machine at a time.
+const DevicePluginDir = "/var/lib/kubelet/device-plugins"
+
+// kubeletSysctls are what the kubelet's container manager sets (vm and
+// kernel), saved before it starts and restored at teardown.
+var kubeletSysctls = []string{"vm/overcommit_memory", "vm/panic_on_oom", "kernel/panic", "kernel/panic_on_oops", "kernel/keys/root_maxkeys", "kernel/keys/root_maxbytes"}
 
 const nodeStateFile = "node.json"
 
@@ -167,7 +181,7 @@ func (c *Cluster) AddRealNode(ctx context.Context, opts RealNodeOptions) (n *Rea
 		return nil, err
 	}
 	apiURL := strings.TrimPrefix(c.Server, "https://")
-	n = &RealNode{
+	rn := &RealNode{
 		Name:             opts.Name,
 		Dir:              dir,
 		NetNS:            "modelcar-node-" + id,
@@ -176,16 +190,32 @@ func (c *Cluster) AddRealNode(ctx context.Context, opts RealNodeOptions) (n *Rea
 		cluster:          c,
 		owned:            true,
 	}
+	n = rn // returns below set n to nil: the cleanup uses rn
 	n.state = nodeState{
 		Name: opts.Name, NetNS: n.NetNS, HostVeth: "mcn" + id, CgroupRoot: "/modelcar-node-" + id,
 		Socket: n.ContainerdSocket, Agent: filepath.Join(dir, "agent.json"), APITarget: apiURL, NodeIP: n.IP,
+	}
+	if c, err := net.Dial("unix", filepath.Join(DevicePluginDir, "kubelet.sock")); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("testcluster: another kubelet runs on this machine (it serves %s/kubelet.sock): one real node at a time; stop it (make cluster-down), or point tests at its cluster with %s", DevicePluginDir, KubeconfigEnv)
+	}
+	n.state.Sysctls = map[string]string{}
+	for _, k := range kubeletSysctls {
+		if b, err := os.ReadFile("/proc/sys/" + k); err == nil {
+			n.state.Sysctls[k] = strings.TrimSpace(string(b))
+		}
+	}
+	for _, d := range []string{DevicePluginDir, filepath.Dir(DevicePluginDir), "/var/log/containers"} {
+		if _, err := os.Stat(d); errors.Is(err, os.ErrNotExist) {
+			n.state.MadeDirs = append(n.state.MadeDirs, d)
+		}
 	}
 	if err := writeJSONFile(filepath.Join(dir, nodeStateFile), n.state); err != nil {
 		return nil, err
 	}
 	defer func() {
 		if err != nil {
-			if cleanErr := n.Stop(context.Background()); cleanErr != nil {
+			if cleanErr := rn.Stop(context.Background()); cleanErr != nil {
 				err = errors.Join(err, cleanErr)
 			}
 			n = nil
@@ -223,14 +253,14 @@ func (c *Cluster) AddRealNode(ctx context.Context, opts RealNodeOptions) (n *Rea
 
 	// The node agent: ports into the namespace and the device plugin.
 	kubeletRoot := filepath.Join(dir, "kubelet")
-	if err := os.MkdirAll(filepath.Join(kubeletRoot, "device-plugins"), 0o755); err != nil {
+	if err := os.MkdirAll(DevicePluginDir, 0o755); err != nil {
 		return nil, err
 	}
 	n.state.Registries = append([]string(nil), opts.Registries...)
 	agent := agentConfig{
 		NetNS:           "/run/netns/" + n.NetNS,
 		Forwards:        n.forwards(),
-		DevicePluginDir: filepath.Join(kubeletRoot, "device-plugins"),
+		DevicePluginDir: DevicePluginDir,
 		Resource:        "nvidia.com/gpu",
 		Devices:         opts.GPUs,
 	}
@@ -254,7 +284,9 @@ func (c *Cluster) AddRealNode(ctx context.Context, opts RealNodeOptions) (n *Rea
 	if err := n.writeContainerdConfig(bins); err != nil {
 		return nil, err
 	}
-	cd, err := n.start(opts, opts.Name+"-containerd", bins["containerd"], []string{"--config", filepath.Join(dir, "containerd.toml")}, nil, true)
+	// containerd finds its shim on PATH: ours first, not Debian's 1.6 one.
+	path := "PATH=" + filepath.Join(dir, "bin") + ":" + os.Getenv("PATH")
+	cd, err := n.start(opts, opts.Name+"-containerd", bins["containerd"], []string{"--config", filepath.Join(dir, "containerd.toml")}, []string{path}, true)
 	if err != nil {
 		return nil, err
 	}
@@ -295,6 +327,7 @@ func (c *Cluster) AddRealNode(ctx context.Context, opts RealNodeOptions) (n *Rea
 		"--config=" + filepath.Join(dir, "kubelet.yaml"),
 		"--kubeconfig=" + kubeconfig,
 		"--root-dir=" + kubeletRoot,
+		"--cert-dir=" + filepath.Join(kubeletRoot, "pki"),
 		"--hostname-override=" + opts.Name,
 		"--node-ip=" + n.IP,
 		"--node-labels=" + strings.Join(labels, ","),
@@ -504,6 +537,7 @@ func (n *RealNode) writeKubeletConfig() error {
 		HealthzBindAddress: "127.0.0.1",
 		ReadOnlyPort:       0,
 		PodLogsDir:         filepath.Join(n.Dir, "pod-logs"),
+		VolumePluginDir:    filepath.Join(n.Dir, "volume-plugins"),
 		ResolverConfig:     &resolv,
 		Authentication: kubeletconfig.KubeletAuthentication{
 			Anonymous: kubeletconfig.KubeletAnonymousAuthentication{Enabled: &t},
@@ -663,6 +697,12 @@ func teardownNode(dir string) error {
 	if err := unmountUnder(dir); err != nil {
 		errs = append(errs, err)
 	}
+	for k, v := range st.Sysctls {
+		if err := os.WriteFile("/proc/sys/"+k, []byte(v+"\n"), 0o644); err != nil {
+			errs = append(errs, fmt.Errorf("restoring %s to %s: %w", k, v, err))
+		}
+	}
+	errs = append(errs, removeHostLeftovers(dir, st))
 	if st.NetNS != "" {
 		if _, err := os.Stat("/run/netns/" + st.NetNS); err == nil {
 			if err := runCmd(context.Background(), "ip", "netns", "del", st.NetNS); err != nil {
@@ -671,8 +711,9 @@ func teardownNode(dir string) error {
 		}
 	}
 	if st.HostVeth != "" {
+		// Deleting the namespace deletes the pair, a moment later.
 		if _, err := net.InterfaceByName(st.HostVeth); err == nil {
-			if err := runCmd(context.Background(), "ip", "link", "del", st.HostVeth); err != nil {
+			if err := runCmd(context.Background(), "ip", "link", "del", st.HostVeth); err != nil && !strings.Contains(err.Error(), "Cannot find device") {
 				errs = append(errs, err)
 			}
 		}
@@ -688,6 +729,31 @@ func teardownNode(dir string) error {
 		if err := os.Remove(filepath.Join(dir, nodeStateFile)); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	return errors.Join(errs...)
+}
+
+// removeHostLeftovers removes what the kubelet and the agent left outside
+// the node's directory: the device-plugin sockets, the kubelet's links in
+// /var/log/containers to the node's pod logs, and the directories that did
+// not exist before.
+func removeHostLeftovers(dir string, st nodeState) error {
+	var errs []error
+	for _, sock := range []string{"kubelet.sock", deviceEndpoint, "kubelet_internal_checkpoint"} {
+		if err := os.Remove(filepath.Join(DevicePluginDir, sock)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	links, _ := filepath.Glob("/var/log/containers/*.log")
+	for _, l := range links {
+		if target, err := os.Readlink(l); err == nil && strings.HasPrefix(target, dir+"/") {
+			if err := os.Remove(l); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	for _, d := range st.MadeDirs { // deepest first, as listed
+		_ = syscall.Rmdir(d) // only when empty
 	}
 	return errors.Join(errs...)
 }
