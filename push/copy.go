@@ -10,6 +10,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sync/errgroup"
 	"oras.land/oras-go/v2"
 	"oras.land/oras-go/v2/content"
 
@@ -180,11 +181,11 @@ func copyGraph(ctx context.Context, s, d *endpoint, root ocispec.Descriptor, tag
 // holds everything root refers to (see complete), tags it (layouts list an
 // untagged root in index.json).
 func copyTagged(ctx context.Context, s, d *endpoint, g *graphWalk, root ocispec.Descriptor, tag string, gopts oras.CopyGraphOptions) error {
-	g.markManifest(root.Digest)
+	g.markManifest(root.Digest, 0)
 	if err := oras.CopyGraph(ctx, s.target, d.target, root, gopts); err != nil {
 		return copyError(err)
 	}
-	if err := complete(ctx, d, root); err != nil {
+	if err := complete(ctx, d, root, gopts.Concurrency); err != nil {
 		return fmt.Errorf("destination: %w; not tagged", err)
 	}
 	if tag == "" && d.repo != nil {
@@ -201,25 +202,33 @@ func copyTagged(ctx context.Context, s, d *endpoint, g *graphWalk, root ocispec.
 // reads those by their content (see readNode); everything else is a blob,
 // with no successors.
 type graphWalk struct {
-	src       *endpoint
-	mu        sync.Mutex
-	manifests map[string]bool
+	src *endpoint
+	mu  sync.Mutex
+	// manifests maps the digests in a manifest's place to their depth
+	// (roots 0), so that indexes nest no deeper than pull and verify read.
+	manifests map[string]int
 }
 
 func newGraphWalk(src *endpoint) *graphWalk {
-	return &graphWalk{src: src, manifests: map[string]bool{}}
+	return &graphWalk{src: src, manifests: map[string]int{}}
 }
 
-func (g *graphWalk) markManifest(d digest.Digest) {
+func (g *graphWalk) markManifest(d digest.Digest, depth int) {
 	g.mu.Lock()
-	g.manifests[d.String()] = true
+	if old, ok := g.manifests[d.String()]; !ok || depth < old {
+		g.manifests[d.String()] = depth
+	}
 	g.mu.Unlock()
 }
 
-func (g *graphWalk) isManifest(d digest.Digest) bool {
+// depth is d's depth, or -1 when d is not in a manifest's place (a blob).
+func (g *graphWalk) depth(d digest.Digest) int {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return g.manifests[d.String()]
+	if n, ok := g.manifests[d.String()]; ok {
+		return n
+	}
+	return -1
 }
 
 // successors returns what desc refers to, largest blobs first so the long
@@ -227,19 +236,23 @@ func (g *graphWalk) isManifest(d digest.Digest) bool {
 // plainly a manifest's are identified by their content first, so that they
 // are copied as manifests.
 func (g *graphWalk) successors(ctx context.Context, f content.Fetcher, desc ocispec.Descriptor) ([]ocispec.Descriptor, error) {
-	if !g.isManifest(desc.Digest) {
+	depth := g.depth(desc.Digest)
+	if depth < 0 {
 		return nil, nil
 	}
 	n, err := readNode(ctx, f, desc)
 	if err != nil {
 		return nil, err
 	}
+	if isIndex(n.desc.MediaType) && depth >= limits.MaxIndexDepth {
+		return nil, fmt.Errorf("index %s: indexes nested more than %d deep", desc.Digest, limits.MaxIndexDepth)
+	}
 	var succ []ocispec.Descriptor
 	for _, c := range n.manifestChildren() {
 		if c, err = identified(ctx, g.src.manifests(), c); err != nil {
 			return nil, err
 		}
-		g.markManifest(c.Digest)
+		g.markManifest(c.Digest, depth+1)
 		succ = append(succ, c)
 	}
 	blobs := n.blobChildren()
@@ -248,9 +261,9 @@ func (g *graphWalk) successors(ctx context.Context, f content.Fetcher, desc ocis
 }
 
 // complete checks that d holds everything root refers to, walking it as
-// it stands at d (the manifests read back from d): a tag is written only
-// over a whole image.
-func complete(ctx context.Context, d *endpoint, root ocispec.Descriptor) error {
+// it stands at d (the manifests read back from d, the blobs asked after,
+// jobs at a time): a tag is written only over a whole image.
+func complete(ctx context.Context, d *endpoint, root ocispec.Descriptor, jobs int) error {
 	n, err := readNode(ctx, d.manifests(), root)
 	if err != nil {
 		return err
@@ -259,20 +272,25 @@ func complete(ctx context.Context, d *endpoint, root ocispec.Descriptor) error {
 		if c, err = identified(ctx, d.manifests(), c); err != nil {
 			return err
 		}
-		if err := complete(ctx, d, c); err != nil {
+		if err := complete(ctx, d, c, jobs); err != nil {
 			return err
 		}
 	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(jobs)
 	for _, c := range n.blobChildren() {
-		ok, err := d.target.Exists(ctx, c)
-		if err != nil {
-			return fmt.Errorf("%s %s: blob %s: %w", docKind(n.desc.MediaType), root.Digest, c.Digest, err)
-		}
-		if !ok {
-			return fmt.Errorf("%s %s: blob %s is missing", docKind(n.desc.MediaType), root.Digest, c.Digest)
-		}
+		g.Go(func() error {
+			ok, err := d.target.Exists(gctx, c)
+			if err != nil {
+				return fmt.Errorf("%s %s: blob %s: %w", docKind(n.desc.MediaType), root.Digest, c.Digest, err)
+			}
+			if !ok {
+				return fmt.Errorf("%s %s: blob %s is missing", docKind(n.desc.MediaType), root.Digest, c.Digest)
+			}
+			return nil
+		})
 	}
-	return nil
+	return g.Wait()
 }
 
 // copyError unwraps oras-go's CopyError into which side failed.

@@ -880,3 +880,34 @@ func TestHostileLayoutFiles(t *testing.T) {
 		run(t, "archive-fifo", "oci-archive:"+file+":v1", file)
 	})
 }
+
+// TestHostileIndexDepth: image indexes nested in image indexes are read
+// limits.MaxIndexDepth deep by pull, inspect, mirror and verify alike, and
+// refused one deeper, naming the index.
+func TestHostileIndexDepth(t *testing.T) {
+	layers := []hLayer{hTarLayer(t, map[string]string{"config.json": "{}"})}
+	for _, levels := range []int{limits.MaxIndexDepth, limits.MaxIndexDepth + 1} {
+		dir := filepath.Join(t.TempDir(), "oci")
+		img := hWriteImage(t, dir, layers, nil)
+		top := img.desc
+		for range levels {
+			top = hIndexOf(t, dir, top)
+		}
+		for _, op := range hOps(t, img.ref()) {
+			t.Run(fmt.Sprintf("%d-levels/%s", levels, op.Op), func(t *testing.T) {
+				err := hRun(t, op)
+				if levels <= limits.MaxIndexDepth {
+					if err != nil {
+						t.Fatalf("%s of %d nested indexes: %v", op.Op, levels, err)
+					}
+					return
+				}
+				if err == nil || !strings.Contains(err.Error(), "nested more than") {
+					t.Fatalf("%s of %d nested indexes: %v, want them refused", op.Op, levels, err)
+				}
+				t.Logf("%s: %v", op.Op, err)
+				logHostile(t, "index-depth/"+op.Op, failedClearly, 0)
+			})
+		}
+	}
+}
