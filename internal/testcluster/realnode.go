@@ -494,6 +494,9 @@ func (n *RealNode) writeContainerdConfig(bins map[string]string) error {
 		// This sandbox forbids lowering oom_score_adj: without this every
 		// sandbox fails in runc's nsexec.
 		`  restrict_oom_score_adj = true`,
+		// Pods' network namespaces under the node's state, not the host's
+		// /run/netns: teardown unmounts them with the rest.
+		`  netns_mounts_under_state_dir = true`,
 		`  [plugins."io.containerd.cri.v1.runtime".containerd]`,
 		`    default_runtime_name = "runc"`,
 		`    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]`,
