@@ -9,7 +9,7 @@ BIN     := bin/modelcar
 WORK    := .work
 SIZE    ?= 2GiB
 
-.PHONY: all build test test-short deps demo bench bench-coldstart lint fmt clean cluster-up cluster-down registry registry-down image chart test-faults
+.PHONY: all build test test-short deps demo bench bench-coldstart lint fmt clean cluster-up cluster-down registry registry-down e2e-coldstart image chart test-faults
 
 all: build
 
@@ -81,6 +81,21 @@ bench-coldstart: build deps
 	./bin/coldstart -modelcar $(BIN) -genmodel bin/genmodel -stargz bin/stargz-grpc $(COLDSTART_NODE_FLAGS_$(COLDSTART_NODE)) \
 	  -work $(WORK)/coldstart -size $(COLDSTART_SIZE) -rate $(COLDSTART_RATE) -runs $(COLDSTART_RUNS) \
 	  -json $(WORK)/coldstart/results-$(COLDSTART_NODE)-$(COLDSTART_RATE).json -md $(WORK)/coldstart/results-$(COLDSTART_NODE)-$(COLDSTART_RATE).md
+
+# The cold-start optimizer's loop closed on a real node (root;
+# internal/cmd/e2ecoldstart): the chart serves an E2E_SIZE model through the
+# vLLM stand-in on the test cluster's real node; E2E_RUNS cold starts of the
+# image a user starts from (one gzip layer), each with the image removed and
+# the page cache dropped; `modelcar plan --discover --bench --emit`; every
+# emitted change applied (re-pack, pre-pull, chart values); E2E_RUNS cold
+# starts again; predicted against measured saving per phase and lever, in
+# $(WORK)/e2e-coldstart/results.{md,json}.
+E2E_SIZE ?= 2GiB
+E2E_RATE ?= 1gbit
+E2E_RUNS ?= 3
+e2e-coldstart: build deps
+	go run ./internal/cmd/e2ecoldstart -modelcar $(BIN) -work $(WORK)/e2e-coldstart/run -size $(E2E_SIZE) -rate $(E2E_RATE) -runs $(E2E_RUNS) \
+	  -json $(WORK)/e2e-coldstart/results.json -md $(WORK)/e2e-coldstart/results.md
 
 # modelcar's own container image (amd64 + arm64, static, non-root, no shell),
 # built reproducibly with go-containerregistry: an OCI layout in .work/image,

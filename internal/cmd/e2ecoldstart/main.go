@@ -1,0 +1,448 @@
+// Command e2ecoldstart closes the cold-start optimizer's loop on a real node
+// (`make e2e-coldstart`, root): it starts the test cluster with a real node
+// (internal/testcluster) and a registry, deploys the vllm-modelcar chart
+// serving a generated model through the vLLM stand-in, and then
+//
+//  1. measures the baseline: the image a user starts from (the model in one
+//     gzip layer, as a Dockerfile COPY makes it), -runs cold starts, each
+//     with the image removed from the node and the page cache dropped
+//     (`modelcar measure run --before-each`);
+//  2. asks `modelcar plan --discover --bench --emit` what to change;
+//  3. applies everything it emitted: the pack flags (re-pack, push), the
+//     pre-pull (for the image now served) and the chart values;
+//  4. measures again, the page cache dropped before each start, the image
+//     left where the pre-pull put it;
+//  5. prints and writes (JSON, Markdown) per phase and per lever the
+//     predicted saving beside the measured one.
+//
+// Everything it starts is stopped by PID and removed when it ends.
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+
+	"github.com/modelcar/modelcar/internal/testcluster"
+	"github.com/modelcar/modelcar/internal/testmodel"
+	"github.com/modelcar/modelcar/measure"
+	"github.com/modelcar/modelcar/measure/plan"
+)
+
+type config struct {
+	modelcar, work, size, rate, bench, jsonOut, mdOut string
+	runs                                              int
+}
+
+func main() {
+	testcluster.RunNodeAgentIfRequested()
+	var c config
+	flag.StringVar(&c.modelcar, "modelcar", "bin/modelcar", "the modelcar binary")
+	flag.StringVar(&c.work, "work", ".work/e2e-coldstart", "work directory (replaced)")
+	flag.StringVar(&c.size, "size", "2GiB", "model weights")
+	flag.StringVar(&c.rate, "rate", "1gbit", "the node's pull link (tc rate)")
+	flag.IntVar(&c.runs, "runs", 3, "cold starts per measurement")
+	flag.StringVar(&c.bench, "bench", "testdata/coldstart/results-containerd2-1gbit.json", "node-side benchmark results for plan --bench")
+	flag.StringVar(&c.jsonOut, "json", "", "write the results as JSON here")
+	flag.StringVar(&c.mdOut, "md", "", "write the results as Markdown here")
+	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, c); err != nil {
+		fmt.Fprintf(os.Stderr, "e2e-coldstart: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "e2e-coldstart: "+format+"\n", args...)
+}
+
+func run(ctx context.Context, c config) (err error) {
+	size, err := testmodel.ParseSize(c.size)
+	if err != nil {
+		return err
+	}
+	work, err := filepath.Abs(c.work)
+	if err != nil {
+		return err
+	}
+	if c.modelcar, err = filepath.Abs(c.modelcar); err != nil {
+		return err
+	}
+	if err := os.RemoveAll(work); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(work, 0o755); err != nil {
+		return err
+	}
+	begin := time.Now()
+
+	// The cluster, a registry and the real node.
+	cl, err := testcluster.Start(ctx, testcluster.Options{Dir: filepath.Join(work, "cluster"), Log: os.Stderr})
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, testcluster.StopDir(cl.Dir)) }()
+	reg, err := freeAddr()
+	if err != nil {
+		return err
+	}
+	if err := testcluster.StartRegistry(ctx, filepath.Join(work, "registry"), reg); err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, testcluster.StopDir(filepath.Join(work, "registry"))) }()
+	node, err := cl.AddRealNode(ctx, testcluster.RealNodeOptions{Registries: []string{reg}, Rate: c.rate, Log: os.Stderr})
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, node.Stop(context.Background())) }()
+	kc := cl.Kubeconfig
+
+	// The model, the image a user starts from, the stand-in and modelcar's
+	// own image.
+	m, err := testmodel.Generate(filepath.Join(work, "model"), testmodel.Options{TotalSize: size})
+	if err != nil {
+		return err
+	}
+	logf("model: %s in %d files", c.size, len(m.Files))
+	baseline, err := naiveImage(ctx, c, m.Dir, filepath.Join(work, "naive"), reg+"/models/e2e:naive")
+	if err != nil {
+		return err
+	}
+	standin, err := projectImage(ctx, c, "vllm-standin", work, reg)
+	if err != nil {
+		return err
+	}
+	mcImage, err := projectImage(ctx, c, "modelcar", work, reg)
+	if err != nil {
+		return err
+	}
+
+	// Deploy, then the baseline.
+	const ns = "llm"
+	repo, digest, _ := strings.Cut(standin, "@")
+	deployArgs := []string{"deploy", "--kubeconfig", kc, "-n", ns, "--create-namespace", "--name", "llm", "--modelcar-image", mcImage,
+		"--set", "vllm.image.repository=" + repo, "--set", "vllm.image.tag=e2e", "--set", "vllm.image.digest=" + digest,
+		"--set-string", "nodeSelector.kubernetes\\.io/hostname=" + node.Name,
+		"--set", "vllm.resources.requests.cpu=100m", "--set", "vllm.resources.requests.memory=128Mi",
+		"--set", "vllm.resources.limits.memory=4Gi", "--set", "vllm.shm.enabled=false",
+		"--set", "vllm.startupProbe.periodSeconds=1", "--set", "vllm.readinessProbe.periodSeconds=1",
+		"--set", "warmProbe.resources.requests.cpu=10m", "--set", "terminationGracePeriodSeconds=5",
+		"--set", "strategy.type=Recreate", "--set", "strategy.rollingUpdate=null"}
+	if _, err := mc(ctx, c, append(deployArgs, "--image", baseline, "--apply")...); err != nil {
+		return err
+	}
+	rmi := fmt.Sprintf("ctr --address %s --namespace k8s.io images rm %s >/dev/null 2>&1 || true; ", node.ContainerdSocket, baseline)
+	drop := "sync; echo 3 > /proc/sys/vm/drop_caches"
+	before := filepath.Join(work, "baseline.json")
+	logf("baseline: %d cold starts of %s, the image removed and the page cache dropped before each", c.runs, baseline)
+	if _, err := mc(ctx, c, "measure", "run", "--kubeconfig", kc, "-n", ns, "--deployment", "llm", "--times", strconv.Itoa(c.runs),
+		"--timeout", "20m", "--before-each", rmi+drop, "-o", before, "--record", filepath.Join(work, "baseline-runs")); err != nil {
+		return err
+	}
+
+	// The plan, and everything it emitted.
+	planDir := filepath.Join(work, "plan")
+	planJSON := filepath.Join(work, "plan.json")
+	if _, err := mc(ctx, c, "plan", "--from", before, "--kubeconfig", kc, "--bench", c.bench, "--image", baseline, "-n", ns,
+		"--node-selector", "modelcar.test/real-node=true", "--toleration", "nvidia.com/gpu:NoSchedule",
+		"--emit", planDir, "--format", "json", "-o", planJSON); err != nil {
+		return err
+	}
+	var p plan.Plan
+	if err := readJSON(planJSON, &p); err != nil {
+		return err
+	}
+	image := baseline
+	var applied []string
+	if flags, ok, err := packFlags(filepath.Join(planDir, plan.PackFlagsFile)); err != nil {
+		return err
+	} else if ok {
+		out := "oci:" + filepath.Join(work, "repacked") + ":after"
+		if _, err := mc(ctx, c, append(append([]string{"pack", m.Dir}, flags...), "--output", out)...); err != nil {
+			return err
+		}
+		if image, err = mc(ctx, c, "push", "--plain-http", out, reg+"/models/e2e:after"); err != nil {
+			return err
+		}
+		applied = append(applied, "pack "+strings.Join(flags, " "))
+	}
+	if exists(filepath.Join(planDir, plan.PrepullFile)) {
+		// The emitted pre-pull names the image the plan was made for; the
+		// image served now is the re-packed one.
+		if _, err := mc(ctx, c, "warm", "prepull", "--kubeconfig", kc, "-n", ns, "--image", image,
+			"--node-selector", "modelcar.test/real-node=true", "--toleration", "nvidia.com/gpu:NoSchedule",
+			"--pause-image", testcluster.PauseImage, "--allow-tag", "--apply", "--wait", "--timeout", "20m"); err != nil {
+			return err
+		}
+		applied = append(applied, "warm prepull")
+	}
+	args := append([]string(nil), deployArgs...)
+	if exists(filepath.Join(planDir, plan.ValuesFile)) {
+		args = append(args, "-f", filepath.Join(planDir, plan.ValuesFile))
+		applied = append(applied, "chart values")
+	}
+	if _, err := mc(ctx, c, append(args, "--image", image, "--apply")...); err != nil {
+		return err
+	}
+
+	after := filepath.Join(work, "after.json")
+	logf("after: %d cold starts of %s (applied: %s), the page cache dropped before each", c.runs, image, strings.Join(applied, ", "))
+	if _, err := mc(ctx, c, "measure", "run", "--kubeconfig", kc, "-n", ns, "--deployment", "llm", "--times", strconv.Itoa(c.runs),
+		"--timeout", "20m", "--before-each", drop, "-o", after, "--record", filepath.Join(work, "after-runs")); err != nil {
+		return err
+	}
+
+	res, err := compare(before, after, &p, applied)
+	if err != nil {
+		return err
+	}
+	res.Date = time.Now().UTC().Format(time.RFC3339)
+	res.Machine = fmt.Sprintf("%d CPUs, %s, %s", runtime.NumCPU(), runtime.GOOS, runtime.GOARCH)
+	res.Size, res.Rate, res.Runs, res.Baseline, res.After = c.size, c.rate, c.runs, baseline, image
+	res.Seconds = time.Since(begin).Seconds()
+	md := res.markdown()
+	fmt.Print(md)
+	if c.mdOut != "" {
+		if err := os.WriteFile(c.mdOut, []byte(md), 0o644); err != nil {
+			return err
+		}
+	}
+	if c.jsonOut != "" {
+		b, _ := json.MarshalIndent(res, "", "  ")
+		if err := os.WriteFile(c.jsonOut, append(b, '\n'), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// mc runs the modelcar binary; its stdout (trimmed) is returned, its stderr
+// shown.
+func mc(ctx context.Context, c config, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, c.modelcar, args...)
+	var out bytes.Buffer
+	cmd.Stdout = &out
+	cmd.Stderr = os.Stderr
+	logf("modelcar %s", strings.Join(args, " "))
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("modelcar %s: %w", args[0], err)
+	}
+	return strings.TrimSpace(out.String()), nil
+}
+
+// naiveImage is the image a user starts from: the model directory under
+// /models in one gzip layer, as a Dockerfile COPY makes it.
+func naiveImage(ctx context.Context, c config, modelDir, dir, ref string) (string, error) {
+	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
+		pr, pw := io.Pipe()
+		go func() {
+			cmd := exec.Command("tar", "-C", filepath.Dir(modelDir), "--transform", "s,^"+filepath.Base(modelDir)+",models,",
+				"--owner=0", "--group=0", "--numeric-owner", "--mtime=@0", "--sort=name", "-cf", "-", filepath.Base(modelDir))
+			cmd.Stdout = pw
+			pw.CloseWithError(cmd.Run())
+		}()
+		return pr, nil
+	})
+	if err != nil {
+		return "", err
+	}
+	img, err := mutate.AppendLayers(empty.Image, layer)
+	if err != nil {
+		return "", err
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		return "", err
+	}
+	cf = cf.DeepCopy()
+	cf.OS, cf.Architecture = "linux", runtime.GOARCH
+	if img, err = mutate.ConfigFile(img, cf); err != nil {
+		return "", err
+	}
+	p, err := layout.Write(dir, empty.Index)
+	if err != nil {
+		return "", err
+	}
+	if err := p.AppendImage(img, layout.WithAnnotations(map[string]string{"org.opencontainers.image.ref.name": "naive"})); err != nil {
+		return "", err
+	}
+	logf("naive image: one gzip layer in %s", dir)
+	return mc(ctx, c, "push", "--plain-http", "oci:"+dir+":naive", ref)
+}
+
+// projectImage builds one of the project's images for this machine and
+// pushes it.
+func projectImage(ctx context.Context, c config, target, work, reg string) (string, error) {
+	out := filepath.Join(work, target+"-image")
+	cmd := exec.CommandContext(ctx, "go", "run", "./internal/cmd/image", "-target", target, "-platforms", "linux/"+runtime.GOARCH, "-version", "e2e", "-out", out)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("building the %s image: %w", target, err)
+	}
+	return mc(ctx, c, "push", "--plain-http", "oci:"+out+":e2e", reg+"/"+target+":e2e")
+}
+
+// packFlags reads the first line of pack-flags.txt that is not a comment.
+func packFlags(path string) ([]string, bool, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		f := strings.Fields(line)
+		if len(f) > 0 && f[0] == "modelcar" {
+			f = f[1:]
+		}
+		if len(f) > 0 && f[0] == "pack" {
+			f = f[1:]
+		}
+		var flags []string
+		for _, a := range f {
+			if a == "DIR" || a == "MODEL" || strings.HasPrefix(a, "./") {
+				continue
+			}
+			flags = append(flags, a)
+		}
+		return flags, len(flags) > 0, nil
+	}
+	return nil, false, nil
+}
+
+// results is what the run found.
+type results struct {
+	Date, Machine, Size, Rate string
+	Runs                      int
+	Baseline, After           string
+	Applied                   []string
+	Before, Now               measure.Phases
+	BeforeTotal, AfterTotal   float64
+	Levers                    []leverResult
+	Seconds                   float64
+}
+
+type leverResult struct {
+	Name, Phase       string
+	Predicted         float64
+	MeasuredInPhase   float64 // the phase's measured saving (shared by its levers)
+	PredictedForPhase float64 // what the applied levers of the phase predicted together
+}
+
+func compare(beforePath, afterPath string, p *plan.Plan, applied []string) (*results, error) {
+	var b, a measure.Report
+	if err := readJSON(beforePath, &b); err != nil {
+		return nil, err
+	}
+	if err := readJSON(afterPath, &a); err != nil {
+		return nil, err
+	}
+	r := &results{Applied: applied}
+	r.Before, r.BeforeTotal = typical(&b)
+	r.Now, r.AfterTotal = typical(&a)
+	saved := map[string]float64{
+		measure.Provision: r.Before.Provision - r.Now.Provision, measure.Pull: r.Before.Pull - r.Now.Pull,
+		measure.Load: r.Before.Load - r.Now.Load, measure.Warmup: r.Before.Warmup - r.Now.Warmup,
+	}
+	predicted := map[string]float64{}
+	for _, l := range p.Levers {
+		if l.Status == plan.Apply {
+			predicted[l.Phase] += l.SavingSeconds
+		}
+	}
+	for _, l := range p.Levers {
+		if l.Status != plan.Apply {
+			continue
+		}
+		r.Levers = append(r.Levers, leverResult{Name: l.Name, Phase: l.Phase, Predicted: l.SavingSeconds,
+			MeasuredInPhase: saved[l.Phase], PredictedForPhase: predicted[l.Phase]})
+	}
+	return r, nil
+}
+
+// typical is the report's p50 per phase with several cold starts, else the
+// one's.
+func typical(r *measure.Report) (measure.Phases, float64) {
+	if r.Summary != nil {
+		ph := measure.Phases{}
+		get := func(n string) float64 { return r.Summary.Phases[n].P50 }
+		ph.Provision, ph.Pull, ph.Load, ph.Warmup = get(measure.Provision), get(measure.Pull), get(measure.Load), get(measure.Warmup)
+		return ph, r.Summary.Total.P50
+	}
+	if len(r.ColdStarts) > 0 {
+		return r.ColdStarts[0].Phases, r.ColdStarts[0].TotalSeconds
+	}
+	return measure.Phases{}, 0
+}
+
+func (r *results) markdown() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "`make e2e-coldstart` on %s (%s): a %s model, %d cold starts each (p50), the node's link %s.\n\n", r.Date[:10], r.Machine, r.Size, r.Runs, r.Rate)
+	fmt.Fprintf(&b, "Applied: %s.\n\n", strings.Join(r.Applied, "; "))
+	fmt.Fprintf(&b, "| phase | before (s) | after (s) | measured saving (s) |\n|---|---:|---:|---:|\n")
+	row := func(n string, x, y float64) { fmt.Fprintf(&b, "| %s | %.1f | %.1f | %.1f |\n", n, x, y, x-y) }
+	row("pull", r.Before.Pull, r.Now.Pull)
+	row("load", r.Before.Load, r.Now.Load)
+	row("warm-up", r.Before.Warmup, r.Now.Warmup)
+	row("**total to Ready**", r.BeforeTotal, r.AfterTotal)
+	if r.AfterTotal > 0 {
+		fmt.Fprintf(&b, "\nTo Ready: %.1fx shorter.\n", r.BeforeTotal/r.AfterTotal)
+	}
+	fmt.Fprintf(&b, "\n| lever | phase | predicted saving (s) | the phase's levers predicted (s) | the phase measured (s) | measured / predicted |\n|---|---|---:|---:|---:|---:|\n")
+	for _, l := range r.Levers {
+		ratio := "n/a"
+		if l.PredictedForPhase > 0 {
+			ratio = fmt.Sprintf("%.2f", l.MeasuredInPhase/l.PredictedForPhase)
+		}
+		fmt.Fprintf(&b, "| %s | %s | %.1f | %.1f | %.1f | %s |\n", l.Name, l.Phase, l.Predicted, l.PredictedForPhase, l.MeasuredInPhase, ratio)
+	}
+	return b.String()
+}
+
+func readJSON(path string, v any) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return nil
+}
+
+func exists(p string) bool { _, err := os.Stat(p); return err == nil }
+
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
