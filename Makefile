@@ -104,6 +104,16 @@ image:
 	SOURCE_DATE_EPOCH=$${SOURCE_DATE_EPOCH:-$$(git log -1 --format=%ct 2>/dev/null || echo 0)} \
 	  go run ./internal/cmd/image -version $(VERSION) -out $(WORK)/image
 
+# The test-only vLLM stand-in (internal/cmd/vllm-standin) as an image built
+# the same way, for running the vllm-modelcar chart where vLLM cannot run:
+# an OCI layout in .work/standin-image, entrypoint /usr/local/bin/vllm-standin,
+# pushable with `modelcar push oci:.work/standin-image:$(VERSION) REGISTRY/vllm-standin:$(VERSION)`.
+STANDIN_PLATFORMS ?= linux/amd64,linux/arm64
+.PHONY: standin-image
+standin-image:
+	SOURCE_DATE_EPOCH=$${SOURCE_DATE_EPOCH:-$$(git log -1 --format=%ct 2>/dev/null || echo 0)} \
+	  go run ./internal/cmd/image -target vllm-standin -platforms $(STANDIN_PLATFORMS) -version $(VERSION) -out $(WORK)/standin-image
+
 HELM ?= $(firstword $(wildcard $(or $(MODELCAR_TOOLS_BIN),$(HOME)/.cache/modelcar-testenv/tools)/helm-v3.22.0) helm)
 
 # The vllm-modelcar Helm chart as $(WORK)/chart/vllm-modelcar-VERSION.tgz. Push it as an OCI artifact:

@@ -5,10 +5,10 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime/debug"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/modelcar/modelcar/internal/mapped"
 )
 
 // mapWindow is how much of a source file is mapped at a time. Each window
@@ -24,7 +24,7 @@ const mapWindow = 8 << 20
 // FUSE and network filesystems); the caller then reads it instead.
 //
 // A file truncated while mapped makes the next access fault; that fault
-// is recovered here and returned as errFileChanged instead of killing the
+// is recovered (internal/mapped) and returned as errFileChanged instead of killing the
 // process.
 //
 // at is where the file's first byte lands in w's output. Writes are cut at
@@ -35,7 +35,6 @@ func copyMapped(w io.Writer, f *os.File, size, at int64) (n int64, mapped bool, 
 	if size == 0 {
 		return 0, true, nil
 	}
-	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	for off := int64(0); off < size; off += mapWindow {
 		m, merr := unix.Mmap(int(f.Fd()), off, int(min(mapWindow, size-off)), unix.PROT_READ, unix.MAP_SHARED|unix.MAP_POPULATE)
 		if merr != nil {
@@ -57,32 +56,24 @@ func copyMapped(w io.Writer, f *os.File, size, at int64) (n int64, mapped bool, 
 // that end on multiples of copyBufSize there, and unmaps it, also when an
 // access faults.
 func writeWindow(w io.Writer, m []byte, at int64) (n int64, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			// Only a fault inside this window is the file's doing; any
-			// other panic is a bug and goes on up.
-			f, fault := r.(interface{ Addr() uintptr })
-			base := uintptr(unsafe.Pointer(unsafe.SliceData(m)))
-			if !fault || f.Addr() < base || f.Addr() >= base+uintptr(len(m)) {
-				unix.Munmap(m)
-				panic(r)
+	err = mapped.Use(m, func(m []byte) error {
+		for off := 0; off < len(m); {
+			end := min(off+copyBufSize-int((at+int64(off))%copyBufSize), len(m))
+			k, err := w.Write(m[off:end])
+			off = end
+			n += int64(k)
+			if errors.Is(err, unix.EFAULT) {
+				// A write(2) from a mapping whose file shrank.
+				return errFileChanged
 			}
-			err = errFileChanged
+			if err != nil {
+				return err
+			}
 		}
-		unix.Munmap(m)
-	}()
-	for off := 0; off < len(m); {
-		end := min(off+copyBufSize-int((at+int64(off))%copyBufSize), len(m))
-		k, err := w.Write(m[off:end])
-		off = end
-		n += int64(k)
-		if errors.Is(err, unix.EFAULT) {
-			// A write(2) from a mapping whose file shrank.
-			return n, errFileChanged
-		}
-		if err != nil {
-			return n, err
-		}
+		return nil
+	})
+	if errors.Is(err, mapped.ErrFault) {
+		err = errFileChanged
 	}
-	return n, nil
+	return n, err
 }

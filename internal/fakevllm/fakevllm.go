@@ -2,7 +2,8 @@
 // like vLLM during start-up: /health answers 503 while the model "loads",
 // then 200; /v1/models lists the served model; the first completions are
 // slow (compilation, CUDA graph capture), the next ones fast. It records
-// every completion request for assertions.
+// every completion request for assertions. The HTTP behaviour is
+// internal/standin's API, the one the vLLM stand-in image serves.
 //
 // Tests control it with events, not timers: Ready ends loading, Restart
 // goes back to loading (a vLLM restart), and Options.Gate holds each
@@ -10,14 +11,14 @@
 package fakevllm
 
 import (
-	"encoding/json"
-	"fmt"
+	"context"
 	"net/http"
 	"net/http/httptest"
-	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/modelcar/modelcar/internal/standin"
 )
 
 // Options shape the fake server.
@@ -51,27 +52,18 @@ type Options struct {
 }
 
 // Request is a recorded completion request.
-type Request struct {
-	Seq         int    // 0, 1, ... in arrival order
-	Path        string // /v1/completions or /v1/chat/completions
-	Model       string
-	PromptWords int // words in the prompt (or in the messages' contents)
-	MaxTokens   int
-	IgnoreEOS   bool
-	Auth        string // the Authorization header as sent
-}
+type Request = standin.Request
 
 // Server is a running fake.
 type Server struct {
 	*httptest.Server
 	t    testing.TB
 	o    Options
-	done chan struct{}
+	api  *standin.API
+	life context.Context // ends when the test does: releases held handlers
 
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced when reqs grows
-	loading bool
-	served  int // completions since the last (re)start
 	reqs    []Request
 	hits    map[string]int
 }
@@ -85,35 +77,37 @@ func Start(t testing.TB, o Options) *Server {
 	if o.SlowRequests == 0 {
 		o.SlowRequests = 2
 	}
-	s := &Server{t: t, o: o, done: make(chan struct{}), changed: make(chan struct{}),
-		loading: o.Loading || o.LoadDelay > 0, hits: map[string]int{}}
+	life, end := context.WithCancel(context.Background())
+	s := &Server{t: t, o: o, life: life, changed: make(chan struct{}), hits: map[string]int{}}
+	s.api = standin.NewAPI(standin.APIConfig{Model: o.Model, MaxModelLen: o.MaxModelLen, APIKey: o.RequireKey,
+		SlowRequests: o.SlowRequests, FirstRequestDelay: o.FirstRequestDelay, SteadyDelay: o.SteadyDelay,
+		OnCompletion: s.onCompletion})
+	if !o.Loading && o.LoadDelay == 0 {
+		s.Ready()
+	}
 	s.Server = httptest.NewServer(http.HandlerFunc(s.serve))
 	if o.LoadDelay > 0 {
 		timer := time.AfterFunc(o.LoadDelay, s.Ready)
 		t.Cleanup(func() { timer.Stop() })
 	}
 	t.Cleanup(func() {
-		close(s.done) // releases held and hanging handlers
+		end()
 		s.Server.CloseClientConnections()
 		s.Server.Close()
 	})
 	return s
 }
 
-// Ready ends loading: /health answers 200 from now on.
+// Ready ends loading: /health answers 200 from now on (unless NeverHealthy).
 func (s *Server) Ready() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.loading = false
+	if !s.o.NeverHealthy {
+		s.api.Ready()
+	}
 }
 
 // Restart goes back to loading, as when vLLM's container restarts: /health
 // answers 503 until Ready, and the next completions are slow again.
-func (s *Server) Restart() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.loading, s.served = true, 0
-}
+func (s *Server) Restart() { s.api.Restart() }
 
 // Requests returns the completion requests received so far.
 func (s *Server) Requests() []Request {
@@ -150,142 +144,39 @@ func (s *Server) WaitRequests(n int) []Request {
 	}
 }
 
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	json.NewEncoder(w).Encode(v)
-}
-
-func vllmError(w http.ResponseWriter, code int, typ, msg string) {
-	writeJSON(w, code, map[string]any{"object": "error", "message": msg, "type": typ, "param": nil, "code": code})
-}
-
+// serve counts the hit and hands the request to the API with a context
+// that also ends with the test.
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	s.hits[r.URL.Path]++
-	loading := s.loading || s.o.NeverHealthy
 	s.mu.Unlock()
-	if strings.HasPrefix(r.URL.Path, "/v1/") && s.o.RequireKey != "" && r.Header.Get("Authorization") != "Bearer "+s.o.RequireKey {
-		writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "Unauthorized"})
-		return
-	}
-	switch r.URL.Path {
-	case "/health":
-		if loading {
-			w.WriteHeader(http.StatusServiceUnavailable)
-			return
-		}
-		w.WriteHeader(http.StatusOK)
-	case "/v1/models":
-		if loading {
-			// vLLM does not route before start-up completes; this is what a
-			// proxy in front of it would say.
-			w.WriteHeader(http.StatusServiceUnavailable)
-			return
-		}
-		m := map[string]any{"id": s.o.Model, "object": "model", "created": time.Now().Unix(), "owned_by": "vllm",
-			"root": s.o.Model, "parent": nil}
-		if s.o.MaxModelLen > 0 {
-			m["max_model_len"] = s.o.MaxModelLen
-		}
-		writeJSON(w, http.StatusOK, map[string]any{"object": "list", "data": []any{m}})
-	case "/v1/completions", "/v1/chat/completions":
-		if r.Method != http.MethodPost {
-			vllmError(w, http.StatusMethodNotAllowed, "BadRequestError", "method not allowed")
-			return
-		}
-		s.complete(w, r, loading)
-	default:
-		writeJSON(w, http.StatusNotFound, map[string]string{"detail": "Not Found"})
-	}
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	defer context.AfterFunc(s.life, cancel)()
+	s.api.ServeHTTP(w, r.WithContext(ctx))
 }
 
-func (s *Server) complete(w http.ResponseWriter, r *http.Request, loading bool) {
-	var body struct {
-		Model     string `json:"model"`
-		Prompt    string `json:"prompt"`
-		MaxTokens int    `json:"max_tokens"`
-		IgnoreEOS bool   `json:"ignore_eos"`
-		Messages  []struct {
-			Role    string `json:"role"`
-			Content string `json:"content"`
-		} `json:"messages"`
-	}
-	if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
-		vllmError(w, http.StatusBadRequest, "BadRequestError", "invalid JSON: "+err.Error())
-		return
-	}
-	chat := r.URL.Path == "/v1/chat/completions"
-	words := len(strings.Fields(body.Prompt))
-	for _, m := range body.Messages {
-		words += len(strings.Fields(m.Content))
-	}
+// onCompletion records the request, then holds it at the gate, hangs or
+// fails it as the options say.
+func (s *Server) onCompletion(ctx context.Context, r Request) error {
 	s.mu.Lock()
-	seq, served := len(s.reqs), s.served
-	s.served++
-	s.reqs = append(s.reqs, Request{Seq: seq, Path: r.URL.Path, Model: body.Model, PromptWords: words,
-		MaxTokens: body.MaxTokens, IgnoreEOS: body.IgnoreEOS, Auth: r.Header.Get("Authorization")})
+	s.reqs = append(s.reqs, r)
 	close(s.changed)
 	s.changed = make(chan struct{})
 	s.mu.Unlock()
-
 	if s.o.Gate != nil {
 		select {
 		case <-s.o.Gate:
-		case <-r.Context().Done():
-			return
-		case <-s.done:
-			return
+		case <-ctx.Done():
+			return ctx.Err()
 		}
 	}
 	if s.o.Hang {
-		select {
-		case <-r.Context().Done():
-		case <-s.done:
-		}
-		return
+		<-ctx.Done()
+		return ctx.Err()
 	}
-	delay := s.o.SteadyDelay
-	if served < s.o.SlowRequests {
-		delay = s.o.FirstRequestDelay
+	if s.o.FailStatus != 0 {
+		return &standin.StatusError{Status: s.o.FailStatus, Message: "fake failure: EngineCore died"}
 	}
-	if delay > 0 {
-		t := time.NewTimer(delay)
-		select {
-		case <-t.C:
-		case <-r.Context().Done():
-			t.Stop()
-			return
-		case <-s.done:
-			t.Stop()
-			return
-		}
-	}
-	switch {
-	case loading:
-		vllmError(w, http.StatusServiceUnavailable, "ServiceUnavailableError", "model is loading")
-		return
-	case s.o.FailStatus != 0:
-		vllmError(w, s.o.FailStatus, "InternalServerError", "fake failure: EngineCore died")
-		return
-	case body.Model != s.o.Model:
-		vllmError(w, http.StatusNotFound, "NotFoundError", fmt.Sprintf("The model `%s` does not exist.", body.Model))
-		return
-	case s.o.MaxModelLen > 0 && words+body.MaxTokens > s.o.MaxModelLen:
-		vllmError(w, http.StatusBadRequest, "BadRequestError", fmt.Sprintf(
-			"This model's maximum context length is %d tokens. However, you requested %d tokens.", s.o.MaxModelLen, words+body.MaxTokens))
-		return
-	}
-	text := strings.TrimSpace(strings.Repeat(" tok", body.MaxTokens))
-	usage := map[string]int{"prompt_tokens": words, "completion_tokens": body.MaxTokens, "total_tokens": words + body.MaxTokens}
-	created := time.Now().Unix()
-	if chat {
-		writeJSON(w, http.StatusOK, map[string]any{"id": fmt.Sprintf("chatcmpl-%d", seq), "object": "chat.completion",
-			"created": created, "model": s.o.Model, "usage": usage, "choices": []any{map[string]any{
-				"index": 0, "message": map[string]string{"role": "assistant", "content": text}, "finish_reason": "length"}}})
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"id": fmt.Sprintf("cmpl-%d", seq), "object": "text_completion",
-		"created": created, "model": s.o.Model, "usage": usage, "choices": []any{map[string]any{
-			"index": 0, "text": text, "logprobs": nil, "finish_reason": "length", "stop_reason": nil}}})
+	return nil
 }

@@ -1,14 +1,17 @@
-// Command image builds modelcar's own container image reproducibly, the way
-// ko does, with go-containerregistry and no container engine (`make image`):
+// Command image builds modelcar's own container images reproducibly, the
+// way ko does, with go-containerregistry and no container engine: modelcar's
+// (`make image`) and the test-only vLLM stand-in's (`make standin-image`,
+// -target vllm-standin, internal/cmd/vllm-standin):
 //
 //	go run ./internal/cmd/image -version v1.2.3 -out .work/image
+//	go run ./internal/cmd/image -target vllm-standin -version v1.2.3 -out .work/standin-image
 //
-// It cross-compiles a static modelcar for each platform (CGO_ENABLED=0,
-// -trimpath, -ldflags '-s -w -X main.version=VERSION', no VCS stamp) and
-// puts it in a one-layer image: /usr/local/bin/modelcar (0755, root-owned),
-// /etc/passwd and /etc/group with the non-root user nonroot (65532),
-// /home/nonroot and /tmp; no shell. The image runs as 65532:65532 with
-// entrypoint /usr/local/bin/modelcar and works with a read-only root
+// It cross-compiles the target's static binary for each platform
+// (CGO_ENABLED=0, -trimpath, -ldflags '-s -w -X main.version=VERSION', no
+// VCS stamp) and puts it in a one-layer image: /usr/local/bin/TARGET (0755,
+// root-owned), /etc/passwd and /etc/group with the non-root user nonroot
+// (65532), /home/nonroot and /tmp; no shell. The image runs as 65532:65532
+// with entrypoint /usr/local/bin/TARGET and works with a read-only root
 // filesystem. Every timestamp is SOURCE_DATE_EPOCH (or 0), so the same
 // source and toolchain give the same digest.
 //
@@ -16,6 +19,7 @@
 // layout at -out, tagged VERSION: push it with
 //
 //	modelcar push oci:.work/image:VERSION registry.example.com/modelcar:VERSION
+//	modelcar push oci:.work/standin-image:VERSION registry.example.com/vllm-standin:VERSION
 //
 // The index digest is printed on stdout; progress goes to stderr.
 package main
@@ -49,17 +53,45 @@ import (
 )
 
 const (
-	binPath   = "usr/local/bin/modelcar"
+	binDir    = "usr/local/bin/"
 	nonroot   = 65532
-	mainPkg   = "github.com/modelcar/modelcar/cmd/modelcar"
 	refName   = "org.opencontainers.image.ref.name"
 	sourceURL = "https://github.com/modelcar/modelcar"
 )
 
+// A target is an image this command builds: one main package as
+// /usr/local/bin/NAME, the entrypoint.
+type target struct {
+	Name    string // the binary's name and the image's title
+	Pkg     string // its main package
+	Comment string // the layer's history comment
+}
+
+var targets = []target{
+	{Name: "modelcar", Pkg: "github.com/modelcar/modelcar/cmd/modelcar", Comment: "static modelcar binary, /etc/passwd, /etc/group"},
+	{Name: "vllm-standin", Pkg: "github.com/modelcar/modelcar/internal/cmd/vllm-standin",
+		Comment: "static vllm-standin binary (a test-only stand-in for vLLM), /etc/passwd, /etc/group"},
+}
+
+func findTarget(name string) (target, error) {
+	var names []string
+	for _, t := range targets {
+		if t.Name == name {
+			return t, nil
+		}
+		names = append(names, t.Name)
+	}
+	return target{}, fmt.Errorf("target %q: want one of %s", name, strings.Join(names, ", "))
+}
+
+// binPath is where the target's binary is in the image, without the
+// leading slash.
+func (t target) binPath() string { return binDir + t.Name }
+
 type options struct {
 	Out       string
 	Version   string
-	Pkg       string
+	Target    target
 	Go        string
 	Platforms []v1.Platform
 	Epoch     time.Time
@@ -69,12 +101,12 @@ type options struct {
 
 func main() {
 	o := options{Log: os.Stderr}
-	var platforms string
+	var platforms, targetName string
 	var epoch int64 = -1
+	flag.StringVar(&targetName, "target", "modelcar", "image to build: modelcar, or vllm-standin (the test-only vLLM stand-in)")
 	flag.StringVar(&o.Out, "out", ".work/image", "OCI layout directory to write (replaced if it is one)")
 	flag.StringVar(&o.Version, "version", "devel", "version stamped into the binary (-X main.version) and the layout tag")
 	flag.StringVar(&platforms, "platforms", "linux/amd64,linux/arm64", "comma-separated platforms")
-	flag.StringVar(&o.Pkg, "pkg", mainPkg, "main package to build")
 	flag.StringVar(&o.Go, "go", "go", "go command")
 	flag.Int64Var(&epoch, "source-date-epoch", -1, "timestamp of every file and of the image, in Unix seconds (default: $SOURCE_DATE_EPOCH, else 0)")
 	flag.StringVar(&o.CACerts, "ca-certs", "", "CA bundle to include as /etc/ssl/certs/ca-certificates.crt (pin it for reproducibility)")
@@ -83,6 +115,9 @@ func main() {
 		fail(fmt.Errorf("unexpected arguments %q", flag.Args()))
 	}
 	var err error
+	if o.Target, err = findTarget(targetName); err != nil {
+		fail(err)
+	}
 	if o.Platforms, err = parsePlatforms(platforms); err != nil {
 		fail(err)
 	}
@@ -127,12 +162,12 @@ func parsePlatforms(s string) ([]v1.Platform, error) {
 	return ps, nil
 }
 
-// build compiles modelcar, writes the layout and returns the index digest.
+// build compiles the target, writes the layout and returns the index digest.
 func build(ctx context.Context, o options) (v1.Hash, error) {
 	if err := check(o); err != nil {
 		return v1.Hash{}, err
 	}
-	tmp, err := os.MkdirTemp("", "modelcar-image-")
+	tmp, err := os.MkdirTemp("", o.Target.Name+"-image-")
 	if err != nil {
 		return v1.Hash{}, err
 	}
@@ -145,6 +180,9 @@ func build(ctx context.Context, o options) (v1.Hash, error) {
 }
 
 func check(o options) error {
+	if o.Target.Name == "" || o.Target.Pkg == "" {
+		return errors.New("no target")
+	}
 	if !ref.ValidTag(o.Version) {
 		return fmt.Errorf("version %q is not a valid tag", o.Version)
 	}
@@ -163,8 +201,8 @@ func check(o options) error {
 func compileAll(ctx context.Context, o options, dir string) ([]string, error) {
 	var bins []string
 	for _, p := range o.Platforms {
-		bin := filepath.Join(dir, "modelcar-"+p.Architecture)
-		fmt.Fprintf(o.Log, "building modelcar %s for %s\n", o.Version, p.String())
+		bin := filepath.Join(dir, o.Target.Name+"-"+p.Architecture)
+		fmt.Fprintf(o.Log, "building %s %s for %s\n", o.Target.Name, o.Version, p.String())
 		if err := compile(ctx, o, p, bin); err != nil {
 			return nil, err
 		}
@@ -200,7 +238,7 @@ func assemble(o options, bins []string) (v1.Hash, error) {
 		"org.opencontainers.image.version": o.Version,
 		"org.opencontainers.image.created": o.Epoch.Format(time.RFC3339),
 		"org.opencontainers.image.source":  sourceURL,
-		"org.opencontainers.image.title":   "modelcar",
+		"org.opencontainers.image.title":   o.Target.Name,
 	}).(v1.ImageIndex)
 	d, err := idx.Digest()
 	if err != nil {
@@ -215,7 +253,7 @@ func assemble(o options, bins []string) (v1.Hash, error) {
 
 func compile(ctx context.Context, o options, p v1.Platform, out string) error {
 	cmd := exec.CommandContext(ctx, o.Go, "build", "-trimpath", "-buildvcs=false",
-		"-ldflags", "-s -w -X main.version="+o.Version, "-o", out, o.Pkg)
+		"-ldflags", "-s -w -X main.version="+o.Version, "-o", out, o.Target.Pkg)
 	// Pin what the environment could otherwise change in the output.
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS="+p.OS, "GOARCH="+p.Architecture, "GOAMD64=v1", "GOARM64=v8.0",
 		"GOEXPERIMENT=", "GOFIPS140=off")
@@ -235,7 +273,7 @@ type file struct {
 	body     []byte
 }
 
-func files(bin, cas []byte) []file {
+func files(t target, bin, cas []byte) []file {
 	fs := []file{
 		{name: "etc/", dir: true, mode: 0o755},
 		{name: "etc/group", mode: 0o644, body: []byte("root:x:0:\nnonroot:x:65532:\n")},
@@ -246,7 +284,7 @@ func files(bin, cas []byte) []file {
 		{name: "usr/", dir: true, mode: 0o755},
 		{name: "usr/local/", dir: true, mode: 0o755},
 		{name: "usr/local/bin/", dir: true, mode: 0o755},
-		{name: binPath, mode: 0o755, body: bin},
+		{name: t.binPath(), mode: 0o755, body: bin},
 	}
 	if cas != nil {
 		fs = append(fs, file{name: "etc/ssl/", dir: true, mode: 0o755}, file{name: "etc/ssl/certs/", dir: true, mode: 0o755},
@@ -285,7 +323,7 @@ func platformImage(o options, p v1.Platform, binFile string, cas []byte) (v1.Ima
 	if err != nil {
 		return nil, err
 	}
-	tb, err := layerTar(files(bin, cas), o.Epoch)
+	tb, err := layerTar(files(o.Target, bin, cas), o.Epoch)
 	if err != nil {
 		return nil, err
 	}
@@ -296,7 +334,7 @@ func platformImage(o options, p v1.Platform, binFile string, cas []byte) (v1.Ima
 	}
 	img := mutate.ConfigMediaType(mutate.MediaType(empty.Image, types.OCIManifestSchema1), types.OCIConfigJSON)
 	img, err = mutate.Append(img, mutate.Addendum{Layer: layer, MediaType: types.OCILayer, History: v1.History{
-		Created: v1.Time{Time: o.Epoch}, CreatedBy: "internal/cmd/image: modelcar " + o.Version, Comment: "static modelcar binary, /etc/passwd, /etc/group"}})
+		Created: v1.Time{Time: o.Epoch}, CreatedBy: "internal/cmd/image: " + o.Target.Name + " " + o.Version, Comment: o.Target.Comment}})
 	if err != nil {
 		return nil, err
 	}
@@ -309,13 +347,13 @@ func platformImage(o options, p v1.Platform, binFile string, cas []byte) (v1.Ima
 	cf.Created = v1.Time{Time: o.Epoch}
 	cf.Config = v1.Config{
 		User:       fmt.Sprintf("%d:%d", nonroot, nonroot),
-		Entrypoint: []string{"/" + binPath},
+		Entrypoint: []string{"/" + o.Target.binPath()},
 		WorkingDir: "/",
 		Env:        []string{"PATH=/usr/local/bin"},
 		Labels: map[string]string{
 			"org.opencontainers.image.version": o.Version,
 			"org.opencontainers.image.source":  sourceURL,
-			"org.opencontainers.image.title":   "modelcar",
+			"org.opencontainers.image.title":   o.Target.Name,
 		},
 	}
 	return mutate.ConfigFile(img, cf)

@@ -19,14 +19,20 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 )
 
-// TestImageReproducible builds the image twice into different directories
-// and gets the same digest, then checks what is in it. Only linux/amd64
-// unless MODELCAR_IMAGE_ALL_PLATFORMS is set (cross-compiling arm64 from a
-// cold cache takes over a minute).
+// TestImageReproducible builds each target's image twice into different
+// directories and gets the same digest, then checks what is in it. Only
+// linux/amd64 unless MODELCAR_IMAGE_ALL_PLATFORMS is set (cross-compiling
+// arm64 from a cold cache takes over a minute).
 func TestImageReproducible(t *testing.T) {
 	if testing.Short() {
-		t.Skip("builds modelcar twice")
+		t.Skip("builds each image twice")
 	}
+	for _, tg := range targets {
+		t.Run(tg.Name, func(t *testing.T) { testReproducible(t, tg) })
+	}
+}
+
+func testReproducible(t *testing.T, tg target) {
 	platforms := "linux/amd64"
 	if os.Getenv("MODELCAR_IMAGE_ALL_PLATFORMS") != "" {
 		platforms += ",linux/arm64"
@@ -37,7 +43,7 @@ func TestImageReproducible(t *testing.T) {
 	}
 	var log bytes.Buffer
 	epoch := time.Unix(1700000000, 0).UTC()
-	o := options{Version: "v0.0.0-imagetest", Pkg: mainPkg, Go: "go", Platforms: ps, Epoch: epoch, Log: &log}
+	o := options{Version: "v0.0.0-imagetest", Target: tg, Go: "go", Platforms: ps, Epoch: epoch, Log: &log}
 	ctx := context.Background()
 	mk := func(out string, o options) v1.Hash {
 		t.Helper()
@@ -82,7 +88,8 @@ func TestImageReproducible(t *testing.T) {
 		t.Fatal(err)
 	}
 	im, _ := idx.IndexManifest()
-	if len(im.Manifests) != len(ps) || im.Annotations["org.opencontainers.image.version"] != o.Version {
+	if len(im.Manifests) != len(ps) || im.Annotations["org.opencontainers.image.version"] != o.Version ||
+		im.Annotations["org.opencontainers.image.title"] != tg.Name {
 		t.Fatalf("image index %+v", im)
 	}
 	for i, desc := range im.Manifests {
@@ -98,7 +105,7 @@ func TestImageReproducible(t *testing.T) {
 			t.Fatal(err)
 		}
 		c := cf.Config
-		if c.User != "65532:65532" || !reflect.DeepEqual(c.Entrypoint, []string{"/usr/local/bin/modelcar"}) || c.WorkingDir != "/" ||
+		if c.User != "65532:65532" || !reflect.DeepEqual(c.Entrypoint, []string{"/usr/local/bin/" + tg.Name}) || c.WorkingDir != "/" ||
 			len(c.Cmd) != 0 || cf.Architecture != ps[i].Architecture || cf.OS != "linux" || !cf.Created.Time.Equal(epoch) {
 			t.Errorf("%s config %+v", ps[i].Architecture, cf)
 		}
@@ -106,21 +113,21 @@ func TestImageReproducible(t *testing.T) {
 		if len(layers) != 1 {
 			t.Fatalf("%d layers", len(layers))
 		}
-		entries, bin := readLayer(t, layers[0])
+		entries, bin := readLayer(t, layers[0], tg.binPath())
 		want := map[string]string{
 			"etc/": "dir 755 0:0", "etc/group": "file 644 0:0", "etc/passwd": "file 644 0:0",
 			"home/": "dir 755 0:0", "home/nonroot/": "dir 700 65532:65532", "tmp/": "dir 1777 0:0",
 			"usr/": "dir 755 0:0", "usr/local/": "dir 755 0:0", "usr/local/bin/": "dir 755 0:0",
-			"usr/local/bin/modelcar": "file 755 0:0",
+			tg.binPath(): "file 755 0:0",
 		}
 		if !reflect.DeepEqual(entries, want) {
 			t.Errorf("layer entries %v\nwant %v", entries, want)
 		}
 		if ps[i].Architecture == runtime.GOARCH && runtime.GOOS == "linux" {
-			f := filepath.Join(t.TempDir(), "modelcar")
+			f := filepath.Join(t.TempDir(), tg.Name)
 			os.WriteFile(f, bin, 0o755)
 			out, err := exec.Command(f, "--version").CombinedOutput()
-			if err != nil || string(out) != "modelcar v0.0.0-imagetest\n" {
+			if err != nil || !strings.HasPrefix(string(out), tg.Name+" v0.0.0-imagetest") {
 				t.Errorf("the image's binary: %q, %v", out, err)
 			}
 		}
@@ -148,8 +155,8 @@ func TestImageReproducible(t *testing.T) {
 }
 
 // readLayer returns "type mode uid:gid" by name, checks every time is the
-// epoch, and returns the modelcar binary.
-func readLayer(t *testing.T, l v1.Layer) (map[string]string, []byte) {
+// epoch, and returns the binary at binPath.
+func readLayer(t *testing.T, l v1.Layer, binPath string) (map[string]string, []byte) {
 	t.Helper()
 	rc, err := l.Uncompressed()
 	if err != nil {
@@ -182,7 +189,7 @@ func readLayer(t *testing.T, l v1.Layer) (map[string]string, []byte) {
 		if h.ModTime.Unix() != 1700000000 || h.Uname != "" || h.Gname != "" {
 			t.Errorf("%s: mtime %v, owner names %q %q", h.Name, h.ModTime, h.Uname, h.Gname)
 		}
-		if h.Name == "usr/local/bin/modelcar" {
+		if h.Name == binPath {
 			bin, _ = io.ReadAll(tr)
 		}
 		if h.Name == "etc/passwd" {
@@ -210,7 +217,13 @@ func TestImagePlatforms(t *testing.T) {
 			t.Errorf("parsePlatforms(%q) accepted", bad)
 		}
 	}
-	if _, err := build(context.Background(), options{Version: "bad tag!", Platforms: []v1.Platform{{OS: "linux", Architecture: "amd64"}}}); err == nil {
+	if _, err := build(context.Background(), options{Version: "bad tag!", Target: targets[0], Platforms: []v1.Platform{{OS: "linux", Architecture: "amd64"}}}); err == nil {
 		t.Error("an invalid version tag was accepted")
+	}
+	if _, err := findTarget("vllm"); err == nil || !strings.Contains(err.Error(), "modelcar, vllm-standin") {
+		t.Errorf("an unknown target: %v", err)
+	}
+	if tg, err := findTarget("vllm-standin"); err != nil || tg.binPath() != "usr/local/bin/vllm-standin" {
+		t.Errorf("vllm-standin: %+v %v", tg, err)
 	}
 }
