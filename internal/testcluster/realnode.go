@@ -1080,3 +1080,13 @@ func (c *Cluster) attachRealNode(ctx context.Context, name string) (*RealNode, e
 	}
 	return n, nil
 }
+
+// RemoveImageScript is a shell command that removes the image whose
+// manifest (or index) digest is digest from the node's containerd, every
+// name of it (the kubelet's REPO@DIGEST and the CRI's config-digest name),
+// and waits until its content is gone: the next start pulls it again, all of
+// it. For `modelcar measure run --before-each`.
+func (n *RealNode) RemoveImageScript(digest string) string {
+	ctr := fmt.Sprintf("ctr --address %s --namespace k8s.io", n.ContainerdSocket)
+	return fmt.Sprintf("%s images ls | awk '$3 == %q {print $1}' | xargs -r %s images rm --sync", ctr, digest, ctr)
+}

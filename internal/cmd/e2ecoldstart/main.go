@@ -152,7 +152,8 @@ func run(ctx context.Context, c config) (err error) {
 	if _, err := mc(ctx, c, append(deployArgs, "--image", baseline, "--apply")...); err != nil {
 		return err
 	}
-	rmi := fmt.Sprintf("ctr --address %s --namespace k8s.io images rm %s >/dev/null 2>&1 || true; ", node.ContainerdSocket, baseline)
+	_, baseDigest, _ := strings.Cut(baseline, "@")
+	rmi := node.RemoveImageScript(baseDigest) + "; "
 	drop := "sync; echo 3 > /proc/sys/vm/drop_caches"
 	before := filepath.Join(work, "baseline.json")
 	logf("baseline: %d cold starts of %s, the image removed and the page cache dropped before each", c.runs, baseline)

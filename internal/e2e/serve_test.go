@@ -1,0 +1,158 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/modelcar/modelcar/internal/testcluster"
+	"github.com/modelcar/modelcar/internal/testenv"
+	"github.com/modelcar/modelcar/internal/testmodel"
+	"github.com/modelcar/modelcar/measure"
+)
+
+// buildImage builds one of the project's images (internal/cmd/image -target
+// NAME) for this machine's platform and pushes it to reg, returning the
+// pinned reference.
+func buildImage(t *testing.T, target, reg string) string {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), target)
+	cmd := exec.Command("go", "run", "github.com/modelcar/modelcar/internal/cmd/image",
+		"-target", target, "-platforms", "linux/amd64", "-version", "e2e", "-out", out)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("building the %s image: %v\n%s", target, err, b)
+	}
+	return run(t, modelcar(t), "push", "--plain-http", "oci:"+out+":e2e", reg+"/"+target+":e2e")
+}
+
+// TestRealNodeServes: the vllm-modelcar chart, deployed by `modelcar deploy`
+// in image-volume mode onto the real node, serves: the kubelet pulls the
+// modelcar over the node's shaped link and mounts it, the vLLM stand-in
+// reads every weight file under /models, the warm-up probe holds the pod
+// un-Ready until its workload is done; then `modelcar measure run` makes a
+// cold start (the image removed from the node first) and splits it into
+// pull, load and warm-up that match what the kubelet and the server logged.
+func TestRealNodeServes(t *testing.T) {
+	reg := testenv.StartRegistry(t)
+	c := testcluster.Shared(t)
+	node := c.RealNode(t, testcluster.RealNodeOptions{Registries: []string{reg.Addr}})
+	bin := modelcar(t)
+	work := t.TempDir()
+
+	m, err := testmodel.Generate(filepath.Join(work, "model"), testmodel.Options{TotalSize: 96 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, bin, "pack", m.Dir, "--output", "oci:"+filepath.Join(work, "layout")+":v1")
+	image := run(t, bin, "push", "--plain-http", "oci:"+filepath.Join(work, "layout")+":v1", reg.Addr+"/models/serve:v1")
+	standin := buildImage(t, "vllm-standin", reg.Addr)
+	mcImage := buildImage(t, "modelcar", reg.Addr)
+	repo, digest, _ := strings.Cut(standin, "@")
+
+	ns := c.Namespace(t, "serve")
+	kubeconfig := c.Kubeconfig
+	run(t, bin, "deploy", "--kubeconfig", kubeconfig, "-n", ns, "--name", "llm", "--image", image, "--modelcar-image", mcImage,
+		"--set", "vllm.image.repository="+repo, "--set", "vllm.image.tag=e2e", "--set", "vllm.image.digest="+digest,
+		"--set-string", "nodeSelector.kubernetes\\.io/hostname="+node.Name,
+		"--set", "vllm.resources.requests.cpu=100m", "--set", "vllm.resources.requests.memory=128Mi",
+		"--set", "vllm.resources.limits.memory=1Gi", "--set", "vllm.shm.enabled=false",
+		"--set", "vllm.startupProbe.periodSeconds=1", "--set", "vllm.readinessProbe.periodSeconds=1",
+		"--set", "warmProbe.resources.requests.cpu=10m", "--set", "warmProbe.workload=16x16@1\\,64x16@2",
+		"--set", "terminationGracePeriodSeconds=5",
+		"--apply")
+
+	// One cold start, the image removed from the node first: the kubelet
+	// pulls it again through the shaped link.
+	report := filepath.Join(work, "report.json")
+	_, imageDigest, _ := strings.Cut(image, "@")
+	rmi := node.RemoveImageScript(imageDigest)
+	cmd := exec.Command(bin, "measure", "run", "--kubeconfig", kubeconfig, "-n", ns, "--deployment", "llm",
+		"--times", "1", "--timeout", "4m", "--before-each", rmi, "-o", report, "--record", filepath.Join(work, "runs"))
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("measure run: %v\n%s\n%s", err, stderr.String(), podsDescribe(t, c, ns))
+	}
+	t.Logf("measure run:\n%s", stderr.String())
+	data, err := os.ReadFile(report)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep measure.Report
+	if err := json.Unmarshal(data, &rep); err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.ColdStarts) != 1 {
+		t.Fatalf("report has %d cold starts: %s", len(rep.ColdStarts), data)
+	}
+	cs := rep.ColdStarts[0]
+	if cs.Node != node.Name || cs.Ready.IsZero() {
+		t.Fatalf("cold start on %q, ready %v: %s", cs.Node, cs.Ready, data)
+	}
+	if cs.Phases.Pull <= 0 || cs.Phases.Load <= 0 || cs.Phases.Warmup <= 0 {
+		t.Errorf("phases %+v: want a pull, a load and a warm-up", cs.Phases)
+	}
+
+	// The load the server logged, against the load measure attributed.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	pods, err := c.Client().CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logged float64
+	for _, p := range pods.Items {
+		if "" == p.Spec.NodeName || p.DeletionTimestamp != nil || !strings.HasPrefix(p.Name, "llm") {
+			continue
+		}
+		b, err := c.Client().CoreV1().Pods(ns).GetLogs(p.Name, &corev1.PodLogOptions{Container: "vllm"}).DoRaw(ctx)
+		if err != nil {
+			t.Fatalf("log of %s: %v", p.Name, err)
+		}
+		if mm := regexp.MustCompile(`Loading weights took ([0-9.]+) seconds`).FindSubmatch(b); mm != nil {
+			logged, _ = strconv.ParseFloat(string(mm[1]), 64)
+		}
+		t.Logf("vllm log of %s:\n%s", p.Name, b)
+	}
+	if logged <= 0 {
+		t.Fatalf("no 'Loading weights took' line in the stand-in's log")
+	}
+	t.Logf("phases: pull %.2f s, load %.2f s (the server logged %.2f s of weight loading), warm-up %.2f s, total %.2f s",
+		cs.Phases.Pull, cs.Phases.Load, logged, cs.Phases.Warmup, cs.TotalSeconds)
+	// measure's load runs from the container's start to the logged line: it
+	// holds the server's own load, and at most a couple of seconds more
+	// (process start, log timestamps to the millisecond, kubelet's Started).
+	if cs.Phases.Load+0.05 < logged || cs.Phases.Load > logged+3 {
+		t.Errorf("measured load %.2f s against %.2f s logged", cs.Phases.Load, logged)
+	}
+}
+
+// podsDescribe sums up the namespace's pods and events for a failure.
+func podsDescribe(t *testing.T, c *testcluster.Cluster, ns string) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var b strings.Builder
+	pods, _ := c.Client().CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+	for _, p := range pods.Items {
+		fmt.Fprintf(&b, "pod %s on %q: %s\n", p.Name, p.Spec.NodeName, p.Status.Phase)
+		for _, s := range append(p.Status.InitContainerStatuses, p.Status.ContainerStatuses...) {
+			fmt.Fprintf(&b, "  %s ready=%v state=%+v\n", s.Name, s.Ready, s.State)
+		}
+	}
+	evs, _ := c.Client().CoreV1().Events(ns).List(ctx, metav1.ListOptions{})
+	for _, e := range evs.Items {
+		fmt.Fprintf(&b, "event %s %s: %s\n", e.InvolvedObject.Name, e.Reason, e.Message)
+	}
+	return b.String()
+}
