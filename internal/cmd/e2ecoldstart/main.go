@@ -31,7 +31,9 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"runtime"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -176,6 +178,7 @@ func run(ctx context.Context, c config) (err error) {
 	}
 	image := baseline
 	var applied []string
+	repacked := ""
 	if flags, ok, err := packFlags(filepath.Join(planDir, plan.PackFlagsFile)); err != nil {
 		return err
 	} else if ok {
@@ -187,6 +190,18 @@ func run(ctx context.Context, c config) (err error) {
 			return err
 		}
 		applied = append(applied, "pack "+strings.Join(flags, " "))
+		// The re-packed image alone, cold as the baseline: what the
+		// format saves.
+		if _, err := mc(ctx, c, append(deployArgs, "--image", image, "--apply")...); err != nil {
+			return err
+		}
+		_, d, _ := strings.Cut(image, "@")
+		repacked = filepath.Join(work, "repacked.json")
+		logf("re-packed: %d cold starts of %s, the image removed and the page cache dropped before each", c.runs, image)
+		if _, err := mc(ctx, c, "measure", "run", "--kubeconfig", kc, "-n", ns, "--deployment", "llm", "--times", strconv.Itoa(c.runs),
+			"--timeout", "20m", "--before-each", node.RemoveImageScript(d)+"; "+drop, "-o", repacked, "--record", filepath.Join(work, "repacked-runs")); err != nil {
+			return err
+		}
 	}
 	if exists(filepath.Join(planDir, plan.PrepullFile)) {
 		// The emitted pre-pull names the image the plan was made for; the
@@ -214,9 +229,22 @@ func run(ctx context.Context, c config) (err error) {
 		return err
 	}
 
-	res, err := compare(before, after, &p, applied)
+	res, err := compare(before, repacked, after, &p, applied)
 	if err != nil {
 		return err
+	}
+	rate, err := rateBytesPerSecond(c.rate)
+	if err != nil {
+		return err
+	}
+	res.Pulls = containerdPulls(cl.LogPath(node.Name+"-containerd"), map[string]string{"baseline": baseline, "repacked": image}, rate)
+	for i := range res.Pulls {
+		switch {
+		case res.Pulls[i].Stage == "baseline":
+			res.Pulls[i].MeasuredPullSecondsP50 = res.Before.Pull
+		case res.Repacked != nil:
+			res.Pulls[i].MeasuredPullSecondsP50 = res.Repacked.Pull
+		}
 	}
 	res.Date = time.Now().UTC().Format(time.RFC3339)
 	res.Machine = fmt.Sprintf("%d CPUs, %s, %s", runtime.NumCPU(), runtime.GOOS, runtime.GOARCH)
@@ -344,19 +372,34 @@ type results struct {
 	Baseline, After           string
 	Applied                   []string
 	Before, Now               measure.Phases
+	Repacked                  *measure.Phases `json:",omitempty"`
 	BeforeTotal, AfterTotal   float64
+	RepackedTotal             float64 `json:",omitempty"`
 	Levers                    []leverResult
+	Pulls                     []pullCheck
 	Seconds                   float64
 }
 
 type leverResult struct {
-	Name, Phase       string
-	Predicted         float64
-	MeasuredInPhase   float64 // the phase's measured saving (shared by its levers)
-	PredictedForPhase float64 // what the applied levers of the phase predicted together
+	Name, Phase         string
+	Predicted, Measured float64
+	Ratio               float64 // measured / predicted
+	Between             string  // the two measurements compared
 }
 
-func compare(beforePath, afterPath string, p *plan.Plan, applied []string) (*results, error) {
+// pullCheck sets measure's pull phase beside containerd's own record of the
+// same pulls and the image's bytes over the link's rate.
+type pullCheck struct {
+	Stage                   string
+	Image                   string
+	Bytes                   int64
+	ContainerdSeconds       []float64 // each cold pull, as containerd logged it
+	LinkSeconds             float64   // bytes / rate
+	MeasuredPullSecondsP50  float64
+	ContainerdSecondsMedian float64
+}
+
+func compare(beforePath, repackedPath, afterPath string, p *plan.Plan, applied []string) (*results, error) {
 	var b, a measure.Report
 	if err := readJSON(beforePath, &b); err != nil {
 		return nil, err
@@ -367,22 +410,43 @@ func compare(beforePath, afterPath string, p *plan.Plan, applied []string) (*res
 	r := &results{Applied: applied}
 	r.Before, r.BeforeTotal = typical(&b)
 	r.Now, r.AfterTotal = typical(&a)
-	saved := map[string]float64{
-		measure.Provision: r.Before.Provision - r.Now.Provision, measure.Pull: r.Before.Pull - r.Now.Pull,
-		measure.Load: r.Before.Load - r.Now.Load, measure.Warmup: r.Before.Warmup - r.Now.Warmup,
-	}
-	predicted := map[string]float64{}
-	for _, l := range p.Levers {
-		if l.Status == plan.Apply {
-			predicted[l.Phase] += l.SavingSeconds
+	if repackedPath != "" {
+		var rp measure.Report
+		if err := readJSON(repackedPath, &rp); err != nil {
+			return nil, err
 		}
+		ph, total := typical(&rp)
+		r.Repacked, r.RepackedTotal = &ph, total
+	}
+	phase := func(ph measure.Phases, n string) float64 {
+		switch n {
+		case measure.Provision:
+			return ph.Provision
+		case measure.Pull:
+			return ph.Pull
+		case measure.Load:
+			return ph.Load
+		}
+		return ph.Warmup
 	}
 	for _, l := range p.Levers {
 		if l.Status != plan.Apply {
 			continue
 		}
-		r.Levers = append(r.Levers, leverResult{Name: l.Name, Phase: l.Phase, Predicted: l.SavingSeconds,
-			MeasuredInPhase: saved[l.Phase], PredictedForPhase: predicted[l.Phase]})
+		lr := leverResult{Name: l.Name, Phase: l.Phase, Predicted: l.SavingSeconds}
+		switch {
+		case strings.HasPrefix(l.Name, "repack") && r.Repacked != nil:
+			// The re-packed image, as cold as the baseline.
+			lr.Measured = r.Before.Pull - r.Repacked.Pull
+			lr.Between = "baseline → re-packed, both cold"
+		default:
+			lr.Measured = phase(r.Before, l.Phase) - phase(r.Now, l.Phase)
+			lr.Between = "baseline → everything applied"
+		}
+		if lr.Predicted > 0 {
+			lr.Ratio = lr.Measured / lr.Predicted
+		}
+		r.Levers = append(r.Levers, lr)
 	}
 	return r, nil
 }
@@ -404,26 +468,108 @@ func typical(r *measure.Report) (measure.Phases, float64) {
 
 func (r *results) markdown() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "`make e2e-coldstart` on %s (%s): a %s model, %d cold starts each (p50), the node's link %s.\n\n", r.Date[:10], r.Machine, r.Size, r.Runs, r.Rate)
-	fmt.Fprintf(&b, "Applied: %s.\n\n", strings.Join(r.Applied, "; "))
-	fmt.Fprintf(&b, "| phase | before (s) | after (s) | measured saving (s) |\n|---|---:|---:|---:|\n")
-	row := func(n string, x, y float64) { fmt.Fprintf(&b, "| %s | %.1f | %.1f | %.1f |\n", n, x, y, x-y) }
-	row("pull", r.Before.Pull, r.Now.Pull)
-	row("load", r.Before.Load, r.Now.Load)
-	row("warm-up", r.Before.Warmup, r.Now.Warmup)
-	row("**total to Ready**", r.BeforeTotal, r.AfterTotal)
-	if r.AfterTotal > 0 {
-		fmt.Fprintf(&b, "\nTo Ready: %.1fx shorter.\n", r.BeforeTotal/r.AfterTotal)
+	fmt.Fprintf(&b, "`make e2e-coldstart` on %s (%s): a %s model, %d cold starts per measurement (p50), the node's link %s; %.0f s in all.\n\n",
+		r.Date[:10], r.Machine, r.Size, r.Runs, r.Rate, r.Seconds)
+	fmt.Fprintf(&b, "Applied, in order: %s.\n\n", strings.Join(r.Applied, "; "))
+	fmt.Fprintf(&b, "| phase | baseline (s) |")
+	if r.Repacked != nil {
+		fmt.Fprintf(&b, " re-packed, cold (s) |")
 	}
-	fmt.Fprintf(&b, "\n| lever | phase | predicted saving (s) | the phase's levers predicted (s) | the phase measured (s) | measured / predicted |\n|---|---|---:|---:|---:|---:|\n")
-	for _, l := range r.Levers {
-		ratio := "n/a"
-		if l.PredictedForPhase > 0 {
-			ratio = fmt.Sprintf("%.2f", l.MeasuredInPhase/l.PredictedForPhase)
+	fmt.Fprintf(&b, " everything applied (s) |\n|---|---:|")
+	if r.Repacked != nil {
+		fmt.Fprintf(&b, "---:|")
+	}
+	fmt.Fprintf(&b, "---:|\n")
+	row := func(n string, x float64, rp func(*measure.Phases) float64, rt float64, y float64) {
+		fmt.Fprintf(&b, "| %s | %.1f |", n, x)
+		if r.Repacked != nil {
+			v := rt
+			if rp != nil {
+				v = rp(r.Repacked)
+			}
+			fmt.Fprintf(&b, " %.1f |", v)
 		}
-		fmt.Fprintf(&b, "| %s | %s | %.1f | %.1f | %.1f | %s |\n", l.Name, l.Phase, l.Predicted, l.PredictedForPhase, l.MeasuredInPhase, ratio)
+		fmt.Fprintf(&b, " %.1f |\n", y)
+	}
+	row("pull", r.Before.Pull, func(p *measure.Phases) float64 { return p.Pull }, 0, r.Now.Pull)
+	row("load", r.Before.Load, func(p *measure.Phases) float64 { return p.Load }, 0, r.Now.Load)
+	row("warm-up", r.Before.Warmup, func(p *measure.Phases) float64 { return p.Warmup }, 0, r.Now.Warmup)
+	row("**total to Ready**", r.BeforeTotal, nil, r.RepackedTotal, r.AfterTotal)
+	if r.AfterTotal > 0 {
+		fmt.Fprintf(&b, "\nTo Ready, everything applied on a node the pre-pull ran on: %.1fx shorter than the baseline.\n", r.BeforeTotal/r.AfterTotal)
+	}
+	fmt.Fprintf(&b, "\n| lever | phase | predicted saving (s) | measured saving (s) | measured / predicted | measured between |\n|---|---|---:|---:|---:|---|\n")
+	for _, l := range r.Levers {
+		fmt.Fprintf(&b, "| %s | %s | %.1f | %.1f | %.2f | %s |\n", l.Name, l.Phase, l.Predicted, l.Measured, l.Ratio, l.Between)
+	}
+	if len(r.Pulls) > 0 {
+		fmt.Fprintf(&b, "\n| cold pull | image bytes | measure's pull p50 (s) | containerd's record, median (s) | bytes / link rate (s) |\n|---|---:|---:|---:|---:|\n")
+		for _, p := range r.Pulls {
+			fmt.Fprintf(&b, "| %s | %d | %.2f | %.2f | %.2f |\n", p.Stage, p.Bytes, p.MeasuredPullSecondsP50, p.ContainerdSecondsMedian, p.LinkSeconds)
+		}
 	}
 	return b.String()
+}
+
+// containerdPulls reads containerd's own record of each cold pull of the
+// staged images ("Pulled image REF ... size N in D") from its log.
+func containerdPulls(logPath string, stages map[string]string, rate float64) []pullCheck {
+	data, err := os.ReadFile(logPath)
+	if err != nil {
+		return nil
+	}
+	re := regexp.MustCompile(`Pulled image \\"([^"\\]+)\\".* size \\"([0-9]+)\\" in ([0-9.]+[a-zµ]+)`)
+	var out []pullCheck
+	for _, stage := range []string{"baseline", "repacked"} {
+		ref, ok := stages[stage]
+		if !ok {
+			continue
+		}
+		pc := pullCheck{Stage: stage, Image: ref}
+		for _, m := range re.FindAllStringSubmatch(string(data), -1) {
+			if m[1] != ref {
+				continue
+			}
+			d, err := time.ParseDuration(m[3])
+			if err != nil {
+				continue
+			}
+			pc.Bytes, _ = strconv.ParseInt(m[2], 10, 64)
+			pc.ContainerdSeconds = append(pc.ContainerdSeconds, d.Seconds())
+		}
+		if len(pc.ContainerdSeconds) == 0 {
+			continue
+		}
+		pc.ContainerdSecondsMedian = median(pc.ContainerdSeconds)
+		pc.LinkSeconds = float64(pc.Bytes) / rate
+		out = append(out, pc)
+	}
+	return out
+}
+
+func median(v []float64) float64 {
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// rateBytesPerSecond reads a tc rate (1gbit, 500mbit).
+func rateBytesPerSecond(rate string) (float64, error) {
+	for _, u := range []struct {
+		suffix string
+		bits   float64
+	}{{"gbit", 1e9}, {"mbit", 1e6}, {"kbit", 1e3}} {
+		if v, ok := strings.CutSuffix(strings.ToLower(rate), u.suffix); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err == nil && f > 0 {
+				return f * u.bits / 8, nil
+			}
+		}
+	}
+	return 0, fmt.Errorf("-rate %q: want a tc rate such as 1gbit", rate)
 }
 
 func readJSON(path string, v any) error {
