@@ -53,6 +53,14 @@ var expected = map[string]map[string]want{
 	"missing-logs": {
 		"llm/gemma-vllm-6d5c8f7b9-q8w2e": {total: 150, provision: 1.25, pull: 45.1, load: 0, warmup: 0, unattributed: 103.65},
 	},
+	// Recorded live, not written by hand: `modelcar measure run --record`
+	// on the test cluster's real node (make e2e-coldstart, 2026-12-08: a
+	// 2 GiB model in one gzip layer over a 1 Gbit/s link, the image removed
+	// and the page cache dropped first, served by the vLLM stand-in with the
+	// warm-up probe). The phases are what the live run reported.
+	"real-node": {
+		"llm/llm-84b6f76cb5-nwn55": {total: 35, provision: 0.802, pull: 27.619, load: 1.987, warmup: 4.013, unattributed: 0.579},
+	},
 	// Three replicas at 15:00:00: one with the image cached, one pulling it,
 	// one waiting for that pull ("in 1.012s (38.1s including waiting)").
 	"multi-pod": {
