@@ -206,18 +206,19 @@ func TestReadReportShape(t *testing.T) {
 	var full map[string]any
 	json.Unmarshal([]byte(`{"pod":"a","created":"2025-03-14T12:00:00Z","total_seconds":1,"unattributed_seconds":0,"phases":{"provision":1,"pull":0,"load":0,"warmup":0}}`), &full)
 	for in, want := range map[string]string{
-		string(bench):                      `not a cold-start report (modelcar measure --format json): no "cold_starts" list (its fields: "link_mbit", "model_bytes", "results", "version")`,
-		`{"version":1}`:                    `no "cold_starts" list`,
-		`{"version":1,"cold_starts":null}`: `no "cold_starts" list`,
-		`{"version":1,"cold_starts":{}}`:   `"cold_starts" is not a list of cold starts`,
-		`{"version":1,"cold_starts":[1]}`:  `"cold_starts" is not a list of cold starts`,
-		`{"cold_starts":[]}`:               `not a cold-start report (modelcar measure --format json): no "version"`,
-		`[]`:                               "decoding report",
-		`null`:                             "it is not a JSON object",
-		`{"version":2,"cold_starts":[]}`:   "report version 2: this modelcar reads version 1",
-		`{"version":1,"cold_starts":[{}]}`: `cold_starts[0] lacks "pod", "created", "total_seconds", "phases", "unattributed_seconds"`,
-		withColdStart(full, "phases", nil): `cold_starts[0] lacks "phases" as an object`,
-		withColdStart(full, "pod", nil):    `cold_starts[0] lacks "pod"`,
+		string(bench):                               `not a cold-start report (modelcar measure --format json): no "cold_starts" list (its fields: "link_mbit", "model_bytes", "results", "version")`,
+		`{"version":1}`:                             `no "cold_starts" list`,
+		`{"version":1,"cold_starts":null}`:          `no "cold_starts" list`,
+		`{"version":1,"cold_starts":{}}`:            `"cold_starts" is not a list of cold starts`,
+		`{"version":1,"cold_starts":[1]}`:           `"cold_starts" is not a list of cold starts`,
+		`{"cold_starts":[]}`:                        `not a cold-start report (modelcar measure --format json): no "version"`,
+		`[]`:                                        "decoding report",
+		`null`:                                      "it is not a JSON object",
+		`{"version":2,"cold_starts":[]}`:            "report version 2: this modelcar reads version 1",
+		`{"version":1,"cold_starts":[{}]}`:          `cold_starts[0] lacks "pod", "created", "total_seconds", "phases", "unattributed_seconds"`,
+		withColdStart(full, "phases", nil):          `cold_starts[0] lacks "phases" as an object`,
+		withColdStart(full, "pod", nil):             `cold_starts[0] lacks "pod"`,
+		withColdStart(full, "total_seconds", -8500): `cold_starts[0].total_seconds is negative (-8500 s)`,
 		withColdStart(full, "phases", map[string]any{"pull": 1}): `cold_starts[0] lacks "phases.provision", "phases.load", "phases.warmup"`,
 	} {
 		if _, err := ReadReport(strings.NewReader(in)); err == nil || !strings.Contains(err.Error(), want) {

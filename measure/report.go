@@ -275,7 +275,34 @@ func ReadReport(r io.Reader) (*Report, error) {
 	if err := json.Unmarshal(data, &rep); err != nil {
 		return nil, fmt.Errorf("decoding report: %w", err)
 	}
+	if err := checkSeconds(&rep); err != nil {
+		return nil, err
+	}
 	return &rep, nil
+}
+
+// checkSeconds refuses a report whose durations are negative: measure
+// never writes one, and compare and plan would read it as a cold start
+// faster than nothing ("no regression", "-8500.0 s").
+func checkSeconds(rep *Report) error {
+	for i, c := range rep.ColdStarts {
+		fields := []struct {
+			name string
+			s    float64
+		}{{"total_seconds", c.TotalSeconds}, {"unattributed_seconds", c.UnattributedSeconds}}
+		for _, ph := range PhaseNames {
+			fields = append(fields, struct {
+				name string
+				s    float64
+			}{"phases." + ph, c.Phases.Get(ph)})
+		}
+		for _, f := range fields {
+			if f.s < 0 {
+				return fmt.Errorf("cold_starts[%d].%s is negative (%g s): not a valid report, a duration is never below 0", i, f.name, f.s)
+			}
+		}
+	}
+	return nil
 }
 
 func errNotReport(why string) error {
