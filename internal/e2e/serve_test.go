@@ -15,6 +15,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/modelcar/modelcar/internal/testcluster"
 	"github.com/modelcar/modelcar/internal/testenv"
@@ -136,6 +137,89 @@ func TestRealNodeServes(t *testing.T) {
 	if cs.Phases.Load+0.05 < logged || cs.Phases.Load > logged+3 {
 		t.Errorf("measured load %.2f s against %.2f s logged", cs.Phases.Load, logged)
 	}
+
+	// The other two deliveries serve the same model on the real node: the
+	// modelcar as a KServe-style sidecar (the model packed on a busybox
+	// base), and initCopy (`modelcar pull` in an init container, from the
+	// registry at the node's address) into an emptyDir or a hostPath cache.
+	podReg := node.PodRegistry(reg.Addr)
+	run(t, bin, "pack", m.Dir, "--base", testenv.BusyboxBase(t), "--output", "oci:"+filepath.Join(work, "sidecar")+":v1")
+	sidecarImage := run(t, bin, "push", "--plain-http", "oci:"+filepath.Join(work, "sidecar")+":v1", reg.Addr+"/models/serve-sidecar:v1")
+	podImage := strings.Replace(image, reg.Addr, podReg, 1)
+	cache := filepath.Join(work, "cache")
+	if err := os.MkdirAll(cache, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(cache, 0o777); err != nil { // initCopy runs as 65532
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, image string
+		set         []string
+	}{
+		{"modelcar-sidecar", sidecarImage, []string{"model.delivery=modelcar", "vllm.securityContext.runAsUser=65532", "vllm.securityContext.runAsGroup=65532"}},
+		{"initCopy-emptyDir", podImage, []string{"model.delivery=initCopy", "initCopy.extraArgs={--plain-http}", "initCopy.resources.requests.cpu=100m"}},
+		{"initCopy-hostPath", podImage, []string{"model.delivery=initCopy", "initCopy.extraArgs={--plain-http}", "initCopy.resources.requests.cpu=100m", "model.cache.hostPath=" + cache}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ns := c.Namespace(t, "serve")
+			args := []string{"deploy", "--kubeconfig", kubeconfig, "-n", ns, "--name", "llm", "--image", tc.image, "--modelcar-image", mcImage,
+				"--set", "vllm.image.repository=" + repo, "--set", "vllm.image.tag=e2e", "--set", "vllm.image.digest=" + digest,
+				"--set-string", "nodeSelector.kubernetes\\.io/hostname=" + node.Name,
+				"--set", "vllm.resources.requests.cpu=100m", "--set", "vllm.resources.requests.memory=128Mi",
+				"--set", "vllm.resources.limits.memory=1Gi", "--set", "vllm.shm.enabled=false",
+				"--set", "vllm.startupProbe.periodSeconds=1", "--set", "vllm.readinessProbe.periodSeconds=1",
+				"--set", "warmProbe.resources.requests.cpu=10m", "--set", "warmProbe.workload=16x16@1",
+				"--set", "terminationGracePeriodSeconds=5", "--apply"}
+			for _, kv := range tc.set {
+				args = append(args, "--set", kv)
+			}
+			run(t, bin, args...)
+			ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+			defer cancel()
+			err := wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, 4*time.Minute, true, func(ctx context.Context) (bool, error) {
+				d, err := c.Client().AppsV1().Deployments(ns).Get(ctx, "llm", metav1.GetOptions{})
+				if err != nil {
+					return false, nil
+				}
+				return d.Status.ReadyReplicas == 1, nil
+			})
+			if err != nil {
+				t.Fatalf("%s: the deployment never became Ready: %v\n%s", tc.name, err, podsDescribe(t, c, ns))
+			}
+			pods, err := c.Client().CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
+			if err != nil || len(pods.Items) == 0 {
+				t.Fatalf("pods: %v", err)
+			}
+			b, err := c.Client().CoreV1().Pods(ns).GetLogs(pods.Items[0].Name, &corev1.PodLogOptions{Container: "vllm"}).DoRaw(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The stand-in read every weight byte: its GiB is the model's.
+			mm := regexp.MustCompile(`Model loading took ([0-9.]+) GiB`).FindSubmatch(b)
+			if mm == nil {
+				t.Fatalf("no 'Model loading took' line:\n%s", b)
+			}
+			gib, _ := strconv.ParseFloat(string(mm[1]), 64)
+			var weights int64
+			for _, sh := range m.Shards {
+				fi, err := os.Stat(filepath.Join(m.Dir, sh))
+				if err != nil {
+					t.Fatal(err)
+				}
+				weights += fi.Size()
+			}
+			if want := float64(weights) / (1 << 30); gib < want*0.99 || gib > want*1.01+0.0001 {
+				t.Errorf("the stand-in loaded %.4f GiB, the model's weights are %.4f GiB", gib, want)
+			}
+			if strings.HasSuffix(tc.name, "hostPath") {
+				_, d, _ := strings.Cut(image, "@sha256:")
+				if _, err := os.Stat(filepath.Join(cache, "sha256-"+d, "config.json")); err != nil {
+					t.Errorf("the hostPath cache holds no copy of the model: %v", err)
+				}
+			}
+		})
+	}
 }
 
 // podsDescribe sums up the namespace's pods and events for a failure.
@@ -148,6 +232,12 @@ func podsDescribe(t *testing.T, c *testcluster.Cluster, ns string) string {
 		fmt.Fprintf(&b, "pod %s on %q: %s\n", p.Name, p.Spec.NodeName, p.Status.Phase)
 		for _, s := range append(p.Status.InitContainerStatuses, p.Status.ContainerStatuses...) {
 			fmt.Fprintf(&b, "  %s ready=%v state=%+v\n", s.Name, s.Ready, s.State)
+			for _, previous := range []bool{false, true} {
+				tail := int64(15)
+				if log, err := c.Client().CoreV1().Pods(ns).GetLogs(p.Name, &corev1.PodLogOptions{Container: s.Name, Previous: previous, TailLines: &tail}).DoRaw(ctx); err == nil && len(log) > 0 {
+					fmt.Fprintf(&b, "  log of %s (previous %v):\n%s\n", s.Name, previous, log)
+				}
+			}
 		}
 	}
 	evs, _ := c.Client().CoreV1().Events(ns).List(ctx, metav1.ListOptions{})

@@ -426,7 +426,24 @@ func (n *RealNode) process(name string) *process {
 	return nil
 }
 
+// PodRegistry is how the node's pods reach the host's registry at hostport
+// (127.0.0.1:PORT): the node's IP, same port. containerd pulls by that name
+// too, so one reference serves an image volume and a pod's own pull.
+func (n *RealNode) PodRegistry(hostport string) string {
+	_, port, _ := net.SplitHostPort(hostport)
+	return net.JoinHostPort(n.IP, port)
+}
+
+// writeHostsToml lets containerd pull over plain HTTP from hostport and
+// from its PodRegistry name.
 func (n *RealNode) writeHostsToml(hostport string) error {
+	if err := n.writeHostsTomlFor(hostport); err != nil {
+		return err
+	}
+	return n.writeHostsTomlFor(n.PodRegistry(hostport))
+}
+
+func (n *RealNode) writeHostsTomlFor(hostport string) error {
 	d := filepath.Join(n.Dir, "certs.d", hostport)
 	if err := os.MkdirAll(d, 0o755); err != nil {
 		return err
@@ -459,7 +476,7 @@ func (n *RealNode) writeContainerdConfig(bins map[string]string) error {
 		"name":       "modelcar-node",
 		"plugins": []any{
 			map[string]any{
-				"type": "bridge", "bridge": "mcbr0", "isGateway": true, "ipMasq": false, "hairpinMode": true,
+				"type": "bridge", "bridge": "mcbr0", "isGateway": true, "isDefaultGateway": true, "ipMasq": false, "hairpinMode": true,
 				"ipam": map[string]any{
 					"type":    "host-local",
 					"ranges":  [][]map[string]string{{{"subnet": podSubnet}}},
@@ -712,7 +729,9 @@ func teardownNode(dir string) error {
 			errs = append(errs, fmt.Errorf("restoring %s to %s: %w", k, v, err))
 		}
 	}
-	errs = append(errs, removeHostLeftovers(dir, st))
+	if err := removeHostLeftovers(dir, st); err != nil {
+		errs = append(errs, err)
+	}
 	if st.NetNS != "" {
 		if _, err := os.Stat("/run/netns/" + st.NetNS); err == nil {
 			if err := runCmd(context.Background(), "ip", "netns", "del", st.NetNS); err != nil {
@@ -883,13 +902,29 @@ func removeCgroupTree(root string) error {
 		return err
 	}
 	sort.Slice(dirs, func(i, j int) bool { return len(dirs[i]) > len(dirs[j]) })
-	var errs []error
-	for _, d := range dirs {
-		if err := syscall.Rmdir(d); err != nil && !errors.Is(err, os.ErrNotExist) {
-			errs = append(errs, fmt.Errorf("removing cgroup %s: %w", d, err))
+	// A cgroup stays busy for a moment after its last process died (the
+	// kernel frees it asynchronously): try again, killing any straggler,
+	// for up to 15 s.
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		var errs []error
+		for _, d := range dirs {
+			if b, err := os.ReadFile(filepath.Join(d, "cgroup.procs")); err == nil {
+				for _, f := range strings.Fields(string(b)) {
+					if pid, err := strconv.Atoi(f); err == nil {
+						_ = syscall.Kill(pid, syscall.SIGKILL)
+					}
+				}
+			}
+			if err := syscall.Rmdir(d); err != nil && !errors.Is(err, os.ErrNotExist) {
+				errs = append(errs, fmt.Errorf("removing cgroup %s: %w", d, err))
+			}
 		}
+		if len(errs) == 0 || time.Now().After(deadline) {
+			return errors.Join(errs...)
+		}
+		time.Sleep(100 * time.Millisecond) // polling the kernel's release of the cgroups
 	}
-	return errors.Join(errs...)
 }
 
 // unmountUnder detaches every mount point at or below dir, deepest first.
