@@ -37,11 +37,12 @@ const (
 	// under until its layer is verified and committed.
 	extractPartialSuffix = ".modelcar-partial"
 
-	extractMaxName     = 4096         // bytes in an entry name or symlink target
-	extractMaxDepth    = 128          // components in an entry name
-	extractMaxTempBase = 200          // bytes of the final name kept in a temporary name
-	extractCopyBuf     = layerBufSize // io.CopyBuffer buffer per layer
-	extractMaxState    = 1 << 20
+	extractMaxName      = 4095         // bytes in an entry name or symlink target (PATH_MAX less its NUL)
+	extractMaxDepth     = 128          // components in an entry name
+	extractMaxComponent = 255          // bytes in one component of a name (NAME_MAX)
+	extractMaxTempBase  = 200          // bytes of the final name kept in a temporary name
+	extractCopyBuf      = layerBufSize // io.CopyBuffer buffer per layer
+	extractMaxState     = 1 << 20
 )
 
 // extractSkipNames are the eStargz metadata entries at the root of a layer tar;
@@ -392,6 +393,11 @@ func (x *extractLayer) relName(name string) (rel string, ok bool, err error) {
 		if c == ".." {
 			return "", false, errors.New(`name with a ".." component refused`)
 		}
+		// Checked before anything of the layer is renamed into place: the
+		// rename of such a name would fail after the names before it.
+		if len(c) > extractMaxComponent {
+			return "", false, fmt.Errorf("a component of the name is %d bytes long, over the filesystem's %d-byte limit (NAME_MAX)", len(c), extractMaxComponent)
+		}
 	}
 	clean := path.Clean(name)
 	if clean == "." {
@@ -642,12 +648,30 @@ func (x *extractLayer) commit() error {
 	for i, p := range x.pending {
 		if err := x.root.Rename(p.tmp, p.rel); err != nil {
 			x.pending = x.pending[i:]
-			return &EntryError{Name: p.name, Err: err}
+			return &EntryError{Name: p.name, Err: x.renameError(p, err)}
 		}
 	}
 	x.pending = nil
 	clear(x.byRel)
 	return nil
+}
+
+// renameError says why p could not take its name: another layer, read at
+// the same time, made a directory there (a conflict between layers), or
+// the system's reason, naming the path rather than the temporary name.
+func (x *extractLayer) renameError(p extractPending, err error) error {
+	what := "file"
+	if p.link {
+		what = "symlink"
+	}
+	if fi, lerr := x.root.Lstat(p.rel); lerr == nil && fi.IsDir() {
+		return fmt.Errorf("conflict between layers: this layer's %s %q is where another layer made a directory", what, p.rel)
+	}
+	var le *os.LinkError
+	if errors.As(err, &le) {
+		err = le.Err
+	}
+	return fmt.Errorf("cannot put %s %q in place: %w", what, p.rel, err)
 }
 
 // discard removes the pending entries' temporary files.

@@ -187,6 +187,10 @@ func exHostileCorpus(t testing.TB) []exHostileCase {
 		c("reserved-partial", "models/evil.modelcar-partial", "reserved", exFile("models/evil.modelcar-partial", "evil")),
 		c("reserved-state", "models/.modelcar-pull.json", "reserved", exFile("models/.modelcar-pull.json", "{}")),
 		c("long-name", longName, "limit", exFile(longName, "evil")),
+		// A component longer than NAME_MAX failed only at the rename, after
+		// the files before it were renamed into place.
+		c("long-component", "models/evil-"+strings.Repeat("c", 300), "255-byte",
+			exFile("models/ok", "ok"), exFile("models/evil-"+strings.Repeat("c", 300), "evil")),
 		c("deep-path", deep, "limit", exFile(deep, "evil")),
 		c("dir-over-file", "models/evil/", "not a directory",
 			exFile("models/evil", "x"), exDir("models/evil/")),
