@@ -131,6 +131,7 @@ func copyGraph(ctx context.Context, s, d *endpoint, root ocispec.Descriptor, tag
 	res := &Result{Digest: root.Digest.String(), MediaType: root.MediaType, Size: root.Size}
 	var mu sync.Mutex
 	count := func(f func()) { mu.Lock(); f(); mu.Unlock() }
+	rootSkipped := false
 	// Blobs uploaded to a registry report their bytes through the
 	// uploader; everything else is reported here once written.
 	progress := o.progress
@@ -149,7 +150,12 @@ func copyGraph(ctx context.Context, s, d *endpoint, root ocispec.Descriptor, tag
 			return nil
 		},
 		OnCopySkipped: func(ctx context.Context, desc ocispec.Descriptor) error {
-			count(func() { res.Skipped++ })
+			count(func() {
+				res.Skipped++
+				if desc.Digest == root.Digest {
+					rootSkipped = true
+				}
+			})
 			progress(Event{Digest: desc.Digest.String(), Size: desc.Size, Skipped: true, Done: true})
 			return nil
 		},
@@ -166,7 +172,7 @@ func copyGraph(ctx context.Context, s, d *endpoint, root ocispec.Descriptor, tag
 			return []string{from}, nil
 		}
 	}
-	if err := copyTagged(ctx, s, d, g, root, tag, gopts); err != nil {
+	if err := copyTagged(ctx, s, d, g, root, tag, gopts, &rootSkipped, &res.Skipped); err != nil {
 		return nil, err
 	}
 	if o.referrers {
@@ -180,13 +186,19 @@ func copyGraph(ctx context.Context, s, d *endpoint, root ocispec.Descriptor, tag
 // copyTagged copies the graph of root and then, only once the destination
 // holds everything root refers to (see complete), tags it (layouts list an
 // untagged root in index.json).
-func copyTagged(ctx context.Context, s, d *endpoint, g *graphWalk, root ocispec.Descriptor, tag string, gopts oras.CopyGraphOptions) error {
+func copyTagged(ctx context.Context, s, d *endpoint, g *graphWalk, root ocispec.Descriptor, tag string, gopts oras.CopyGraphOptions, rootSkipped *bool, skipped *int) error {
 	g.markManifest(root.Digest, 0)
 	if err := oras.CopyGraph(ctx, s.target, d.target, root, gopts); err != nil {
 		return copyError(err)
 	}
-	if err := complete(ctx, d, root, gopts.Concurrency); err != nil {
+	seen := map[digest.Digest]bool{}
+	if err := complete(ctx, d, root, gopts.Concurrency, seen); err != nil {
 		return fmt.Errorf("destination: %w; not tagged", err)
+	}
+	if rootSkipped != nil && *rootSkipped {
+		// oras-go skips a root the destination has without walking it:
+		// every blob complete found there was skipped.
+		*skipped = len(seen)
 	}
 	if tag == "" && d.repo != nil {
 		return nil
@@ -263,22 +275,24 @@ func (g *graphWalk) successors(ctx context.Context, f content.Fetcher, desc ocis
 // complete checks that d holds everything root refers to, walking it as
 // it stands at d (the manifests read back from d, the blobs asked after,
 // jobs at a time): a tag is written only over a whole image.
-func complete(ctx context.Context, d *endpoint, root ocispec.Descriptor, jobs int) error {
+func complete(ctx context.Context, d *endpoint, root ocispec.Descriptor, jobs int, seen map[digest.Digest]bool) error {
 	n, err := readNode(ctx, d.manifests(), root)
 	if err != nil {
 		return err
 	}
+	seen[root.Digest] = true
 	for _, c := range n.manifestChildren() {
 		if c, err = identified(ctx, d.manifests(), c); err != nil {
 			return err
 		}
-		if err := complete(ctx, d, c, jobs); err != nil {
+		if err := complete(ctx, d, c, jobs, seen); err != nil {
 			return err
 		}
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(jobs)
 	for _, c := range n.blobChildren() {
+		seen[c.Digest] = true
 		g.Go(func() error {
 			ok, err := d.target.Exists(gctx, c)
 			if err != nil {
@@ -328,7 +342,7 @@ func copyReferrers(ctx context.Context, s, d *endpoint, g *graphWalk, root ocisp
 			return fmt.Errorf("--referrers: %w", err)
 		}
 		// Layouts keep referrers as untagged entries of index.json.
-		if err := copyTagged(ctx, s, d, g, r, "", gopts); err != nil {
+		if err := copyTagged(ctx, s, d, g, r, "", gopts, nil, nil); err != nil {
 			return fmt.Errorf("--referrers: copying %s: %w", r.Digest, err)
 		}
 		// Referrers of referrers (a signature of an SBOM) come along too.

@@ -63,6 +63,9 @@ func TestPushBytesSentToRegistry(t *testing.T) {
 		if again.BytesSent != 0 || again.Copied != 0 {
 			t.Errorf("%s: repeat sent %d bytes in %d blobs", c.repo, again.BytesSent, again.Copied)
 		}
+		if again.Skipped != blobs {
+			t.Errorf("%s: repeat skipped %d blobs, want all %d (the registry has them)", c.repo, again.Skipped, blobs)
+		}
 	}
 	mounted := copyT(t, reg.Ref("bytes/chunked")+":v1", reg.Ref("bytes/mounted")+":v1")
 	if mounted.Mounted == 0 || mounted.BytesSent != mounted.Size {
