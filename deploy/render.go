@@ -548,6 +548,11 @@ func ExplainRenderError(err error) error {
 			hints = append(hints, fmt.Sprintf("%s must be pinned by digest, REPO@sha256:<64 hex>, %s; for development, --set %s=true accepts a tag", c.flag, c.how, c.value))
 		}
 	}
+	if strings.Contains(msg, "modelcar.image is required") {
+		hints = append(hints, "pass --modelcar-image REPO@sha256:...: build modelcar's own image with 'make image', push it "+
+			"(modelcar push oci:.work/image:VERSION REGISTRY/modelcar:VERSION prints the pinned reference); "+
+			"or run without the warm-up sidecar: --set warmProbe.enabled=false")
+	}
 	if len(hints) == 0 {
 		return err
 	}

@@ -274,3 +274,22 @@ func TestDeployApplyOnCluster(t *testing.T) {
 		t.Errorf("re-apply changed a spec: Deployment generation %d → %d, DaemonSet %d → %d", dep.Generation, dep2.Generation, ds.Generation, ds2.Generation)
 	}
 }
+
+// TestDeployWithoutModelcarImage: with the warm-up probe on (the default)
+// and no --modelcar-image, the error names the flag, how to make that
+// image, and warmProbe.enabled=false as the alternative.
+func TestDeployWithoutModelcarImage(t *testing.T) {
+	img := "registry.modelcar.test/models/tiny-llama@sha256:" + strings.Repeat("ab", 32)
+	_, code, err := runDeployCmd(t, "--image", img, "--name", "tiny", "-o", "yaml")
+	if code != 1 || err == nil {
+		t.Fatalf("exit %d (%v), want 1", code, err)
+	}
+	for _, w := range []string{"--modelcar-image", "make image", "--set warmProbe.enabled=false"} {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error does not say %q:\n%v", w, err)
+		}
+	}
+	if _, code, err := runDeployCmd(t, "--image", img, "--name", "tiny", "--set", "warmProbe.enabled=false", "-o", "yaml"); code != 0 {
+		t.Errorf("warmProbe.enabled=false: exit %d: %v", code, err)
+	}
+}
