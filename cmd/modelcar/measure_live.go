@@ -134,12 +134,12 @@ reads back to the same report. With -l, it waits for at least one pod and
 for every pod it sees; with --pod, for each named pod. The exit status is 1
 when a pod was not Ready within --timeout (the report still shows it).`,
 		Example: `  # Start watching, then deploy; report when the pods are Ready
-  modelcar measure watch -n llm -l app.kubernetes.io/name=vllm &
-  kubectl apply -n llm -k deploy/
+  modelcar measure watch -n llm -l app.kubernetes.io/instance=llama &
+  modelcar deploy --name llama -n llm --image REPO@sha256:... --modelcar-image REPO@sha256:... --apply
   wait
 
   # Keep the bundle, and a Markdown report for a pull request
-  modelcar measure watch -n llm -l app=vllm --record bundle --format md -o report.md`,
+  modelcar measure watch -n llm -l app.kubernetes.io/instance=llama --record bundle --format md -o report.md`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) != 0 {
 				return usageError{fmt.Errorf("watch takes no arguments, got %q (name pods with --pod)", args)}

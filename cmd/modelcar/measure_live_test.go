@@ -192,3 +192,13 @@ users:
 		t.Error("an unknown context: nil error")
 	}
 }
+
+// TestMeasureWatchExampleSelector: the help's example selectors are the
+// chart's labels (app.kubernetes.io/instance is modelcar deploy's --name).
+func TestMeasureWatchExampleSelector(t *testing.T) {
+	ex := newMeasureWatchCmd().Example
+	if strings.Contains(ex, "app=vllm") || strings.Contains(ex, "app.kubernetes.io/name=vllm ") ||
+		!strings.Contains(ex, "-l app.kubernetes.io/instance=llama") {
+		t.Errorf("example selectors are not the chart's labels:\n%s", ex)
+	}
+}
