@@ -7,9 +7,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
+
+	"github.com/modelcar/modelcar/internal/testenv"
 )
 
 // StartRegistry starts Debian's docker-registry (distribution) in dir as a
@@ -37,22 +38,7 @@ func StartRegistry(ctx context.Context, dir, addr string) error {
 	if err != nil {
 		return fmt.Errorf("testcluster: docker-registry not found (Debian: apt-get install docker-registry, or make deps): %w", err)
 	}
-	q := strconv.Quote
-	cfg := strings.Join([]string{
-		`version: 0.1`,
-		`log:`,
-		`  level: info`,
-		`storage:`,
-		`  filesystem:`,
-		`    rootdirectory: ` + q(filepath.Join(abs, "data")),
-		`  delete:`,
-		`    enabled: true`,
-		`  maintenance:`,
-		`    uploadpurging:`,
-		`      enabled: false`,
-		`http:`,
-		`  addr: ` + q(addr),
-	}, "\n") + "\n"
+	cfg := testenv.RegistryConfig(filepath.Join(abs, "data"), addr, "")
 	cfgPath := filepath.Join(abs, "config.yml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		return err
