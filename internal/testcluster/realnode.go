@@ -992,28 +992,27 @@ func freeNodeSubnet() (string, error) {
 // tbfBurst is a token-bucket burst for rate: 4 ms of bytes, at least 256 KiB
 // (the loopback MTU is 64 KiB).
 func tbfBurst(rate string) (int64, error) {
-	mbit, err := parseRate(rate)
+	bits, err := ParseRate(rate)
 	if err != nil {
 		return 0, err
 	}
-	burst := int64(mbit * 1e6 / 8 / 250)
+	burst := int64(bits / 8 / 250)
 	if burst < 256<<10 {
 		burst = 256 << 10
 	}
 	return burst, nil
 }
 
-// parseRate reads a tc rate (1gbit, 500mbit, 100kbit) as megabits per
-// second.
-func parseRate(s string) (float64, error) {
+// ParseRate reads a tc rate (1gbit, 500mbit, 100kbit) as bits per second.
+func ParseRate(s string) (float64, error) {
 	for _, u := range []struct {
 		suffix string
-		mbit   float64
-	}{{"gbit", 1000}, {"mbit", 1}, {"kbit", 0.001}} {
+		bits   float64
+	}{{"gbit", 1e9}, {"mbit", 1e6}, {"kbit", 1e3}} {
 		if v, ok := strings.CutSuffix(strings.ToLower(s), u.suffix); ok {
 			f, err := strconv.ParseFloat(v, 64)
 			if err == nil && f > 0 {
-				return f * u.mbit, nil
+				return f * u.bits, nil
 			}
 		}
 	}

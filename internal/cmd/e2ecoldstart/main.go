@@ -233,10 +233,11 @@ func run(ctx context.Context, c config) (err error) {
 	if err != nil {
 		return err
 	}
-	rate, err := rateBytesPerSecond(c.rate)
+	bits, err := testcluster.ParseRate(c.rate)
 	if err != nil {
 		return err
 	}
+	rate := bits / 8
 	res.Pulls = containerdPulls(cl.LogPath(node.Name+"-containerd"), map[string]string{"baseline": baseline, "repacked": image}, rate)
 	for i := range res.Pulls {
 		switch {
@@ -554,22 +555,6 @@ func median(v []float64) float64 {
 		return s[len(s)/2]
 	}
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
-// rateBytesPerSecond reads a tc rate (1gbit, 500mbit).
-func rateBytesPerSecond(rate string) (float64, error) {
-	for _, u := range []struct {
-		suffix string
-		bits   float64
-	}{{"gbit", 1e9}, {"mbit", 1e6}, {"kbit", 1e3}} {
-		if v, ok := strings.CutSuffix(strings.ToLower(rate), u.suffix); ok {
-			f, err := strconv.ParseFloat(v, 64)
-			if err == nil && f > 0 {
-				return f * u.bits / 8, nil
-			}
-		}
-	}
-	return 0, fmt.Errorf("-rate %q: want a tc rate such as 1gbit", rate)
 }
 
 func readJSON(path string, v any) error {
