@@ -59,19 +59,12 @@ func TestRealNodeServes(t *testing.T) {
 	image := run(t, bin, "push", "--plain-http", "oci:"+filepath.Join(work, "layout")+":v1", reg.Addr+"/models/serve:v1")
 	standin := buildImage(t, "vllm-standin", reg.Addr)
 	mcImage := buildImage(t, "modelcar", reg.Addr)
-	repo, digest, _ := strings.Cut(standin, "@")
 
 	ns := c.Namespace(t, "serve")
 	kubeconfig := c.Kubeconfig
-	run(t, bin, "deploy", "--kubeconfig", kubeconfig, "-n", ns, "--name", "llm", "--image", image, "--modelcar-image", mcImage,
-		"--set", "vllm.image.repository="+repo, "--set", "vllm.image.tag=e2e", "--set", "vllm.image.digest="+digest,
-		"--set-string", "nodeSelector.kubernetes\\.io/hostname="+node.Name,
-		"--set", "vllm.resources.requests.cpu=100m", "--set", "vllm.resources.requests.memory=128Mi",
-		"--set", "vllm.resources.limits.memory=1Gi", "--set", "vllm.shm.enabled=false",
-		"--set", "vllm.startupProbe.periodSeconds=1", "--set", "vllm.readinessProbe.periodSeconds=1",
-		"--set", "warmProbe.resources.requests.cpu=10m", "--set", "warmProbe.workload=16x16@1\\,64x16@2",
-		"--set", "terminationGracePeriodSeconds=5",
-		"--apply")
+	deploy := append([]string{"deploy", "--kubeconfig", kubeconfig, "-n", ns, "--name", "llm", "--image", image, "--modelcar-image", mcImage},
+		node.ChartFlags(standin, "1Gi")...)
+	run(t, bin, append(deploy, "--set", "warmProbe.workload=16x16@1\\,64x16@2", "--apply")...)
 
 	// One cold start, the image removed from the node first: the kubelet
 	// pulls it again through the shaped link.
@@ -163,14 +156,9 @@ func TestRealNodeServes(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ns := c.Namespace(t, "serve")
-			args := []string{"deploy", "--kubeconfig", kubeconfig, "-n", ns, "--name", "llm", "--image", tc.image, "--modelcar-image", mcImage,
-				"--set", "vllm.image.repository=" + repo, "--set", "vllm.image.tag=e2e", "--set", "vllm.image.digest=" + digest,
-				"--set-string", "nodeSelector.kubernetes\\.io/hostname=" + node.Name,
-				"--set", "vllm.resources.requests.cpu=100m", "--set", "vllm.resources.requests.memory=128Mi",
-				"--set", "vllm.resources.limits.memory=1Gi", "--set", "vllm.shm.enabled=false",
-				"--set", "vllm.startupProbe.periodSeconds=1", "--set", "vllm.readinessProbe.periodSeconds=1",
-				"--set", "warmProbe.resources.requests.cpu=10m", "--set", "warmProbe.workload=16x16@1",
-				"--set", "terminationGracePeriodSeconds=5", "--apply"}
+			args := append([]string{"deploy", "--kubeconfig", kubeconfig, "-n", ns, "--name", "llm", "--image", tc.image, "--modelcar-image", mcImage},
+				node.ChartFlags(standin, "1Gi")...)
+			args = append(args, "--set", "warmProbe.workload=16x16@1", "--apply")
 			for _, kv := range tc.set {
 				args = append(args, "--set", kv)
 			}

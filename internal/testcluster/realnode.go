@@ -1131,3 +1131,20 @@ func (n *RealNode) RemoveImageScript(digest string) string {
 	ctr := fmt.Sprintf("ctr --address %s --namespace k8s.io", n.ContainerdSocket)
 	return fmt.Sprintf("%s images ls | awk '$3 == %q {print $1}' | xargs -r %s images rm --sync", ctr, digest, ctr)
 }
+
+// ChartFlags are the `modelcar deploy` flags that run the vllm-modelcar
+// chart on the node with the vLLM stand-in image standin (REPO@sha256:...,
+// tag e2e), sized for a small test machine (the server's requests 100m and
+// 128Mi, its memory limit memoryLimit, no /dev/shm) and quick to notice
+// (probes every second, 5 s to stop).
+func (n *RealNode) ChartFlags(standin, memoryLimit string) []string {
+	repo, digest, _ := strings.Cut(standin, "@")
+	return []string{
+		"--set", "vllm.image.repository=" + repo, "--set", "vllm.image.tag=e2e", "--set", "vllm.image.digest=" + digest,
+		"--set-string", "nodeSelector.kubernetes\\.io/hostname=" + n.Name,
+		"--set", "vllm.resources.requests.cpu=100m", "--set", "vllm.resources.requests.memory=128Mi",
+		"--set", "vllm.resources.limits.memory=" + memoryLimit, "--set", "vllm.shm.enabled=false",
+		"--set", "vllm.startupProbe.periodSeconds=1", "--set", "vllm.readinessProbe.periodSeconds=1",
+		"--set", "warmProbe.resources.requests.cpu=10m", "--set", "terminationGracePeriodSeconds=5",
+	}
+}

@@ -142,15 +142,9 @@ func run(ctx context.Context, c config) (err error) {
 
 	// Deploy, then the baseline.
 	const ns = "llm"
-	repo, digest, _ := strings.Cut(standin, "@")
-	deployArgs := []string{"deploy", "--kubeconfig", kc, "-n", ns, "--create-namespace", "--name", "llm", "--modelcar-image", mcImage,
-		"--set", "vllm.image.repository=" + repo, "--set", "vllm.image.tag=e2e", "--set", "vllm.image.digest=" + digest,
-		"--set-string", "nodeSelector.kubernetes\\.io/hostname=" + node.Name,
-		"--set", "vllm.resources.requests.cpu=100m", "--set", "vllm.resources.requests.memory=128Mi",
-		"--set", "vllm.resources.limits.memory=4Gi", "--set", "vllm.shm.enabled=false",
-		"--set", "vllm.startupProbe.periodSeconds=1", "--set", "vllm.readinessProbe.periodSeconds=1",
-		"--set", "warmProbe.resources.requests.cpu=10m", "--set", "terminationGracePeriodSeconds=5",
-		"--set", "strategy.type=Recreate", "--set", "strategy.rollingUpdate=null"}
+	deployArgs := append([]string{"deploy", "--kubeconfig", kc, "-n", ns, "--create-namespace", "--name", "llm", "--modelcar-image", mcImage},
+		node.ChartFlags(standin, "4Gi")...)
+	deployArgs = append(deployArgs, "--set", "strategy.type=Recreate", "--set", "strategy.rollingUpdate=null")
 	if _, err := mc(ctx, c, append(deployArgs, "--image", baseline, "--apply")...); err != nil {
 		return err
 	}
