@@ -2,20 +2,17 @@ package testcluster
 
 import (
 	"archive/tar"
-	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
-	"runtime"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+
+	"github.com/modelcar/modelcar/internal/testenv"
 )
 
 // PauseImage is the real node's sandbox image: internal/cmd/pause in one
@@ -32,38 +29,11 @@ func pauseImage(bin string) (v1.Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	epoch := time.Unix(0, 0)
-	if err := tw.WriteHeader(&tar.Header{Name: "pause", Mode: 0o755, Size: int64(len(exe)), ModTime: epoch, Typeflag: tar.TypeReg}); err != nil {
-		return nil, err
-	}
-	if _, err := tw.Write(exe); err != nil {
-		return nil, err
-	}
-	if err := tw.Close(); err != nil {
-		return nil, err
-	}
-	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
-		return io.NopCloser(bytes.NewReader(buf.Bytes())), nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	img, err := mutate.AppendLayers(empty.Image, layer)
-	if err != nil {
-		return nil, err
-	}
-	cf, err := img.ConfigFile()
-	if err != nil {
-		return nil, err
-	}
-	cf = cf.DeepCopy()
-	cf.OS, cf.Architecture = "linux", runtime.GOARCH
-	cf.Created = v1.Time{Time: epoch}
-	cf.Config.Entrypoint = []string{"/pause"}
-	cf.Config.User = "65535:65535"
-	return mutate.ConfigFile(img, cf)
+	return testenv.OneLayerImage([]testenv.TarFile{{Header: tar.Header{Name: "pause", Mode: 0o755, Typeflag: tar.TypeReg}, Data: exe}},
+		func(c *v1.Config) {
+			c.Entrypoint = []string{"/pause"}
+			c.User = "65535:65535"
+		})
 }
 
 // importPause puts PauseImage into the node's containerd (namespace k8s.io,
