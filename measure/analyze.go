@@ -376,6 +376,23 @@ func (a *podAnalysis) chooseServing(p *Pod, logs []*Log, events []*Event, o *opt
 			}
 		}
 	}
+	if !a.started.IsZero() && a.started.Nanosecond() == 0 {
+		// The API keeps startedAt (and event times) in whole seconds, so
+		// the container started somewhere in the second it names. A first
+		// log line inside that second bounds the start from above with the
+		// runtime's nanosecond clock: counting from the second's beginning
+		// would add up to a second of nothing to load.
+		for _, l := range logs {
+			if l.Container != name || len(l.Lines) == 0 {
+				continue
+			}
+			if t := l.Lines[0].Time; !t.Before(a.started) && t.Sub(a.started) < time.Second {
+				a.started = t
+				d.From += " (whole seconds), refined by " + l.File + ":1 in the same second"
+			}
+			break
+		}
+	}
 	if !a.started.IsZero() {
 		a.started = ms(a.started)
 		a.seen(a.started)

@@ -396,3 +396,54 @@ func TestReportPullLever(t *testing.T) {
 		t.Errorf("summary: dominant %s, lever %q", s.Dominant, s.Lever)
 	}
 }
+
+// TestStartRefinedByFirstLogLine: the API keeps a container's startedAt in
+// whole seconds, so on the real node's recording (stand-in vLLM, which logs
+// within milliseconds of its start) load counted from the second's
+// beginning was 0.4 s longer than the load the server logged. A first log
+// line inside startedAt's second bounds the start; one a second or more
+// later, or a startedAt with a fraction, leaves startedAt as it is.
+func TestStartRefinedByFirstLogLine(t *testing.T) {
+	const logged = 1.597994 // "Model loading took 1.9997 GiB and 1.597994 seconds"
+	for _, tc := range []struct {
+		startedAt string
+		load      float64
+		refined   bool
+	}{
+		{"2026-12-08T02:20:32Z", 1.599, true},      // first line at :32.387
+		{"2026-12-08T02:20:31Z", 2.987, false},     // first line 1.4 s later: startedAt stands
+		{"2026-12-08T02:20:32.100Z", 1.887, false}, // not whole seconds: nothing to refine
+	} {
+		dir := filepath.Join(t.TempDir(), "real-node")
+		if err := os.CopyFS(dir, os.DirFS(filepath.Join(fixtures, "real-node"))); err != nil {
+			t.Fatal(err)
+		}
+		pods := filepath.Join(dir, "pods.json")
+		data, err := os.ReadFile(pods)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data = bytes.Replace(data, []byte(`"startedAt": "2026-12-08T02:20:32Z"`), []byte(`"startedAt": "`+tc.startedAt+`"`), 1)
+		if err := os.WriteFile(pods, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		b, err := ReadBundle(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := Analyze(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := r.ColdStarts[0]
+		if math.Abs(c.Phases.Load-tc.load) > 0.0015 {
+			t.Errorf("startedAt %s: load %.3f s, want %.3f", tc.startedAt, c.Phases.Load, tc.load)
+		}
+		if got := strings.Contains(c.Details.Load.From, "refined by"); got != tc.refined {
+			t.Errorf("startedAt %s: load from %q, refined %v, want %v", tc.startedAt, c.Details.Load.From, got, tc.refined)
+		}
+		if tc.refined && math.Abs(c.Phases.Load-logged)/logged > 0.10 {
+			t.Errorf("startedAt %s: load %.3f s is not within 10%% of the %.3f s the server logged", tc.startedAt, c.Phases.Load, logged)
+		}
+	}
+}

@@ -430,7 +430,7 @@ func prepullStatus(ds *appsv1.DaemonSet, nodes []corev1.Node, pods []corev1.Pod)
 			}
 			ns.Pod, ns.Since, ns.Detail = p.Name, p.CreationTimestamp.Time, podPending(p)
 		}
-		if ns.State == NodePending && digest != "" && nodeHasDigest(n, digest) {
+		if ns.State == NodePending && digest != "" && NodeHasDigest(n, digest) {
 			ns.State, ns.Since, ns.Detail = NodePulled, time.Time{}, "listed in node.status.images"
 		}
 		st.Nodes = append(st.Nodes, ns)
@@ -522,7 +522,9 @@ func podPending(p *corev1.Pod) string {
 	return "pod " + p.Name + " " + phase + " on " + p.Spec.NodeName
 }
 
-func nodeHasDigest(n *corev1.Node, digest string) bool {
+// NodeHasDigest reports whether the kubelet lists an image with digest
+// (sha256:...) in n.status.images, under any REPO@DIGEST name.
+func NodeHasDigest(n *corev1.Node, digest string) bool {
 	for _, img := range n.Status.Images {
 		for _, nm := range img.Names {
 			if strings.HasSuffix(nm, "@"+digest) {

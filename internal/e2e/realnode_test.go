@@ -74,9 +74,10 @@ func onRealNode(spec *corev1.PodSpec, node string) {
 	spec.Tolerations = append(spec.Tolerations, corev1.Toleration{Key: "nvidia.com/gpu", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule})
 }
 
-// TestRealNodeSmoke: on a real kubelet node, a pre-pull DaemonSet of a small
-// modelcar makes the kubelet pull it (its digest appears in the Node's
-// status.images), and a pod with an image volume of the same modelcar reads
+// TestRealNodeSmoke: on a real kubelet node, `modelcar warm prepull --apply
+// --wait` of a small modelcar makes the kubelet pull it and counts the node
+// (its digest appears in the Node's status.images, which alone counts the
+// node for a pre-pull whose pod cannot start), and a pod with an image volume of the same modelcar reads
 // the model's files under /models, byte for byte.
 func TestRealNodeSmoke(t *testing.T) {
 	reg := testenv.StartRegistry(t)
@@ -102,44 +103,47 @@ func TestRealNodeSmoke(t *testing.T) {
 	ns := c.Namespace(t, "realnode")
 	cs := c.Client()
 
-	// Pre-pull: the kubelet pulls the modelcar for an image volume.
-	objs, err := warm.PrepullObjects(warm.PrepullOptions{
-		Image: image, Namespace: ns, Name: "smoke",
-		NodeSelector: map[string]string{"kubernetes.io/hostname": node.Name},
-		Tolerations:  []corev1.Toleration{{Key: "nvidia.com/gpu", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule}},
-		PauseImage:   testcluster.PauseImage, AllowTag: true,
-	})
-	if err != nil {
-		t.Fatal(err)
+	// Pre-pull, as a user runs it: the kubelet pulls the modelcar for the
+	// DaemonSet pod's image volume, and --wait counts the node once it has.
+	prepull := func(name, pause string) string {
+		return run(t, bin, "warm", "prepull", "--kubeconfig", c.Kubeconfig, "-n", ns, "--name", name, "--image", image,
+			"--node-selector", "kubernetes.io/hostname="+node.Name, "--toleration", "nvidia.com/gpu:NoSchedule",
+			"--pause-image", pause, "--allow-tag", "--apply", "--wait", "--timeout", "3m")
 	}
-	if _, err := warm.Apply(ctx, cs, objs, warm.ApplyOptions{}); err != nil {
-		t.Fatalf("applying the pre-pull DaemonSet: %v", err)
+	if out := prepull("smoke", testcluster.PauseImage); !strings.Contains(out, "1/1 target nodes have") {
+		t.Fatalf("warm prepull --wait printed %q, want the real node counted", out)
 	}
 	var images []string
-	err = wait.PollUntilContextTimeout(ctx, 250*time.Millisecond, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
+	err = wait.PollUntilContextTimeout(ctx, 250*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
 		n, err := cs.CoreV1().Nodes().Get(ctx, node.Name, metav1.GetOptions{})
 		if err != nil {
 			return false, err
 		}
 		images = images[:0]
 		for _, img := range n.Status.Images {
-			for _, name := range img.Names {
-				images = append(images, name)
-				if strings.HasSuffix(name, "@"+digest) {
-					return true, nil
-				}
-			}
+			images = append(images, img.Names...)
 		}
-		return false, nil
+		return warm.NodeHasDigest(n, digest), nil
 	})
 	if err != nil {
 		t.Fatalf("node %s never listed %s in status.images (it lists %v): %v", node.Name, digest, images, err)
 	}
-	st, err := warm.GetPrepullStatus(ctx, cs, ns, "smoke")
+	// A second pre-pull whose pod can never start (its pause image does
+	// not exist) still counts the node: the kubelet lists the digest in
+	// node.status.images, as it names images there.
+	dead := "127.0.0.1:1/none@sha256:" + strings.Repeat("0", 64)
+	if out := prepull("smoke-listed", dead); !strings.Contains(out, "1/1 target nodes have") {
+		t.Fatalf("warm prepull --wait with a pod that cannot start printed %q, want the node counted from status.images", out)
+	}
+	st, err := warm.GetPrepullStatus(ctx, cs, ns, "smoke-listed")
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("pre-pull status: %+v", st)
+	for _, n := range st.Nodes {
+		if n.Node == node.Name && (n.State != warm.NodePulled || !strings.Contains(n.Detail, "node.status.images")) {
+			t.Errorf("pre-pull status of %s: %+v, want pulled from node.status.images", node.Name, n)
+		}
+	}
 
 	// A pod reads the model through an image volume of the same modelcar.
 	want, err := os.ReadFile(filepath.Join(m.Dir, "config.json"))
