@@ -234,6 +234,11 @@ func run(ctx context.Context, c config) (err error) {
 	rate := bits / 8
 	res.Pulls = containerdPulls(cl.LogPath(node.Name+"-containerd"), map[string]string{"baseline": baseline, "repacked": image}, rate)
 	for i := range res.Pulls {
+		link, unzip, err := pullLimits(ctx, node, res.Pulls[i].Image)
+		if err != nil {
+			return err
+		}
+		res.Pulls[i].LinkMeasuredSeconds, res.Pulls[i].DecompressSeconds = link, unzip
 		switch {
 		case res.Pulls[i].Stage == "baseline":
 			res.Pulls[i].MeasuredPullSecondsP50 = res.Before.Pull
@@ -385,11 +390,16 @@ type leverResult struct {
 // pullCheck sets measure's pull phase beside containerd's own record of the
 // same pulls and the image's bytes over the link's rate.
 type pullCheck struct {
-	Stage                   string
-	Image                   string
-	Bytes                   int64
-	ContainerdSeconds       []float64 // each cold pull, as containerd logged it
-	LinkSeconds             float64   // bytes / rate
+	Stage             string
+	Image             string
+	Bytes             int64
+	ContainerdSeconds []float64 // each cold pull, as containerd logged it
+	LinkSeconds       float64   // bytes / rate
+	// LinkMeasuredSeconds: the layers fetched over the node's link, nothing
+	// unpacked (pullLimits); DecompressSeconds: its gzip layers
+	// decompressed on this CPU (0: none).
+	LinkMeasuredSeconds     float64
+	DecompressSeconds       float64
 	MeasuredPullSecondsP50  float64
 	ContainerdSecondsMedian float64
 }
@@ -498,9 +508,17 @@ func (r *results) markdown() string {
 		fmt.Fprintf(&b, "| %s | %s | %.1f | %.1f | %.2f | %s |\n", l.Name, l.Phase, l.Predicted, l.Measured, l.Ratio, l.Between)
 	}
 	if len(r.Pulls) > 0 {
-		fmt.Fprintf(&b, "\n| cold pull | image bytes | measure's pull p50 (s) | containerd's record, median (s) | bytes / link rate (s) |\n|---|---:|---:|---:|---:|\n")
+		fmt.Fprintf(&b, "\n| cold pull | image bytes | measure's pull p50 (s) | containerd's record, median (s) | bytes / link rate (s) | fetch over the link, measured (s) | gzip decompression on this CPU (s) | pull / slower limit |\n|---|---:|---:|---:|---:|---:|---:|---:|\n")
 		for _, p := range r.Pulls {
-			fmt.Fprintf(&b, "| %s | %d | %.2f | %.2f | %.2f |\n", p.Stage, p.Bytes, p.MeasuredPullSecondsP50, p.ContainerdSecondsMedian, p.LinkSeconds)
+			unzip, limit := "none", p.LinkMeasuredSeconds
+			if p.DecompressSeconds > 0 {
+				unzip, limit = fmt.Sprintf("%.2f", p.DecompressSeconds), max(limit, p.DecompressSeconds)
+			}
+			ratio := "n/a"
+			if limit > 0 {
+				ratio = fmt.Sprintf("%.2f", p.MeasuredPullSecondsP50/limit)
+			}
+			fmt.Fprintf(&b, "| %s | %d | %.2f | %.2f | %.2f | %.2f | %s | %s |\n", p.Stage, p.Bytes, p.MeasuredPullSecondsP50, p.ContainerdSecondsMedian, p.LinkSeconds, p.LinkMeasuredSeconds, unzip, ratio)
 		}
 	}
 	return b.String()
