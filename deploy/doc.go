@@ -16,8 +16,8 @@
 // Chart embeds the chart's files; Render renders them with the Helm Go SDK
 // exactly as `helm template` does (values merged like -f and --set, checked
 // against the schema), and Release.Apply applies the result, with the warm
-// objects of `--prepull` and `--warm-pool`, by server-side apply (field
-// manager modelcar). The same directory installs with plain `helm install`
+// objects of `--prepull` and `--warm-pool`, through internal/kube's
+// server-side applier (field manager modelcar). The same directory installs with plain `helm install`
 // and packages with `helm package`. README.md in this directory documents
 // the values.
 //

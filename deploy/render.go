@@ -23,6 +23,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/yaml"
 
+	"github.com/modelcar/modelcar/internal/kube"
 	"github.com/modelcar/modelcar/warm"
 )
 
@@ -308,7 +309,7 @@ type Release struct {
 	Manifests []byte
 	// Objects are the chart's objects, in helm's install order.
 	Objects []*unstructured.Unstructured
-	// Warm are the warm objects, in the order warm.Sort gives.
+	// Warm are the warm objects, in the order kube.Sort gives.
 	Warm []warm.Object
 }
 
@@ -405,7 +406,7 @@ func NewRelease(ctx context.Context, opts ReleaseOptions) (*Release, error) {
 		}
 		r.Warm = append(r.Warm, objs...)
 	}
-	warm.Sort(r.Warm)
+	kube.Sort(r.Warm)
 	return r, nil
 }
 
@@ -511,7 +512,7 @@ func gpuLimit(pod corev1.PodSpec) int64 {
 }
 
 // WriteYAML writes the release as one YAML stream: the chart's manifests
-// (helm template's output), then the warm objects (warm.Render).
+// (helm template's output), then the warm objects (kube.Render).
 func (r *Release) WriteYAML(w io.Writer) error {
 	if _, err := w.Write(r.Manifests); err != nil {
 		return err
@@ -520,7 +521,7 @@ func (r *Release) WriteYAML(w io.Writer) error {
 		return nil
 	}
 	var b bytes.Buffer
-	if err := warm.Render(&b, r.Warm); err != nil {
+	if err := kube.Render(&b, r.Warm); err != nil {
 		return err
 	}
 	if _, err := io.WriteString(w, "---\n"); err != nil {

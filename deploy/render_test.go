@@ -21,6 +21,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 
+	"github.com/modelcar/modelcar/internal/kube"
 	"github.com/modelcar/modelcar/internal/testcluster"
 	"github.com/modelcar/modelcar/measure"
 	"github.com/modelcar/modelcar/warm"
@@ -293,7 +294,7 @@ func TestApplyOnCluster(t *testing.T) {
 		return rel
 	}
 	rel := newRelease(ns)
-	res, err := rel.Apply(ctx, c.RESTConfig(), ApplyOptions{})
+	res, err := rel.Apply(ctx, c.Kube(), ApplyOptions{})
 	if err != nil {
 		t.Fatalf("Apply: %v", err)
 	}
@@ -301,8 +302,8 @@ func TestApplyOnCluster(t *testing.T) {
 		"priorityclass.scheduling.k8s.io/" + warm.DefaultPlaceholderPriorityClass,
 		"daemonset.apps/modelcar-prepull-tiny-llama created",
 		"deployment.apps/llm-pool created",
-		"service/" + fullname + " serverside-applied",
-		"deployment.apps/" + fullname + " serverside-applied",
+		"service/" + fullname + " created",
+		"deployment.apps/" + fullname + " created",
 	}
 	lines := res.Lines()
 	if len(lines) != len(wantLines) {
@@ -314,8 +315,8 @@ func TestApplyOnCluster(t *testing.T) {
 		}
 	}
 	dep := res.Chart[1].Object
-	if mf := dep.GetManagedFields(); len(mf) != 1 || mf[0].Manager != FieldManager || mf[0].Operation != metav1.ManagedFieldsOperationApply {
-		t.Errorf("managedFields %+v, want one Apply entry by %s", mf, FieldManager)
+	if mf := dep.GetManagedFields(); len(mf) != 1 || mf[0].Manager != kube.FieldManager || mf[0].Operation != metav1.ManagedFieldsOperationApply {
+		t.Errorf("managedFields %+v, want one Apply entry by %s", mf, kube.FieldManager)
 	}
 
 	// The pod becomes Ready on a GPU node (kwok's stages; probes do not run).
@@ -453,19 +454,19 @@ func TestApplyOnCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	again, err := newRelease(ns).Apply(ctx, c.RESTConfig(), ApplyOptions{})
+	again, err := newRelease(ns).Apply(ctx, c.Kube(), ApplyOptions{})
 	if err != nil {
 		t.Fatalf("second Apply: %v", err)
 	}
 	for i, before := range []string{svc.ResourceVersion, settled.ResourceVersion} {
-		if a := again.Chart[i]; a.Object.GetResourceVersion() != before {
+		if a := again.Chart[i]; a.Object.GetResourceVersion() != before || a.Action != kube.Unchanged {
 			t.Errorf("%s: resourceVersion %s became %s", a, before, a.Object.GetResourceVersion())
 		}
 	}
 	// (warm.Apply calls an object whose status a controller changed
 	// meanwhile "configured"; its spec, hence generation, stays.)
 	for i, a := range again.Warm {
-		if before, after := res.Warm[i].Object.GetGeneration(), a.Object.GetGeneration(); a.Action == warm.Created || before != after {
+		if before, after := res.Warm[i].Object.GetGeneration(), a.Object.GetGeneration(); a.Action == kube.Created || before != after {
 			t.Errorf("second apply: %s, generation %d → %d", a, before, after)
 		}
 	}
@@ -473,7 +474,7 @@ func TestApplyOnCluster(t *testing.T) {
 	// A server dry run: in a fresh namespace nothing appears; a changed
 	// value in the applied one changes nothing either.
 	dryNS := c.Namespace(t, "deploy-dry")
-	dry, err := newRelease(dryNS).Apply(ctx, c.RESTConfig(), ApplyOptions{DryRun: true})
+	dry, err := newRelease(dryNS).Apply(ctx, c.Kube(), ApplyOptions{DryRun: true})
 	if err != nil {
 		t.Fatalf("dry run: %v", err)
 	}
@@ -491,7 +492,7 @@ func TestApplyOnCluster(t *testing.T) {
 	if dss, err := cs.AppsV1().DaemonSets(dryNS).List(ctx, metav1.ListOptions{}); err != nil || len(dss.Items) != 0 {
 		t.Errorf("dry run created DaemonSets: %v %v", dss, err)
 	}
-	changed, err := newRelease(ns, "replicas=2").Apply(ctx, c.RESTConfig(), ApplyOptions{DryRun: true})
+	changed, err := newRelease(ns, "replicas=2").Apply(ctx, c.Kube(), ApplyOptions{DryRun: true})
 	if err != nil {
 		t.Fatalf("dry run of a change: %v", err)
 	}
@@ -545,10 +546,10 @@ func TestApplyNamespacePreflight(t *testing.T) {
 	pcMissing := apierrors.IsNotFound(pcErr)
 
 	for _, dry := range []bool{true, false} {
-		res, err := rel.Apply(ctx, c.RESTConfig(), ApplyOptions{DryRun: dry})
+		res, err := rel.Apply(ctx, c.Kube(), ApplyOptions{DryRun: dry})
 		var nf *NamespaceNotFoundError
-		if !errors.As(err, &nf) || nf.Namespace != ns || !strings.Contains(err.Error(), "--create-namespace") || !strings.Contains(err.Error(), "nothing was applied") {
-			t.Errorf("dry run %v: err = %v, want a NamespaceNotFoundError suggesting --create-namespace", dry, err)
+		if !errors.As(err, &nf) || nf.Namespace != ns || !strings.Contains(err.Error(), "kubectl create namespace") || !strings.Contains(err.Error(), "nothing was applied") {
+			t.Errorf("dry run %v: err = %v, want a NamespaceNotFoundError saying how to create it", dry, err)
 		}
 		if lines := res.Lines(); len(lines) != 0 {
 			t.Errorf("dry run %v: applied %q into a missing namespace", dry, lines)
@@ -561,7 +562,7 @@ func TestApplyNamespacePreflight(t *testing.T) {
 		t.Fatal("the namespace appeared")
 	}
 
-	res, err := rel.Apply(ctx, c.RESTConfig(), ApplyOptions{DryRun: true, CreateNamespace: true})
+	res, err := rel.Apply(ctx, c.Kube(), ApplyOptions{DryRun: true, CreateNamespace: true})
 	if err != nil {
 		t.Fatalf("dry run with CreateNamespace: %v", err)
 	}
@@ -586,7 +587,7 @@ func TestApplyNamespacePreflight(t *testing.T) {
 		t.Fatal("the dry run created the namespace")
 	}
 
-	res, err = rel.Apply(ctx, c.RESTConfig(), ApplyOptions{CreateNamespace: true})
+	res, err = rel.Apply(ctx, c.Kube(), ApplyOptions{CreateNamespace: true})
 	if err != nil {
 		t.Fatalf("Apply with CreateNamespace: %v", err)
 	}
@@ -596,34 +597,38 @@ func TestApplyNamespacePreflight(t *testing.T) {
 	if _, err := cs.AppsV1().Deployments(ns).Get(ctx, fullname, metav1.GetOptions{}); err != nil {
 		t.Errorf("Deployment: %v", err)
 	}
-	res, err = rel.Apply(ctx, c.RESTConfig(), ApplyOptions{CreateNamespace: true})
+	res, err = rel.Apply(ctx, c.Kube(), ApplyOptions{CreateNamespace: true})
 	if err != nil || res.Namespace != "" || len(res.Lines()) != 5 {
 		t.Errorf("second Apply with CreateNamespace: %v %q", err, res.Lines())
 	}
 }
 
 // TestApplyMissingCRD: a kind the cluster does not serve fails, saying
-// to install its CRD (and, for the chart's optional kinds, which value
-// renders it).
+// to install its CRD and, for the chart's optional kinds, which value
+// renders it.
 func TestApplyMissingCRD(t *testing.T) {
 	c := testcluster.Shared(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	obj := &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": "nothing.modelcar.test/v1", "kind": "Widget",
-		"metadata": map[string]any{"name": "x", "namespace": "default"},
-	}}
-	_, err := Apply(ctx, c.RESTConfig(), []*unstructured.Unstructured{obj}, ApplyOptions{DryRun: true})
-	if err == nil || !strings.Contains(err.Error(), `no matches for kind "Widget"`) || !strings.Contains(err.Error(), "install its CRD first") {
-		t.Errorf("err = %v", err)
-	}
-	if h := crdHint(obj.GroupVersionKind().GroupKind().WithVersion("v1alpha1")); h != "" {
-		t.Errorf("hint for Widget %q", h)
-	}
-	obj.SetAPIVersion("keda.sh/v1alpha1")
-	obj.SetKind("ScaledObject")
-	if h := crdHint(obj.GroupVersionKind()); !strings.Contains(h, "keda.enabled=false") {
-		t.Errorf("hint for ScaledObject %q", h)
+	for _, tc := range []struct {
+		apiVersion, kind, hint string
+	}{
+		{"nothing.modelcar.test/v1", "Widget", ""},
+		{"keda.sh/v9", "ScaledObject", "it comes from KEDA; or set keda.enabled=false"}, // a version no KEDA serves
+	} {
+		obj := &unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": tc.apiVersion, "kind": tc.kind,
+			"metadata": map[string]any{"name": "x"},
+		}}
+		rel := &Release{Namespace: "default", Objects: []*unstructured.Unstructured{obj}}
+		_, err := rel.Apply(ctx, c.Kube(), ApplyOptions{DryRun: true})
+		if err == nil || !strings.Contains(err.Error(), `no matches for kind "`+tc.kind+`"`) || !strings.Contains(err.Error(), "install its CRD first") {
+			t.Errorf("%s: err = %v", tc.kind, err)
+			continue
+		}
+		if got := strings.Contains(err.Error(), "comes from"); got != (tc.hint != "") || !strings.Contains(err.Error(), tc.hint) {
+			t.Errorf("%s: err = %v, want the hint %q", tc.kind, err, tc.hint)
+		}
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/modelcar/modelcar/internal/kube"
 	"github.com/modelcar/modelcar/internal/testcluster"
 	"github.com/modelcar/modelcar/warm"
 )
@@ -63,7 +64,7 @@ func scheduledPool(ns string) warm.PoolOptions {
 func render(t *testing.T, objs []warm.Object) string {
 	t.Helper()
 	var b bytes.Buffer
-	if err := warm.Render(&b, objs); err != nil {
+	if err := kube.Render(&b, objs); err != nil {
 		t.Fatal(err)
 	}
 	return b.String()

@@ -1,8 +1,11 @@
 // Package warm makes an inference server warm before it takes traffic: the
 // pre-pull DaemonSet that puts a modelcar on every matching node (Prepull),
-// the GPU node-pool warmer of low-priority placeholder pods (Pool), their
-// rendering and server-side apply through client-go (Render, Apply), and the
-// vLLM warm-up probe (Run, Serve).
+// the GPU node-pool warmer of low-priority placeholder pods (Pool), what
+// applying and deleting them needs beyond internal/kube's applier (the pool's
+// scheduled replicas yield, ApplyPool's pruning, DeletePrepull and
+// DeletePool refusing what modelcar did not create), the pre-pull's
+// node-by-node status, and the vLLM warm-up probe (Run, Serve). Rendering,
+// applying and connecting belong to internal/kube.
 //
 // # Probe
 //

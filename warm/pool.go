@@ -19,6 +19,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 	autoscalingv1ac "k8s.io/client-go/applyconfigurations/autoscaling/v1"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/modelcar/modelcar/internal/kube"
 )
 
 // Names and defaults of node-pool warmers.
@@ -416,39 +418,39 @@ func Scale(ctx context.Context, cs kubernetes.Interface, namespace, name string,
 // scaler objects that opts no longer asks for: CronJobs of windows removed
 // since the last apply and, without schedules, the scaler's RBAC. The
 // shared PriorityClass is applied but never deleted.
-func ApplyPool(ctx context.Context, cs kubernetes.Interface, opts PoolOptions, ao ApplyOptions) ([]Applied, []DeleteResult, error) {
+func ApplyPool(ctx context.Context, c *kube.Client, opts PoolOptions, ao ApplyOptions) ([]kube.Applied, []kube.Deleted, error) {
 	objs, err := Pool(opts)
 	if err != nil {
 		return nil, nil, err
 	}
-	applied, err := Apply(ctx, cs, objs, ao)
+	applied, err := Apply(ctx, c, objs, ao)
 	if err != nil {
 		return applied, nil, err
 	}
 	o, _ := opts.withDefaults()
-	stale, err := poolScalerObjects(ctx, cs, o.Namespace, o.Name)
+	stale, err := poolScalerObjects(ctx, c.Clientset, o.Namespace, o.Name)
 	if err != nil {
 		return applied, nil, err
 	}
 	keep := map[string]bool{}
 	for _, ob := range objs {
-		keep[kindOf(ob)+"/"+ob.GetName()] = true
+		keep[kube.KindOf(ob)+"/"+ob.GetName()] = true
 	}
 	var prune []Object
 	for _, ob := range stale {
-		if !keep[kindOf(ob)+"/"+ob.GetName()] {
+		if !keep[kube.KindOf(ob)+"/"+ob.GetName()] {
 			prune = append(prune, ob)
 		}
 	}
-	deleted, err := Delete(ctx, cs, prune, ao.DryRun)
+	deleted, err := deleteOurs(ctx, c, prune, ao.DryRun)
 	return applied, onlyDeleted(deleted), err
 }
 
 // DeletePool deletes the pool namespace/name: its Deployment and, if it
 // has schedules, their CronJobs, ServiceAccount, Role and RoleBinding. The
 // PriorityClass is shared by every pool and stays.
-func DeletePool(ctx context.Context, cs kubernetes.Interface, namespace, name string, dryRun bool) ([]DeleteResult, error) {
-	objs, err := poolScalerObjects(ctx, cs, namespace, name)
+func DeletePool(ctx context.Context, c *kube.Client, namespace, name string, dryRun bool) ([]kube.Deleted, error) {
+	objs, err := poolScalerObjects(ctx, c.Clientset, namespace, name)
 	if err != nil {
 		return nil, err
 	}
@@ -456,7 +458,7 @@ func DeletePool(ctx context.Context, cs kubernetes.Interface, namespace, name st
 		TypeMeta:   metav1.TypeMeta{APIVersion: "apps/v1", Kind: "Deployment"},
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace},
 	})
-	return Delete(ctx, cs, objs, dryRun)
+	return deleteOurs(ctx, c, objs, dryRun)
 }
 
 // poolScalerObjects returns the scaler objects that may exist for a pool:
@@ -486,8 +488,8 @@ func poolScalerObjects(ctx context.Context, cs kubernetes.Interface, namespace, 
 	return objs, nil
 }
 
-func onlyDeleted(rs []DeleteResult) []DeleteResult {
-	var out []DeleteResult
+func onlyDeleted(rs []kube.Deleted) []kube.Deleted {
+	var out []kube.Deleted
 	for _, r := range rs {
 		if r.Deleted {
 			out = append(out, r)

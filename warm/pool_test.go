@@ -20,6 +20,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	"github.com/modelcar/modelcar/internal/kube"
 	"github.com/modelcar/modelcar/internal/testcluster"
 	"github.com/modelcar/modelcar/warm"
 )
@@ -58,7 +59,7 @@ func TestPoolObjects(t *testing.T) {
 func TestPoolPreemption(t *testing.T) {
 	c := testcluster.Shared(t)
 	t.Parallel()
-	cs, ctx := c.Client(), kctx(t)
+	cs, kc, ctx := c.Client(), c.Kube(), kctx(t)
 	ns := c.Namespace(t, "pool")
 	private := corev1.Taint{Key: "modelcar.test/private", Value: ns, Effect: corev1.TaintEffectNoSchedule}
 	nodes := c.Nodes(t, testcluster.NodePool{Name: ns, Count: 1, GPUs: 4, Taints: []corev1.Taint{private}})
@@ -72,7 +73,7 @@ func TestPoolPreemption(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	applied, err := warm.Apply(ctx, cs, objs, warm.ApplyOptions{})
+	applied, err := warm.Apply(ctx, kc, objs, warm.ApplyOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +91,7 @@ func TestPoolPreemption(t *testing.T) {
 		}
 		return d.ResourceVersion, nil
 	})
-	again, err := warm.Apply(ctx, cs, objs, warm.ApplyOptions{})
+	again, err := warm.Apply(ctx, kc, objs, warm.ApplyOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,7 +100,7 @@ func TestPoolPreemption(t *testing.T) {
 		if again[i].GroupVersionKind.Kind == "Deployment" {
 			want = rv
 		}
-		if again[i].Action != warm.Unchanged || again[i].Object.GetResourceVersion() != want {
+		if again[i].Action != kube.Unchanged || again[i].Object.GetResourceVersion() != want {
 			t.Errorf("re-apply of %s: %s, resourceVersion %s -> %s", again[i].Name, again[i].Action, want, again[i].Object.GetResourceVersion())
 		}
 	}
@@ -168,10 +169,10 @@ func waitPods(t *testing.T, ctx context.Context, cs kubernetes.Interface, ns, se
 func TestPoolScheduleRBAC(t *testing.T) {
 	c := testcluster.Shared(t)
 	t.Parallel()
-	cs, ctx := c.Client(), kctx(t)
+	cs, kc, ctx := c.Client(), c.Kube(), kctx(t)
 	ns := c.Namespace(t, "pool-sched")
 	opts := scheduledPool(ns)
-	applied, _, err := warm.ApplyPool(ctx, cs, opts, warm.ApplyOptions{})
+	applied, _, err := warm.ApplyPool(ctx, kc, opts, warm.ApplyOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -269,19 +270,19 @@ func TestPoolScheduleRBAC(t *testing.T) {
 
 	// Re-applying leaves the replicas to the schedule (the first re-apply
 	// gives up ownership of .spec.replicas); after that, nothing changes.
-	if _, _, err := warm.ApplyPool(ctx, cs, opts, warm.ApplyOptions{}); err != nil {
+	if _, _, err := warm.ApplyPool(ctx, kc, opts, warm.ApplyOptions{}); err != nil {
 		t.Fatalf("re-apply after scale: %v", err)
 	}
 	if d, _ := cs.AppsV1().Deployments(ns).Get(ctx, "sched", metav1.GetOptions{}); *d.Spec.Replicas != 0 {
 		t.Errorf("re-apply reset the scheduled replicas to %d", *d.Spec.Replicas)
 	}
-	again, _, err := warm.ApplyPool(ctx, cs, opts, warm.ApplyOptions{})
+	again, _, err := warm.ApplyPool(ctx, kc, opts, warm.ApplyOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, a := range again {
 		key := a.GroupVersionKind.Kind + "/" + a.Name
-		if a.Action != warm.Unchanged {
+		if a.Action != kube.Unchanged {
 			t.Errorf("third apply of %s: %s", key, a.Action)
 		}
 		if a.GroupVersionKind.Kind != "Deployment" && a.Object.GetResourceVersion() != rv[key] {
@@ -291,11 +292,11 @@ func TestPoolScheduleRBAC(t *testing.T) {
 
 	// One window fewer: its CronJob goes.
 	opts.Schedules = opts.Schedules[:1]
-	_, pruned, err := warm.ApplyPool(ctx, cs, opts, warm.ApplyOptions{})
+	_, pruned, err := warm.ApplyPool(ctx, kc, opts, warm.ApplyOptions{})
 	if err != nil || len(pruned) != 1 || pruned[0].Name != "sched-scale-1" {
 		t.Fatalf("prune: %v %v", pruned, err)
 	}
-	res, err := warm.DeletePool(ctx, cs, ns, "sched", false)
+	res, err := warm.DeletePool(ctx, kc, ns, "sched", false)
 	if err != nil {
 		t.Fatal(err)
 	}

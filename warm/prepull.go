@@ -21,6 +21,8 @@ import (
 	corev1helpers "k8s.io/component-helpers/scheduling/corev1"
 	"k8s.io/component-helpers/scheduling/corev1/nodeaffinity"
 	"k8s.io/klog/v2"
+
+	"github.com/modelcar/modelcar/internal/kube"
 )
 
 // PrepullMode is how a pre-pull pod makes its node pull the modelcar.
@@ -267,12 +269,12 @@ func PrepullObjects(opts PrepullOptions) ([]Object, error) {
 // DeletePrepull deletes the pre-pull DaemonSet namespace/name (its pods go
 // with it). It refuses a DaemonSet modelcar did not create and reports a
 // missing one as not deleted.
-func DeletePrepull(ctx context.Context, cs kubernetes.Interface, namespace, name string, dryRun bool) ([]DeleteResult, error) {
+func DeletePrepull(ctx context.Context, c *kube.Client, namespace, name string, dryRun bool) ([]kube.Deleted, error) {
 	ds := &appsv1.DaemonSet{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "apps/v1", Kind: "DaemonSet"},
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: namespace},
 	}
-	return Delete(ctx, cs, []Object{ds}, dryRun)
+	return deleteOurs(ctx, c, []Object{ds}, dryRun)
 }
 
 // NodeState is where a node is with a pre-pull.

@@ -17,6 +17,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
 
+	"github.com/modelcar/modelcar/internal/kube"
 	"github.com/modelcar/modelcar/internal/testcluster"
 	"github.com/modelcar/modelcar/warm"
 )
@@ -106,7 +107,7 @@ func TestPrepullPodSpec(t *testing.T) {
 func TestPrepullGPUNodes(t *testing.T) {
 	c := testcluster.Shared(t)
 	t.Parallel()
-	cs, ctx := c.Client(), kctx(t)
+	cs, kc, ctx := c.Client(), c.Kube(), kctx(t)
 	ns := c.Namespace(t, "prepull")
 	gpu, cpu := poolNodes(t, ctx, cs, "gpu"), poolNodes(t, ctx, cs, "cpu")
 	objs, err := warm.PrepullObjects(gpuPrepull(ns))
@@ -116,8 +117,8 @@ func TestPrepullGPUNodes(t *testing.T) {
 	name := objs[0].GetName()
 
 	begin := time.Now()
-	applied, err := warm.Apply(ctx, cs, objs, warm.ApplyOptions{})
-	if err != nil || len(applied) != 1 || applied[0].Action != warm.Created {
+	applied, err := warm.Apply(ctx, kc, objs, warm.ApplyOptions{})
+	if err != nil || len(applied) != 1 || applied[0].Action != kube.Created {
 		t.Fatalf("apply: %v %v", applied, err)
 	}
 	var mu sync.Mutex
@@ -184,8 +185,8 @@ func TestPrepullGPUNodes(t *testing.T) {
 	}
 	rv := settledRV(t, ctx, get)
 	for _, dry := range []bool{false, true} {
-		again, err := warm.Apply(ctx, cs, objs, warm.ApplyOptions{DryRun: dry})
-		if err != nil || again[0].Action != warm.Unchanged || again[0].Object.GetResourceVersion() != rv {
+		again, err := warm.Apply(ctx, kc, objs, warm.ApplyOptions{DryRun: dry})
+		if err != nil || again[0].Action != kube.Unchanged || again[0].Object.GetResourceVersion() != rv {
 			t.Errorf("re-apply (dry run %v): %v %v, resourceVersion was %s", dry, again, err, rv)
 		}
 	}
@@ -196,22 +197,22 @@ func TestPrepullGPUNodes(t *testing.T) {
 	changed := gpuPrepull(ns)
 	changed.PauseImage = "mirror.example/pause:3.10@sha256:ee6521f290b2168b6e0935a181d4cff9be1ac3f505666ef0e3c98fae8199917a"
 	cobjs, _ := warm.PrepullObjects(changed)
-	dry, err := warm.Apply(ctx, cs, cobjs, warm.ApplyOptions{DryRun: true})
-	if err != nil || dry[0].Action != warm.Configured || !strings.Contains(dry[0].String(), "configured (server dry run)") {
+	dry, err := warm.Apply(ctx, kc, cobjs, warm.ApplyOptions{DryRun: true})
+	if err != nil || dry[0].Action != kube.Configured || !strings.Contains(dry[0].String(), "configured (server dry run)") {
 		t.Errorf("dry-run change: %v %v", dry, err)
 	}
 	if now, _ := get(ctx); now != rv {
 		t.Error("a dry run changed the DaemonSet")
 	}
 
-	res, err := warm.DeletePrepull(ctx, cs, ns, name, false)
+	res, err := warm.DeletePrepull(ctx, kc, ns, name, false)
 	if err != nil || len(res) != 1 || !res[0].Deleted {
 		t.Fatalf("delete: %v %v", res, err)
 	}
 	if _, err := warm.GetPrepullStatus(ctx, cs, ns, name); err == nil {
 		t.Error("status of a deleted prepull")
 	}
-	if res, err := warm.DeletePrepull(ctx, cs, ns, name, false); err != nil || res[0].Deleted {
+	if res, err := warm.DeletePrepull(ctx, kc, ns, name, false); err != nil || res[0].Deleted {
 		t.Errorf("second delete: %v %v", res, err)
 	}
 }
@@ -221,7 +222,7 @@ func TestPrepullGPUNodes(t *testing.T) {
 func TestPrepullInitContainer(t *testing.T) {
 	c := testcluster.Shared(t)
 	t.Parallel()
-	cs, ctx := c.Client(), kctx(t)
+	cs, kc, ctx := c.Client(), c.Kube(), kctx(t)
 	ns := c.Namespace(t, "prepull-init")
 	o := gpuPrepull(ns)
 	o.Mode = warm.InitContainerMode
@@ -229,7 +230,7 @@ func TestPrepullInitContainer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := warm.Apply(ctx, cs, objs, warm.ApplyOptions{}); err != nil {
+	if _, err := warm.Apply(ctx, kc, objs, warm.ApplyOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	st, err := warm.WaitPrepull(ctx, cs, ns, objs[0].GetName(), fast(time.Minute))
@@ -299,7 +300,7 @@ func TestPrepullWaitTimesOut(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, err := warm.Apply(ctx, cs, objs, warm.ApplyOptions{}); err != nil {
+			if _, err := warm.Apply(ctx, c.Kube(), objs, warm.ApplyOptions{}); err != nil {
 				t.Fatal(err)
 			}
 			begin := time.Now()

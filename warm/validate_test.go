@@ -3,12 +3,16 @@ package warm_test
 import (
 	"context"
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"testing"
 
-	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/rest"
 
+	"github.com/modelcar/modelcar/internal/kube"
 	"github.com/modelcar/modelcar/warm"
 )
 
@@ -96,12 +100,21 @@ func TestPoolRefusesBeforeApply(t *testing.T) {
 		if _, err := warm.Pool(o); err == nil {
 			t.Errorf("%s: Pool accepted %+v", name, o)
 		}
-		cs := fake.NewClientset()
-		if _, _, err := warm.ApplyPool(context.Background(), cs, o, warm.ApplyOptions{}); err == nil {
+		var requests atomic.Int32
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			requests.Add(1)
+			http.Error(w, "no", http.StatusTeapot)
+		}))
+		kc, err := kube.New(&rest.Config{Host: srv.URL})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := warm.ApplyPool(context.Background(), kc, o, warm.ApplyOptions{}); err == nil {
 			t.Errorf("%s: ApplyPool accepted it", name)
 		}
-		if a := cs.Actions(); len(a) != 0 {
-			t.Errorf("%s: ApplyPool sent %d requests before refusing (first %s %s)", name, len(a), a[0].GetVerb(), a[0].GetResource().Resource)
+		srv.Close()
+		if n := requests.Load(); n != 0 {
+			t.Errorf("%s: ApplyPool sent %d requests before refusing", name, n)
 		}
 	}
 	// The longest pool name whose CronJob names fit is accepted.

@@ -1,27 +1,27 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 
 	"github.com/spf13/cobra"
 
 	"github.com/modelcar/modelcar/deploy"
-	"github.com/modelcar/modelcar/warm"
 )
 
 // deployFlags are the flags of `modelcar deploy`.
 type deployFlags struct {
-	image, name, namespace, modelcarImage string
-	valueFiles, sets, stringSets          []string
-	output                                string
-	apply, createNamespace                bool
-	dryRun                                string
-	prepull                               bool
-	warmPool                              int32
-	gpusPerPod                            int64
-	kubeconfig, context                   string
-	kubeVersion                           string
+	image, name, modelcarImage   string
+	valueFiles, sets, stringSets []string
+	output                       string
+	apply, createNamespace       bool
+	dryRun                       string
+	prepull                      bool
+	warmPool                     int32
+	gpusPerPod                   int64
+	kube                         kubeFlags
+	kubeVersion                  string
 }
 
 func newDeployCmd() *cobra.Command {
@@ -80,7 +80,6 @@ The kubeconfig is found as kubectl finds it (--kubeconfig, $KUBECONFIG,
 	fl := cmd.Flags()
 	fl.StringVar(&f.image, "image", "", "the modelcar, REPO@sha256:<64 hex> (model.image)")
 	fl.StringVar(&f.name, "name", "", "release name; the objects' name and the served model name default to it (required)")
-	fl.StringVarP(&f.namespace, "namespace", "n", "", "namespace (default: the kubeconfig context's, else default)")
 	fl.StringArrayVarP(&f.valueFiles, "values", "f", nil, "values file (repeatable; later files win)")
 	fl.StringArrayVar(&f.sets, "set", nil, "set a value, KEY=VALUE in helm's syntax (repeatable; after -f)")
 	fl.StringArrayVar(&f.stringSets, "set-string", nil, "set a value as a string, KEY=VALUE (repeatable; after --set)")
@@ -92,8 +91,7 @@ The kubeconfig is found as kubectl finds it (--kubeconfig, $KUBECONFIG,
 	fl.BoolVar(&f.prepull, "prepull", false, "also create a pre-pull DaemonSet for the modelcar (modelcar warm prepull)")
 	fl.Int32Var(&f.warmPool, "warm-pool", 0, "also create a node-pool warmer of N GPU placeholder pods (modelcar warm pool)")
 	fl.Int64Var(&f.gpusPerPod, "gpus-per-pod", 0, "GPUs of each --warm-pool placeholder (default: the vLLM container's)")
-	fl.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
-	fl.StringVar(&f.context, "context", "", "kubeconfig context (default: the current one)")
+	f.kube.register(fl)
 	fl.StringVar(&f.kubeVersion, "kube-version", deploy.DefaultKubeVersion, "Kubernetes version the chart renders for (.Capabilities.KubeVersion)")
 	return cmd
 }
@@ -167,10 +165,7 @@ func runDeploy(cmd *cobra.Command, f deployFlags) error {
 	if err != nil {
 		return err
 	}
-	ns := f.namespace
-	if ns == "" {
-		ns = contextNamespace(f.kubeconfig, f.context)
-	}
+	ns := f.kube.renderNamespace()
 	opts := deploy.ReleaseOptions{
 		RenderOptions: deploy.RenderOptions{ReleaseName: f.name, Namespace: ns, Values: vals, KubeVersion: f.kubeVersion},
 		Prepull:       f.prepull,
@@ -185,12 +180,16 @@ func runDeploy(cmd *cobra.Command, f deployFlags) error {
 	if f.output == "yaml" {
 		return rel.WriteYAML(cmd.OutOrStdout())
 	}
-	cfg, _, err := warm.KubeConfig(f.kubeconfig, f.context)
+	c, _, err := f.kube.client()
 	if err != nil {
 		return err
 	}
-	res, err := rel.Apply(cmd.Context(), cfg, deploy.ApplyOptions{DryRun: f.dryRun == "server", CreateNamespace: f.createNamespace})
+	res, err := rel.Apply(cmd.Context(), c, deploy.ApplyOptions{DryRun: f.dryRun == "server", CreateNamespace: f.createNamespace})
 	printLines(cmd.OutOrStdout(), res)
+	var nf *deploy.NamespaceNotFoundError
+	if errors.As(err, &nf) {
+		return fmt.Errorf("namespace %q not found, so nothing was applied: add --create-namespace to create it, or create it first (kubectl create namespace %s)", nf.Namespace, nf.Namespace)
+	}
 	return err
 }
 
@@ -201,14 +200,4 @@ func printLines(w io.Writer, res *deploy.ReleaseApplied) {
 	for _, l := range res.Lines() {
 		fmt.Fprintln(w, l)
 	}
-}
-
-// contextNamespace is the kubeconfig context's namespace (in a pod
-// without a kubeconfig, the pod's), else "default": -o yaml needs no
-// cluster.
-func contextNamespace(kubeconfig, context string) string {
-	if _, ns, err := warm.KubeConfig(kubeconfig, context); err == nil {
-		return ns
-	}
-	return "default"
 }

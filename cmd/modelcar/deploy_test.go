@@ -238,7 +238,7 @@ func TestDeployApplyOnCluster(t *testing.T) {
 	}
 	ns := c.Namespace(t, "deploy-cli")
 	args := []string{"--image", testModelImage, "--name", "tiny", "-n", ns, "--modelcar-image", testModelcar, "--kubeconfig", kc, "--prepull", "--apply"}
-	want := "daemonset.apps/modelcar-prepull-tiny-llama created%[1]s\nservice/tiny serverside-applied%[1]s\ndeployment.apps/tiny serverside-applied%[1]s\n"
+	want := "daemonset.apps/modelcar-prepull-tiny-llama created%[1]s\nservice/tiny created%[1]s\ndeployment.apps/tiny created%[1]s\n"
 	if out, code, err := runDeployCmd(t, append(args, "--dry-run=server")...); code != 0 || out != fmt.Sprintf(want, " (server dry run)") {
 		t.Fatalf("dry run: exit %d, %v\n%s", code, err, out)
 	}
@@ -259,7 +259,7 @@ func TestDeployApplyOnCluster(t *testing.T) {
 	// Applying again changes no spec. (The DaemonSet may read "configured"
 	// while its controller still updates its status.)
 	if out, code, err := runDeployCmd(t, args...); code != 0 || !strings.HasPrefix(out, "daemonset.apps/modelcar-prepull-tiny-llama ") ||
-		!strings.HasSuffix(out, "\nservice/tiny serverside-applied\ndeployment.apps/tiny serverside-applied\n") {
+		!strings.HasSuffix(out, "\nservice/tiny unchanged\ndeployment.apps/tiny unchanged\n") {
 		t.Fatalf("re-apply: exit %d, %v\n%s", code, err, out)
 	}
 	dep2, err := c.Client().AppsV1().Deployments(ns).Get(ctx, "tiny", metav1.GetOptions{})

@@ -13,40 +13,34 @@ import (
 	"github.com/spf13/cobra"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/modelcar/modelcar/internal/kube"
 	"github.com/modelcar/modelcar/measure"
-	"github.com/modelcar/modelcar/warm"
 )
 
-// measureKubeClient connects to the cluster named by the kubeconfig
-// (clientcmd's default loading rules: --kubeconfig, else KUBECONFIG, else
-// ~/.kube/config; --context, else the current context) and returns the
-// context's namespace. Tests replace it with a fake clientset.
-var measureKubeClient = func(kubeconfig, kubeContext string) (kubernetes.Interface, string, error) {
-	cfg, ns, err := warm.KubeConfig(kubeconfig, kubeContext)
+// measureKubeClient connects to the cluster the connection flags name
+// (internal/kube) and returns the namespace to use. Tests replace it with a
+// fake clientset.
+var measureKubeClient = func(f *kube.Flags) (kubernetes.Interface, string, error) {
+	c, ns, err := f.Connect()
 	if err != nil {
 		return nil, "", err
 	}
-	cfg.UserAgent = "modelcar/" + buildVersion()
-	client, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return nil, "", err
-	}
-	return client, ns, nil
+	return c.Clientset, ns, nil
 }
 
 // measureLiveFlags are the flags watch and run share.
 type measureLiveFlags struct {
-	kubeconfig, kubeContext, namespace string
-	container, record, format, output  string
-	timeout                            time.Duration
-	quiet                              bool
+	kube                              kubeFlags
+	namespace                         string
+	container, record, format, output string
+	timeout                           time.Duration
+	quiet                             bool
 }
 
 func (f *measureLiveFlags) add(cmd *cobra.Command, timeoutHelp string) {
 	fl := cmd.Flags()
-	fl.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig file (default: KUBECONFIG, else ~/.kube/config)")
-	fl.StringVar(&f.kubeContext, "context", "", "kubeconfig context (default: the current one)")
-	fl.StringVarP(&f.namespace, "namespace", "n", "", "namespace of the pods (default: the context's)")
+	f.kube.register(fl)
+	fl.Lookup("namespace").Usage = "namespace of the pods (default the context's, else default)"
 	fl.StringVar(&f.container, "container", "", "the serving container: only its log is read (default: every container's; the one whose log shows vLLM loading weights is timed)")
 	fl.DurationVar(&f.timeout, "timeout", measure.DefaultRunTimeout, timeoutHelp)
 	fl.StringVar(&f.format, "format", "", "report format: text, md, json or svg (default: from the -o extension, else text)")
@@ -62,16 +56,11 @@ func (f *measureLiveFlags) add(cmd *cobra.Command, timeoutHelp string) {
 }
 
 func (f *measureLiveFlags) connect() (kubernetes.Interface, error) {
-	client, ns, err := measureKubeClient(f.kubeconfig, f.kubeContext)
+	client, ns, err := measureKubeClient(f.kube.f)
 	if err != nil {
 		return nil, err
 	}
-	if f.namespace == "" {
-		f.namespace = ns
-	}
-	if f.namespace == "" {
-		f.namespace = "default"
-	}
+	f.namespace = ns
 	return client, nil
 }
 

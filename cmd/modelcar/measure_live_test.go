@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
+	"github.com/modelcar/modelcar/internal/kube"
 	"github.com/modelcar/modelcar/measure"
 )
 
@@ -26,7 +27,10 @@ func fakeCluster(t *testing.T, objs ...runtime.Object) *fake.Clientset {
 	t.Helper()
 	client := fake.NewClientset(objs...)
 	old := measureKubeClient
-	measureKubeClient = func(kubeconfig, kubeContext string) (kubernetes.Interface, string, error) {
+	measureKubeClient = func(f *kube.Flags) (kubernetes.Interface, string, error) {
+		if ns := f.NamespaceFlag(); ns != "" {
+			return client, ns, nil
+		}
 		return client, "llm", nil
 	}
 	t.Cleanup(func() { measureKubeClient = old })
@@ -149,47 +153,6 @@ func TestMeasureLiveUsage(t *testing.T) {
 	}
 	if _, err := runMeasure(t, "watch", "-l", "app=x", "--format", "pdf"); err == nil {
 		t.Error("--format pdf: nil error")
-	}
-}
-
-// TestMeasureLiveKubeconfig: the client comes from the kubeconfig named by
-// --kubeconfig (or KUBECONFIG), and its context's namespace is the default.
-func TestMeasureLiveKubeconfig(t *testing.T) {
-	dir := t.TempDir()
-	kc := filepath.Join(dir, "kubeconfig")
-	if err := os.WriteFile(kc, []byte(`apiVersion: v1
-kind: Config
-clusters:
-- name: c
-  cluster: {server: "https://127.0.0.1:1"}
-contexts:
-- name: a
-  context: {cluster: c, user: u, namespace: team-a}
-- name: b
-  context: {cluster: c, user: u}
-current-context: a
-users:
-- name: u
-  user: {token: x}
-`), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	_, ns, err := measureKubeClient(kc, "")
-	if err != nil || ns != "team-a" {
-		t.Errorf("--kubeconfig: namespace %q, %v", ns, err)
-	}
-	if _, ns, err = measureKubeClient(kc, "b"); err != nil || ns != "default" {
-		t.Errorf("--context b: namespace %q, %v", ns, err)
-	}
-	t.Setenv("KUBECONFIG", kc)
-	if _, ns, err = measureKubeClient("", ""); err != nil || ns != "team-a" {
-		t.Errorf("KUBECONFIG: namespace %q, %v", ns, err)
-	}
-	if _, _, err = measureKubeClient(filepath.Join(dir, "missing"), ""); err == nil || !strings.Contains(err.Error(), "kubeconfig") {
-		t.Errorf("a missing kubeconfig: %v", err)
-	}
-	if _, _, err = measureKubeClient(kc, "nope"); err == nil {
-		t.Error("an unknown context: nil error")
 	}
 }
 

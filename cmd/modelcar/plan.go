@@ -20,7 +20,7 @@ type planFlags struct {
 	from, factsFile, benchFile, currentFormat string
 	facts                                     []string
 	discover                                  bool
-	kubeconfig, kubeContext, namespace        string
+	kube                                      kubeFlags
 	image, format, output, emit               string
 	selectors, tolerations                    []string
 	poolReplicas                              int32
@@ -96,9 +96,10 @@ and pack-flags.txt. It needs --image pinned by digest.`,
 	fl.StringVar(&f.factsFile, "cluster-facts", "", "YAML or JSON file of cluster facts (see above)")
 	fl.StringArrayVar(&f.facts, "fact", nil, "set one fact, KEY=VALUE (repeatable; overrides --cluster-facts and --discover)")
 	fl.BoolVar(&f.discover, "discover", false, "learn facts from the cluster (implied by --kubeconfig or --context)")
-	fl.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig file for --discover (default $KUBECONFIG or ~/.kube/config)")
-	fl.StringVar(&f.kubeContext, "context", "", "kubeconfig context for --discover (default the current one)")
-	fl.StringVarP(&f.namespace, "namespace", "n", "", "namespace of the emitted pre-pull and pool (default the kubeconfig context's, else default)")
+	f.kube.register(fl)
+	fl.Lookup("kubeconfig").Usage = "kubeconfig file for --discover (default $KUBECONFIG or ~/.kube/config)"
+	fl.Lookup("context").Usage = "kubeconfig context for --discover (default the current one)"
+	fl.Lookup("namespace").Usage = "namespace of the emitted pre-pull and pool (default the kubeconfig context's, else default)"
 	fl.StringVar(&f.benchFile, "bench", "", "the node-side cold-start benchmark's results (results-*.json, version 1)")
 	fl.StringVar(&f.currentFormat, "current-format", "", "layer format of the model image in the report: "+strings.Join(plan.Formats(), ", ")+" (default: a single gzip stream when it pulled slower than 250 MB/s)")
 	fl.StringVar(&f.image, "image", "", "the modelcar, REPO@sha256:...: names the model image in the report, and is what --emit pre-pulls and serves")
@@ -167,11 +168,11 @@ func runPlan(cmd *cobra.Command, f *planFlags) error {
 	}
 	// The warm commands the plan prints carry what the emitted files do.
 	eo.Image, eo.PoolReplicas = f.image, f.poolReplicas
-	eo.Namespace = (&warmKubeFlags{kubeconfig: f.kubeconfig, context: f.kubeContext, namespace: f.namespace}).renderNamespace()
+	eo.Namespace = f.kube.renderNamespace()
 	opts := plan.Options{From: f.from, Image: f.image, CurrentFormat: f.currentFormat,
 		Namespace: eo.Namespace, NodeSelector: eo.NodeSelector, Tolerations: eo.Tolerations, PoolReplicas: eo.PoolReplicas}
-	if f.discover || f.kubeconfig != "" || f.kubeContext != "" {
-		cs, _, err := measureKubeClient(f.kubeconfig, f.kubeContext)
+	if f.discover || f.kube.f.Explicit() {
+		cs, _, err := measureKubeClient(f.kube.f)
 		if err != nil {
 			return err
 		}

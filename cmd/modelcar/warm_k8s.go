@@ -11,8 +11,8 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
-	"k8s.io/client-go/kubernetes"
 
+	"github.com/modelcar/modelcar/internal/kube"
 	"github.com/modelcar/modelcar/warm"
 )
 
@@ -22,59 +22,40 @@ func addWarmK8sCmds(cmd *cobra.Command) {
 	cmd.AddCommand(newWarmPrepullCmd(), newWarmPoolCmd(), newWarmStatusCmd(), newWarmScaleCmd())
 }
 
-// warmKubeFlags are the cluster connection flags.
-type warmKubeFlags struct {
-	kubeconfig, context, namespace string
-}
+// kubeFlags are the cluster connection flags every command that talks to
+// a cluster registers (internal/kube: --kubeconfig, --context,
+// -n/--namespace, one User-Agent).
+type kubeFlags struct{ f *kube.Flags }
 
-func (k *warmKubeFlags) register(fl *pflag.FlagSet) {
-	fl.StringVar(&k.kubeconfig, "kubeconfig", "", "kubeconfig file (default $KUBECONFIG or ~/.kube/config; in a pod without one, the in-cluster config)")
-	fl.StringVar(&k.context, "context", "", "kubeconfig context (default the current one)")
-	fl.StringVarP(&k.namespace, "namespace", "n", "", "namespace (default the context's, or default)")
+func (k *kubeFlags) register(fl *pflag.FlagSet) {
+	k.f = kube.NewFlags("modelcar/" + buildVersion())
+	k.f.AddFlags(fl)
 }
 
 // check checks --namespace, before anything is rendered or applied.
-func (k *warmKubeFlags) check() error {
-	if k.namespace == "" {
+func (k *kubeFlags) check() error {
+	ns := k.f.NamespaceFlag()
+	if ns == "" {
 		return nil
 	}
-	if err := warm.CheckNamespace(k.namespace); err != nil {
-		return usageError{fmt.Errorf("--namespace %q: %w", k.namespace, err)}
+	if err := warm.CheckNamespace(ns); err != nil {
+		return usageError{fmt.Errorf("--namespace %q: %w", ns, err)}
 	}
 	return nil
 }
 
 // client connects to the cluster and resolves the namespace.
-func (k *warmKubeFlags) client() (kubernetes.Interface, string, error) {
+func (k *kubeFlags) client() (*kube.Client, string, error) {
 	if err := k.check(); err != nil {
 		return nil, "", err
 	}
-	cfg, ns, err := warm.KubeConfig(k.kubeconfig, k.context)
-	if err != nil {
-		return nil, "", err
-	}
-	if k.namespace != "" {
-		ns = k.namespace
-	}
-	cs, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return nil, "", fmt.Errorf("creating the Kubernetes client: %w", err)
-	}
-	return cs, ns, nil
+	return k.f.Connect()
 }
 
 // renderNamespace is the namespace rendered manifests carry: --namespace,
 // else the kubeconfig context's if there is one, else default. Rendering
 // needs no cluster.
-func (k *warmKubeFlags) renderNamespace() string {
-	if k.namespace != "" {
-		return k.namespace
-	}
-	if _, ns, err := warm.KubeConfig(k.kubeconfig, k.context); err == nil {
-		return ns
-	}
-	return "default"
-}
+func (k *kubeFlags) renderNamespace() string { return k.f.RenderNamespace() }
 
 // renderOrConnect is how the subcommands that render or apply manifests
 // begin. With -o yaml (mode "yaml") it sets *namespace to the namespace
@@ -82,7 +63,7 @@ func (k *warmKubeFlags) renderNamespace() string {
 // returns on out and reports done: the command is over, err its result; no
 // cluster is needed. Otherwise it connects to the cluster and sets
 // *namespace to the namespace resolved; done is also set when that fails.
-func (k *warmKubeFlags) renderOrConnect(out io.Writer, mode string, namespace *string, objects func() ([]warm.Object, error)) (cs kubernetes.Interface, done bool, err error) {
+func (k *kubeFlags) renderOrConnect(out io.Writer, mode string, namespace *string, objects func() ([]warm.Object, error)) (c *kube.Client, done bool, err error) {
 	if err := k.check(); err != nil {
 		return nil, true, err
 	}
@@ -92,14 +73,14 @@ func (k *warmKubeFlags) renderOrConnect(out io.Writer, mode string, namespace *s
 		if err != nil {
 			return nil, true, err
 		}
-		return nil, true, warm.Render(out, objs)
+		return nil, true, kube.Render(out, objs)
 	}
-	cs, ns, err := k.client()
+	c, ns, err := k.client()
 	if err != nil {
 		return nil, true, err
 	}
 	*namespace = ns
-	return cs, false, nil
+	return c, false, nil
 }
 
 // warmOutputFlags choose between rendering, applying and deleting.
@@ -157,13 +138,13 @@ func (o *warmOutputFlags) check(required bool) (string, error) {
 	return "", nil
 }
 
-func printWarmApplied(w io.Writer, applied []warm.Applied) {
+func printWarmApplied(w io.Writer, applied []kube.Applied) {
 	for _, a := range applied {
 		fmt.Fprintln(w, a)
 	}
 }
 
-func printWarmDeleted(w io.Writer, res []warm.DeleteResult) {
+func printWarmDeleted(w io.Writer, res []kube.Deleted) {
 	for _, r := range res {
 		fmt.Fprintln(w, r)
 	}
@@ -202,7 +183,7 @@ func checkWarmImages(allowTag bool, flags ...[2]string) error {
 
 func newWarmPrepullCmd() *cobra.Command {
 	var (
-		kf                warmKubeFlags
+		kf                kubeFlags
 		of                warmOutputFlags
 		opts              warm.PrepullOptions
 		selectors, tols   []string
@@ -315,9 +296,9 @@ DaemonSet.`,
 	return cmd
 }
 
-func runWarmPrepull(cmd *cobra.Command, kf *warmKubeFlags, of *warmOutputFlags, opts warm.PrepullOptions, mode string, waitFor bool, wo warm.WaitOptions) error {
+func runWarmPrepull(cmd *cobra.Command, kf *kubeFlags, of *warmOutputFlags, opts warm.PrepullOptions, mode string, waitFor bool, wo warm.WaitOptions) error {
 	out, errw := cmd.OutOrStdout(), cmd.ErrOrStderr()
-	cs, done, err := kf.renderOrConnect(out, mode, &opts.Namespace, func() ([]warm.Object, error) { return warm.PrepullObjects(opts) })
+	c, done, err := kf.renderOrConnect(out, mode, &opts.Namespace, func() ([]warm.Object, error) { return warm.PrepullObjects(opts) })
 	if done {
 		return err
 	}
@@ -327,7 +308,7 @@ func runWarmPrepull(cmd *cobra.Command, kf *warmKubeFlags, of *warmOutputFlags, 
 	name := opts.Name
 	switch mode {
 	case "delete":
-		res, err := warm.DeletePrepull(ctx, cs, ns, name, dry)
+		res, err := warm.DeletePrepull(ctx, c, ns, name, dry)
 		printWarmDeleted(out, res)
 		return err
 	case "apply":
@@ -336,7 +317,7 @@ func runWarmPrepull(cmd *cobra.Command, kf *warmKubeFlags, of *warmOutputFlags, 
 			return err
 		}
 		name = objs[0].GetName()
-		applied, err := warm.Apply(ctx, cs, objs, warm.ApplyOptions{DryRun: dry})
+		applied, err := warm.Apply(ctx, c, objs, warm.ApplyOptions{DryRun: dry})
 		printWarmApplied(out, applied)
 		if err != nil || !waitFor || dry {
 			return err
@@ -350,7 +331,7 @@ func runWarmPrepull(cmd *cobra.Command, kf *warmKubeFlags, of *warmOutputFlags, 
 		fmt.Fprintf(errw, "%6.1fs %s\n", time.Since(begin).Seconds(), n)
 	}
 	fmt.Fprintf(errw, "waiting for prepull %s/%s (timeout %v)\n", ns, name, wo.Timeout)
-	st, err := warm.WaitPrepull(ctx, cs, ns, name, wo)
+	st, err := warm.WaitPrepull(ctx, c.Clientset, ns, name, wo)
 	if err != nil {
 		return err
 	}
@@ -360,7 +341,7 @@ func runWarmPrepull(cmd *cobra.Command, kf *warmKubeFlags, of *warmOutputFlags, 
 
 func newWarmStatusCmd() *cobra.Command {
 	var (
-		kf      warmKubeFlags
+		kf      kubeFlags
 		name    string
 		jsonOut bool
 	)
@@ -378,14 +359,14 @@ a label the node selector wants, a taint not tolerated).`,
 					return usageError{fmt.Errorf("--name %q: %w", name, err)}
 				}
 			}
-			cs, ns, err := kf.client()
+			c, ns, err := kf.client()
 			if err != nil {
 				return err
 			}
 			ctx := cmd.Context()
 			names := []string{name}
 			if name == "" {
-				if names, err = warm.ListPrepulls(ctx, cs, ns); err != nil {
+				if names, err = warm.ListPrepulls(ctx, c.Clientset, ns); err != nil {
 					return err
 				}
 				if len(names) == 0 {
@@ -394,7 +375,7 @@ a label the node selector wants, a taint not tolerated).`,
 			}
 			var all []*warm.PrepullStatus
 			for _, n := range names {
-				st, err := warm.GetPrepullStatus(ctx, cs, ns, n)
+				st, err := warm.GetPrepullStatus(ctx, c.Clientset, ns, n)
 				if err != nil {
 					return err
 				}
@@ -438,7 +419,7 @@ func writeWarmStatus(w io.Writer, all []*warm.PrepullStatus, now time.Time) {
 
 func newWarmPoolCmd() *cobra.Command {
 	var (
-		kf              warmKubeFlags
+		kf              kubeFlags
 		of              warmOutputFlags
 		opts            warm.PoolOptions
 		selectors, tols []string
@@ -534,7 +515,7 @@ PriorityClass is shared by all pools and stays.`,
 				}
 			}
 			out := cmd.OutOrStdout()
-			cs, done, err := kf.renderOrConnect(out, mode, &opts.Namespace, func() ([]warm.Object, error) { return warm.Pool(opts) })
+			c, done, err := kf.renderOrConnect(out, mode, &opts.Namespace, func() ([]warm.Object, error) { return warm.Pool(opts) })
 			if done {
 				return err
 			}
@@ -545,11 +526,11 @@ PriorityClass is shared by all pools and stays.`,
 				if name == "" {
 					name = warm.DefaultPoolName
 				}
-				res, err := warm.DeletePool(cmd.Context(), cs, ns, name, dry)
+				res, err := warm.DeletePool(cmd.Context(), c, ns, name, dry)
 				printWarmDeleted(out, res)
 				return err
 			}
-			applied, pruned, err := warm.ApplyPool(cmd.Context(), cs, opts, warm.ApplyOptions{DryRun: dry})
+			applied, pruned, err := warm.ApplyPool(cmd.Context(), c, opts, warm.ApplyOptions{DryRun: dry})
 			printWarmApplied(out, applied)
 			printWarmDeleted(out, pruned)
 			return err
@@ -578,7 +559,7 @@ PriorityClass is shared by all pools and stays.`,
 // newWarmScaleCmd is what a pool's schedule CronJobs run, in the cluster.
 func newWarmScaleCmd() *cobra.Command {
 	var (
-		kf       warmKubeFlags
+		kf       kubeFlags
 		name     string
 		replicas int32
 	)
@@ -594,11 +575,11 @@ func newWarmScaleCmd() *cobra.Command {
 			if err := warm.CheckPoolName(name, 0); err != nil {
 				return usageError{fmt.Errorf("--name %q: %w", name, err)}
 			}
-			cs, ns, err := kf.client()
+			c, ns, err := kf.client()
 			if err != nil {
 				return err
 			}
-			prev, err := warm.Scale(cmd.Context(), cs, ns, name, replicas)
+			prev, err := warm.Scale(cmd.Context(), c.Clientset, ns, name, replicas)
 			if err != nil {
 				return err
 			}

@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/modelcar/modelcar/internal/kube"
 	"github.com/modelcar/modelcar/internal/testcluster"
 	"github.com/modelcar/modelcar/warm"
 )
@@ -64,7 +65,7 @@ func rendered(t *testing.T) func([]warm.Object, error) string {
 			t.Fatal(err)
 		}
 		var b bytes.Buffer
-		if err := warm.Render(&b, objs); err != nil {
+		if err := kube.Render(&b, objs); err != nil {
 			t.Fatal(err)
 		}
 		return b.String()

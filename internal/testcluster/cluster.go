@@ -22,6 +22,8 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/modelcar/modelcar/internal/kube"
 )
 
 // Options configures Start.
@@ -406,6 +408,16 @@ func (c *Cluster) Client() kubernetes.Interface { return c.client }
 
 // RESTConfig returns a copy of the admin REST configuration.
 func (c *Cluster) RESTConfig() *rest.Config { return rest.CopyConfig(c.config) }
+
+// Kube returns a kube.Client (the applier modelcar uses) with the admin
+// configuration.
+func (c *Cluster) Kube() *kube.Client {
+	k, err := kube.New(c.RESTConfig())
+	if err != nil {
+		panic(fmt.Sprintf("testcluster: kube client: %v", err)) // only a malformed config fails
+	}
+	return k
+}
 
 // Stop stops the processes in reverse start order: kwok, kube-scheduler,
 // kube-controller-manager, kube-apiserver (waited for until it has exited),

@@ -154,7 +154,7 @@ func TestPlanDiscoverLive(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := warm.Apply(ctx, c.Client(), objs, warm.ApplyOptions{}); err != nil {
+	if _, err := warm.Apply(ctx, c.Kube(), objs, warm.ApplyOptions{}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -178,7 +178,7 @@ func TestPlanDiscoverLive(t *testing.T) {
 	}
 	one := int32(1)
 	objs, _ = warm.Pool(warm.PoolOptions{Namespace: ns, Replicas: one, GPUsPerPod: 8}) // pending: no fixture node has 8 GPUs
-	if _, err := warm.Apply(ctx, c.Client(), objs, warm.ApplyOptions{}); err != nil {
+	if _, err := warm.Apply(ctx, c.Kube(), objs, warm.ApplyOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if d, err = Discover(ctx, c.Client(), sel); err != nil {

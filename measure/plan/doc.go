@@ -108,7 +108,7 @@
 //
 // Emit writes, for the modelcar Image (pinned by digest, or refused with
 // warm.ErrNoDigest): prepull.yaml (warm.PrepullObjects rendered by
-// warm.Render: the modelcar and every other pulled image pinned by digest,
+// kube.Render: the modelcar and every other pulled image pinned by digest,
 // but for the model images the modelcar replaces;
 // image-volume mode, init-container mode when imageVolumes is false) when
 // prepull applies; pool.yaml (warm.Pool) when warm-pool applies;

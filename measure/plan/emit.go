@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/modelcar/modelcar/deploy"
+	"github.com/modelcar/modelcar/internal/kube"
 	"github.com/modelcar/modelcar/warm"
 )
 
@@ -205,7 +206,7 @@ func shellQuote(s string) string {
 func renderObjects(head string, objs []warm.Object) ([]byte, error) {
 	var b bytes.Buffer
 	b.WriteString(head)
-	if err := warm.Render(&b, objs); err != nil {
+	if err := kube.Render(&b, objs); err != nil {
 		return nil, err
 	}
 	return b.Bytes(), nil
