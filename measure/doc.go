@@ -34,8 +34,8 @@
 //     "Loading weights took", else vLLM 0.5's "Loading model weights took".
 //   - warmup: weights loaded → Ready, itemised from the pod's logs: memory
 //     profiling, torch.compile, compile cache, graph capture, KV cache, init
-//     engine, "Application startup complete.", the warm-up probe's line (see
-//     WarmLinePrefix) and the readiness lag after the server came up.
+//     engine, "Application startup complete.", the warm-up probe's "warm-up done"
+//     line (internal/probelog) and the readiness lag after the server came up.
 //
 // Each instant belongs to at most one phase, taken in that order; what no
 // phase claims is unattributed, so the phases and UnattributedSeconds add up

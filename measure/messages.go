@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/modelcar/modelcar/internal/probelog"
 )
 
 // Event message formats (kubelet, cluster-autoscaler, Karpenter, scheduler).
@@ -153,13 +155,20 @@ var (
 	reKVTokens       = regexp.MustCompile(`GPU KV cache size:\s*([0-9,]+) tokens`)
 	reGPUBlocks      = regexp.MustCompile(`# GPU blocks:\s*([0-9]+)`)
 	reVersion        = regexp.MustCompile(`vLLM API server version:?\s*v?([0-9][0-9A-Za-z.+\-]*)`)
-	reWarmDone       = regexp.MustCompile(`modelcar-warm: warm-up done in\s+` + num + sec)
 )
 
-// WarmLinePrefix starts the line the modelcar warm-up probe writes when it
-// is done: "modelcar-warm: warm-up done in S s (N requests)". Its timestamp
-// ends the probe step of warmup, and S is its duration.
-const WarmLinePrefix = "modelcar-warm: warm-up done in"
+// warmDone reads the line the modelcar warm-up probe writes when it is
+// done ("modelcar-warm: warm-up done in S (N requests)", parsed by
+// internal/probelog, which owns the probe's formats): its timestamp ends
+// the probe step of warmup, and S is its duration.
+func warmDone(t string, m *vllmMark) bool {
+	ev, ok := probelog.Parse(t)
+	if !ok || ev.Kind != probelog.Done {
+		return false
+	}
+	m.seconds = ev.Duration.Seconds()
+	return true
+}
 
 // vllmMark is one recognised log line.
 type vllmMark struct {
@@ -195,7 +204,7 @@ func scanLog(l *Log) []vllmMark {
 		t := ln.Text
 		if !strings.Contains(t, "took") && !strings.Contains(t, "takes") && !strings.Contains(t, "finished") &&
 			!strings.Contains(t, "complete") && !strings.Contains(t, "KV cache") && !strings.Contains(t, "blocks") &&
-			!strings.Contains(t, "version") && !strings.Contains(t, "transform") && !strings.Contains(t, "modelcar-warm") {
+			!strings.Contains(t, "version") && !strings.Contains(t, "transform") && !strings.Contains(t, probelog.Prefix) {
 			continue
 		}
 		m := vllmMark{at: ln.Time, text: strings.TrimSpace(t), line: i + 1, file: l.File}
@@ -222,7 +231,7 @@ func scanLog(l *Log) []vllmMark {
 			m.kind = markKVCache
 		case strings.Contains(t, "Application startup complete"):
 			m.kind = markStartup
-		case match(reWarmDone, t, &m, 1, 0, 0):
+		case warmDone(t, &m):
 			m.kind = markWarm
 		case match(reVersion, t, &m, 0, 0, 0):
 			m.kind = markVersion

@@ -26,8 +26,9 @@
 // # Log format
 //
 // The probe logs one line per event. `modelcar measure` reads these lines
-// from the sidecar's log (ParseLog parses them), so their formats are
-// stable. Every line starts with "modelcar-warm: "; durations D are seconds
+// from the sidecar's log, so their formats are a contract, which
+// internal/probelog owns: the probe writes its events with probelog and
+// measure parses them with probelog.Parse. Every line starts with "modelcar-warm: "; durations D are seconds
 // with three decimals and an "s" (12.300s); NAME is a Go-quoted string.
 //
 //	modelcar-warm: listening on ADDR                      (Serve, the bound address)

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/modelcar/modelcar/internal/probelog"
 )
 
 // Errors Run returns, wrapped with the details (errors.Is tells them apart).
@@ -329,8 +331,11 @@ type logger struct {
 	redact func(string) string
 }
 
+// event writes one line of the probe's log contract (internal/probelog).
+func (l *logger) event(e probelog.Event) { l.printf("%s", e.Line()) }
+
 func (l *logger) printf(format string, args ...any) {
-	line := l.redact(LogPrefix + fmt.Sprintf(format, args...) + "\n")
+	line := l.redact(probelog.Prefix + fmt.Sprintf(format, args...) + "\n")
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.w.Write([]byte(line))
@@ -375,7 +380,7 @@ func Run(ctx context.Context, cfg ProbeConfig) (*Result, error) {
 	res, err := p.run(ctx)
 	if err != nil {
 		err = &redactedError{err, p.redact}
-		p.log.printf("failed after %s: %v", fmtSecs(time.Since(p.start)), err)
+		p.log.event(probelog.Event{Kind: probelog.Failed, Duration: time.Since(p.start), Error: err.Error()})
 		return nil, err
 	}
 	return res, nil
@@ -400,14 +405,14 @@ func (p *prober) run(parent context.Context) (*Result, error) {
 		return nil, err
 	}
 	res.HealthyAfter = time.Since(p.start)
-	p.log.printf("healthy after %s", fmtSecs(res.HealthyAfter))
+	p.log.event(probelog.Event{Kind: probelog.Healthy, Duration: res.HealthyAfter})
 
 	model, maxLen, err := p.waitModel(ctx, parent)
 	if err != nil {
 		return nil, err
 	}
 	res.Model, res.MaxModelLen, res.ModelLoadedAt = model, maxLen, time.Now()
-	p.log.printf("model %q served after %s", model, fmtSecs(res.ModelLoadedAt.Sub(p.start)))
+	p.log.event(probelog.Event{Kind: probelog.Model, Model: model, Duration: res.ModelLoadedAt.Sub(p.start)})
 
 	wstart := time.Now()
 	n := 0
@@ -425,8 +430,8 @@ func (p *prober) run(parent context.Context) (*Result, error) {
 	}
 	res.Warmup = time.Since(wstart)
 	res.Total = time.Since(p.start)
-	p.log.printf("warm-up done in %s (%d requests)", fmtSecs(res.Warmup), n)
-	p.log.printf("ready after %s", fmtSecs(res.Total))
+	p.log.event(probelog.Event{Kind: probelog.Done, Duration: res.Warmup, Requests: n})
+	p.log.event(probelog.Event{Kind: probelog.Ready, Duration: res.Total})
 	return res, nil
 }
 
@@ -658,8 +663,8 @@ func (p *prober) runStep(ctx, parent context.Context, step int, r Request, words
 				return
 			}
 			timings[i] = t
-			p.log.printf("request prompt_tokens=%d max_tokens=%d concurrency=%d latency=%s api=%s",
-				t.PromptTokens, t.MaxTokens, t.Concurrency, fmtSecs(t.Latency), t.API)
+			p.log.event(probelog.Event{Kind: probelog.Request, PromptTokens: t.PromptTokens, MaxTokens: t.MaxTokens,
+				Concurrency: t.Concurrency, Duration: t.Latency, API: string(t.API)})
 		}()
 	}
 	wg.Wait()
@@ -737,91 +742,6 @@ func (p *prober) send(ctx context.Context, t *RequestTiming, model, text string)
 	return nil
 }
 
-// LogPrefix starts every line the probe logs.
-const LogPrefix = "modelcar-warm: "
-
-// EventKind names the log lines ParseLog understands.
-type EventKind string
-
-const (
-	EventHealthy   EventKind = "healthy"   // healthy after D
-	EventModel     EventKind = "model"     // model "NAME" served after D
-	EventRequest   EventKind = "request"   // request prompt_tokens=... latency=D api=A
-	EventDone      EventKind = "done"      // warm-up done in D (N requests)
-	EventReady     EventKind = "ready"     // ready after D
-	EventFailed    EventKind = "failed"    // failed after D: ERROR
-	EventListening EventKind = "listening" // listening on ADDR
-)
-
-// Event is a parsed log line.
-type Event struct {
-	Kind EventKind
-	// Duration is the line's duration: since the probe started for
-	// healthy, model, ready and failed; the latency for request; the
-	// workload's duration for done.
-	Duration time.Duration
-	Model    string  // model
-	Request  Request // request
-	API      API     // request
-	Requests int     // done
-	Error    string  // failed
-	Addr     string  // listening
-}
-
-var (
-	durRE       = `([0-9]+(?:\.[0-9]+)?)s`
-	healthyRE   = regexp.MustCompile(`^healthy after ` + durRE + `$`)
-	modelRE     = regexp.MustCompile(`^model ("(?:[^"\\]|\\.)*") served after ` + durRE + `$`)
-	requestRE   = regexp.MustCompile(`^request prompt_tokens=(\d+) max_tokens=(\d+) concurrency=(\d+) latency=` + durRE + `(?: api=(\w+))?`)
-	doneRE      = regexp.MustCompile(`^warm-up done in ` + durRE + ` \((\d+) requests\)$`)
-	readyRE     = regexp.MustCompile(`^ready after ` + durRE + `$`)
-	failedRE    = regexp.MustCompile(`^failed after ` + durRE + `: (.*)$`)
-	listeningRE = regexp.MustCompile(`^listening on (\S+)$`)
-)
-
-// ParseLog reads one line of the probe's log. Text before LogPrefix (a
-// timestamp from kubectl logs --timestamps, say) is ignored. Lines of other
-// kinds, or not from the probe, give false.
-func ParseLog(line string) (Event, bool) {
-	i := strings.Index(line, LogPrefix)
-	if i < 0 {
-		return Event{}, false
-	}
-	s := strings.TrimRight(line[i+len(LogPrefix):], "\r\n")
-	d := func(x string) time.Duration { f, _ := strconv.ParseFloat(x, 64); return dur(f) }
-	n := func(x string) int { v, _ := strconv.Atoi(x); return v }
-	if m := healthyRE.FindStringSubmatch(s); m != nil {
-		return Event{Kind: EventHealthy, Duration: d(m[1])}, true
-	}
-	if m := modelRE.FindStringSubmatch(s); m != nil {
-		name, err := strconv.Unquote(m[1])
-		if err != nil {
-			return Event{}, false
-		}
-		return Event{Kind: EventModel, Model: name, Duration: d(m[2])}, true
-	}
-	if m := requestRE.FindStringSubmatch(s); m != nil {
-		api := API(m[5])
-		if api == "" {
-			api = Completions
-		}
-		return Event{Kind: EventRequest, Request: Request{n(m[1]), n(m[2]), n(m[3])}, Duration: d(m[4]), API: api}, true
-	}
-	if m := doneRE.FindStringSubmatch(s); m != nil {
-		return Event{Kind: EventDone, Duration: d(m[1]), Requests: n(m[2])}, true
-	}
-	if m := readyRE.FindStringSubmatch(s); m != nil {
-		return Event{Kind: EventReady, Duration: d(m[1])}, true
-	}
-	if m := failedRE.FindStringSubmatch(s); m != nil {
-		return Event{Kind: EventFailed, Duration: d(m[1]), Error: m[2]}, true
-	}
-	if m := listeningRE.FindStringSubmatch(s); m != nil {
-		return Event{Kind: EventListening, Addr: m[1]}, true
-	}
-	return Event{}, false
-}
-
 // Serve is sidecar mode: it listens on addr, logs "listening on ADDR"
 // (the bound address, useful with port 0), runs the warm-up in the
 // background and serves until ctx ends:
@@ -855,7 +775,7 @@ func ServeListener(ctx context.Context, ln net.Listener, cfg ProbeConfig) error 
 	}
 	s := &server{cfg: c, state: "warming", detail: "waiting for vLLM"}
 	p := newProber(c)
-	p.log.printf("listening on %s", ln.Addr())
+	p.log.event(probelog.Event{Kind: probelog.Listening, Addr: ln.Addr().String()})
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	done := make(chan struct{})

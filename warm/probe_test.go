@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/modelcar/modelcar/internal/fakevllm"
+	"github.com/modelcar/modelcar/internal/probelog"
 	"github.com/modelcar/modelcar/warm"
 )
 
@@ -72,35 +73,35 @@ func TestProbeRun(t *testing.T) {
 		t.Errorf("prompt lengths %v", words)
 	}
 	// The log parses back into the result.
-	var kinds []warm.EventKind
+	var kinds []probelog.Kind
 	steps := map[warm.Request]int{}
 	for _, line := range strings.Split(strings.TrimSpace(log.String()), "\n") {
-		if !strings.HasPrefix(line, warm.LogPrefix) {
+		if !strings.HasPrefix(line, probelog.Prefix) {
 			t.Errorf("log line without prefix: %q", line)
 		}
-		ev, ok := warm.ParseLog("2025-01-02T03:04:05.678Z " + line)
+		ev, ok := probelog.Parse("2025-01-02T03:04:05.678Z " + line)
 		if !ok {
 			continue
 		}
 		kinds = append(kinds, ev.Kind)
 		switch ev.Kind {
-		case warm.EventModel:
+		case probelog.Model:
 			if ev.Model != "org/llama" {
 				t.Errorf("model event %+v", ev)
 			}
-		case warm.EventRequest:
-			steps[ev.Request]++
-			if ev.API != warm.Completions {
+		case probelog.Request:
+			steps[warm.Request{PromptTokens: ev.PromptTokens, MaxTokens: ev.MaxTokens, Concurrency: ev.Concurrency}]++
+			if ev.API != string(warm.Completions) {
 				t.Errorf("request event %+v", ev)
 			}
-		case warm.EventDone:
+		case probelog.Done:
 			if ev.Requests != 6 {
 				t.Errorf("done event %+v", ev)
 			}
 		}
 	}
-	want := []warm.EventKind{warm.EventHealthy, warm.EventModel, warm.EventRequest, warm.EventRequest, warm.EventRequest,
-		warm.EventRequest, warm.EventRequest, warm.EventRequest, warm.EventDone, warm.EventReady}
+	want := []probelog.Kind{probelog.Healthy, probelog.Model, probelog.Request, probelog.Request, probelog.Request,
+		probelog.Request, probelog.Request, probelog.Request, probelog.Done, probelog.Ready}
 	if !reflect.DeepEqual(kinds, want) {
 		t.Errorf("events %v, want %v\n%s", kinds, want, log.String())
 	}
@@ -184,7 +185,7 @@ func TestProbeNeverHealthy(t *testing.T) {
 	if !strings.Contains(log.String(), "modelcar-warm: failed after ") || !strings.Contains(log.String(), "/health answered 503") {
 		t.Errorf("log:\n%s", log.String())
 	}
-	if ev, ok := warm.ParseLog(lastLine(log.String())); !ok || ev.Kind != warm.EventFailed || !strings.Contains(ev.Error, "503") {
+	if ev, ok := probelog.Parse(lastLine(log.String())); !ok || ev.Kind != probelog.Failed || !strings.Contains(ev.Error, "503") {
 		t.Errorf("last line %q parses to %+v", lastLine(log.String()), ev)
 	}
 
@@ -290,29 +291,6 @@ func TestParseWorkload(t *testing.T) {
 	for _, bad := range []string{"", "16", "16x", "x16", "16x16@", "16x16@0", "0x16", "16x0", "16x16@2000", "16*16", "16x16@1,"} {
 		if _, err := warm.ParseWorkload(bad); err == nil {
 			t.Errorf("ParseWorkload(%q) accepted", bad)
-		}
-	}
-}
-
-func TestProbeParseLog(t *testing.T) {
-	for line, want := range map[string]warm.Event{
-		"modelcar-warm: healthy after 12.300s":                                                    {Kind: warm.EventHealthy, Duration: 12300 * time.Millisecond},
-		`modelcar-warm: model "meta-llama/Llama-3.1-8B" served after 12.310s`:                     {Kind: warm.EventModel, Model: "meta-llama/Llama-3.1-8B", Duration: 12310 * time.Millisecond},
-		"modelcar-warm: request prompt_tokens=512 max_tokens=64 concurrency=4 latency=0.840s":     {Kind: warm.EventRequest, Request: warm.Request{512, 64, 4}, API: warm.Completions, Duration: 840 * time.Millisecond},
-		"x modelcar-warm: request prompt_tokens=1 max_tokens=2 concurrency=3 latency=1s api=chat": {Kind: warm.EventRequest, Request: warm.Request{1, 2, 3}, API: warm.Chat, Duration: time.Second},
-		"modelcar-warm: warm-up done in 7.910s (9 requests)":                                      {Kind: warm.EventDone, Duration: 7910 * time.Millisecond, Requests: 9},
-		"modelcar-warm: ready after 20.000s\r\n":                                                  {Kind: warm.EventReady, Duration: 20 * time.Second},
-		"modelcar-warm: failed after 1.500s: vLLM not healthy: x":                                 {Kind: warm.EventFailed, Duration: 1500 * time.Millisecond, Error: "vLLM not healthy: x"},
-		"modelcar-warm: listening on 127.0.0.1:8090":                                              {Kind: warm.EventListening, Addr: "127.0.0.1:8090"},
-	} {
-		got, ok := warm.ParseLog(line)
-		if !ok || !reflect.DeepEqual(got, want) {
-			t.Errorf("ParseLog(%q) = %+v, %v; want %+v", line, got, ok, want)
-		}
-	}
-	for _, line := range []string{"INFO vLLM healthy after 1s", "modelcar-warm: waiting for vLLM at x (timeout 1s)", "modelcar-warm: healthy after soon"} {
-		if ev, ok := warm.ParseLog(line); ok {
-			t.Errorf("ParseLog(%q) = %+v", line, ev)
 		}
 	}
 }

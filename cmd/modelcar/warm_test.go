@@ -20,6 +20,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/modelcar/modelcar/internal/fakevllm"
+	"github.com/modelcar/modelcar/internal/probelog"
 	"github.com/modelcar/modelcar/warm"
 )
 
@@ -161,7 +162,7 @@ func readLines(r io.Reader) *lineReader {
 			l.mu.Lock()
 			l.text.WriteString(sc.Text() + "\n")
 			l.mu.Unlock()
-			if ev, ok := warm.ParseLog(sc.Text()); ok && ev.Kind == warm.EventListening {
+			if ev, ok := probelog.Parse(sc.Text()); ok && ev.Kind == probelog.Listening {
 				l.addr <- ev.Addr
 			}
 		}
