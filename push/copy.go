@@ -79,10 +79,7 @@ func Copy(ctx context.Context, src, dst string, opts ...Option) (*Result, error)
 	if err != nil {
 		return nil, fmt.Errorf("destination %s: %w", dst, err)
 	}
-	tag := dr.Tag
-	if tag == "" && dr.Kind != ref.Registry {
-		tag = sr.Tag // layouts and archives keep the source's name
-	}
+	tag := destTag(dr, s.tag)
 	res, err := copyGraph(ctx, s, d, root, tag, o)
 	if err != nil {
 		d.abort()
@@ -94,6 +91,21 @@ func Copy(ctx context.Context, src, dst string, opts ...Option) (*Result, error)
 	res.BytesSent = sent.Load()
 	res.Reference, res.Tagged = pinned(dr, root.Digest.String(), tag)
 	return res, nil
+}
+
+// destTag is the one rule that names the destination, for every kind of
+// source and destination: the tag dst names, else the tag the source
+// resolved by (its reference's, or the one ref name of a layout or
+// archive named by path alone), else none: an image named only by digest
+// is copied untagged (a registry manifest pushed by digest, an index.json
+// entry with no ref name) and known by its pinned reference, as oras cp
+// and skopeo's oci: transport do. A registry destination's implied latest
+// counts as naming no tag.
+func destTag(dst ref.Ref, srcTag string) string {
+	if dst.Tag != "" && !(dst.Kind == ref.Registry && dst.DefaultTag) {
+		return dst.Tag
+	}
+	return srcTag
 }
 
 // countSent makes o.progress count the bytes that events report sent, and

@@ -37,6 +37,10 @@ type endpoint struct {
 	// are written here); abort discards a failed one.
 	finish func() error
 	abort  func()
+	// tag is the name the root resolved by (see resolveRoot): the
+	// reference's tag, or the ref name of the one image a layout or
+	// archive named by path alone holds; empty for a digest.
+	tag string
 }
 
 // refName is the tag or digest that selects the image at this endpoint.
@@ -86,6 +90,11 @@ func (e *endpoint) resolveRoot(ctx context.Context, label string) (ocispec.Descr
 	if err != nil {
 		return d, err
 	}
+	e.tag = e.ref.Tag
+	if e.ref.Tag == "" && e.ref.Digest == nil {
+		e.tag = d.Annotations[ocilayout.AnnotationRefName]
+	}
+	d.Annotations = nil
 	if d, err = identified(ctx, e.manifests(), d); err != nil {
 		return d, labeled(label, []string{e.ref.String()}, err)
 	}
@@ -427,5 +436,5 @@ func resolveLocal(r ocilayout.Reader, where, reference string, read func(v1.Hash
 		return ocispec.Descriptor{}, fmt.Errorf("%w: %w", err, errdef.ErrNotFound)
 	}
 	return ocispec.Descriptor{MediaType: string(d.MediaType), Digest: digest.Digest(d.Digest.String()), Size: d.Size,
-		ArtifactType: d.ArtifactType}, nil
+		ArtifactType: d.ArtifactType, Annotations: d.Annotations}, nil
 }

@@ -43,8 +43,12 @@ type Ref struct {
 	// Path is the layout directory or archive file (Layout and Archive).
 	Path string
 	// Tag selects an image by its org.opencontainers.image.ref.name
-	// annotation (Layout, Archive) or registry tag; empty when not given.
+	// annotation (Layout, Archive) or registry tag; empty when not given,
+	// except for a registry reference, whose tag defaults to latest.
 	Tag string
+	// DefaultTag is set when Tag is a registry reference's default
+	// (latest), not written in the reference.
+	DefaultTag bool
 	// Digest pins the manifest, when given.
 	Digest *v1.Hash
 	// Name is the registry reference (Registry only).
@@ -93,6 +97,7 @@ func Parse(s string, opts ...name.Option) (Ref, error) {
 		r.Digest = &h
 	case name.Tag:
 		r.Tag = v.TagStr()
+		r.DefaultTag = !strings.Contains(s[strings.LastIndex(s, "/")+1:], ":")
 	}
 	return r, nil
 }

@@ -12,6 +12,7 @@ func TestParse(t *testing.T) {
 		kind       Kind
 		path, tag  string
 		digest     bool
+		defaultTag bool // the registry tag latest is implied, not written
 		wantErr    string
 		roundtrips bool
 	}{
@@ -32,9 +33,10 @@ func TestParse(t *testing.T) {
 		{in: "registry.example.com/UPPER", wantErr: "parsing reference"},
 		{in: "UPPER/case", wantErr: "not a registry reference"},
 		{in: "registry.example.com/models/qwen:v1", kind: Registry, tag: "v1"},
-		{in: "localhost/qwen", kind: Registry, tag: "latest"},
+		{in: "localhost/qwen", kind: Registry, tag: "latest", defaultTag: true},
+		{in: "localhost:5000/qwen:latest", kind: Registry, tag: "latest"},
 		{in: "127.0.0.1:5000/a/b:v1", kind: Registry, tag: "v1"},
-		{in: "[::1]:5000/a/b", kind: Registry, tag: "latest"},
+		{in: "[::1]:5000/a/b", kind: Registry, tag: "latest", defaultTag: true},
 	} {
 		r, err := Parse(tc.in)
 		if tc.wantErr != "" {
@@ -47,7 +49,7 @@ func TestParse(t *testing.T) {
 			t.Errorf("Parse(%q): %v", tc.in, err)
 			continue
 		}
-		if r.Kind != tc.kind || r.Path != tc.path || r.Tag != tc.tag || (r.Digest != nil) != tc.digest {
+		if r.Kind != tc.kind || r.Path != tc.path || r.Tag != tc.tag || (r.Digest != nil) != tc.digest || r.DefaultTag != tc.defaultTag {
 			t.Errorf("Parse(%q) = %+v", tc.in, r)
 		}
 		if tc.roundtrips && r.String() != tc.in {
