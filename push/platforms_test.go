@@ -69,8 +69,12 @@ func TestMultiPlatformThroughRegistry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if dg != local.Platforms[1].Digest.String() {
-		t.Errorf("pull --platform linux/arm64 pulled %s, want %s", dg, local.Platforms[1].Digest)
+	if dg.Manifest != local.Platforms[1].Digest.String() {
+		t.Errorf("pull --platform linux/arm64 pulled %s, want %s", dg.Manifest, local.Platforms[1].Digest)
+	}
+	// What the pull resolved is the index: its digest and pinned reference.
+	if dg.Digest != local.Digest.String() || dg.Reference != back.Reference {
+		t.Errorf("pull of an index: %+v, want the index %s", dg, back.Reference)
 	}
 	sameTree(t, m.Dir, dir)
 

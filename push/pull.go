@@ -25,50 +25,70 @@ type PullOptions struct {
 	Progress func(n int64)
 }
 
+// PullResult describes a finished Pull.
+type PullResult struct {
+	// Reference pins what the source reference resolved to:
+	// REGISTRY/REPO@sha256:..., oci:PATH@sha256:... or
+	// oci-archive:FILE@sha256:...; for a multi-platform image, the index.
+	Reference string `json:"reference"`
+	// Digest, MediaType and Size are those of that root (the index's).
+	Digest    string `json:"digest"`
+	MediaType string `json:"mediaType"`
+	Size      int64  `json:"size"`
+	// Manifest is the digest of the image extracted: the platform's image
+	// picked from an index, else Digest.
+	Manifest string `json:"manifest"`
+	// Directory is where the model files are.
+	Directory string `json:"directory"`
+}
+
 // Pull extracts the model files of the image src (registry, oci:PATH or
 // oci-archive:FILE) into dir: layers downloaded in parallel, streamed into
 // place, every blob digest and diffID verified, nothing written outside dir.
 // Re-running an interrupted pull skips the layers already in place, and
 // pulling an image DIR already holds returns at once (see PullStamp).
-// It returns the manifest digest extracted.
-func Pull(ctx context.Context, src, dir string, po PullOptions, opts ...Option) (string, error) {
+// It returns the pinned reference of what src resolved to (an index's,
+// for a multi-platform image) and the digest of the image extracted.
+func Pull(ctx context.Context, src, dir string, po PullOptions, opts ...Option) (*PullResult, error) {
 	o, err := newOptions(opts)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	if err := checkPlatform(po.Platform); err != nil {
-		return "", err
+		return nil, err
 	}
 	if po.Platform.OS == "" {
 		po.Platform = v1.Platform{OS: "linux", Architecture: "amd64"}
 	}
 	sr, err := ref.Parse(src)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	client, err := o.httpClient()
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	s, err := openSource(ctx, sr, o, client)
 	if err != nil {
-		return "", fmt.Errorf("%s: %w", src, err)
+		return nil, fmt.Errorf("%s: %w", src, err)
 	}
 	defer s.finish()
 	root, err := s.resolveRoot(ctx, src)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	img, err := imageOf(ctx, s, root, po.Platform)
 	if err != nil {
-		return "", fmt.Errorf("%s: %w", src, err)
+		return nil, fmt.Errorf("%s: %w", src, err)
 	}
 	if err := Extract(ctx, img, dir, ExtractOptions{Prefix: po.Prefix, Jobs: o.jobs, Progress: po.Progress}); err != nil {
-		return "", fmt.Errorf("pulling %s: %w", src, err) // Extract's errors name dir where it matters
+		return nil, fmt.Errorf("pulling %s: %w", src, err) // Extract's errors name dir where it matters
 	}
 	d, err := img.Digest()
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	return d.String(), nil
+	ref, _ := pinned(sr, root.Digest.String(), "")
+	return &PullResult{Reference: ref, Digest: root.Digest.String(), MediaType: root.MediaType, Size: root.Size,
+		Manifest: d.String(), Directory: dir}, nil
 }

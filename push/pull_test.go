@@ -72,8 +72,8 @@ func TestPullWhatPeersPushed(t *testing.T) {
 				if err != nil {
 					t.Fatalf("pull %s: %v", src, err)
 				}
-				if dg != p.Digest.String() {
-					t.Errorf("pulled %s, pushed %s", dg, p.Digest)
+				if dg.Digest != p.Digest.String() || dg.Manifest != dg.Digest || !strings.HasSuffix(dg.Reference, "@"+dg.Digest) {
+					t.Errorf("pulled %+v, pushed %s", dg, p.Digest)
 				}
 				sameTree(t, m.Dir, dir)
 			}

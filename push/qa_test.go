@@ -221,7 +221,7 @@ func TestPullArm64V8FromIndex(t *testing.T) {
 	}
 	dg, err := push.Pull(context.Background(), local.Reference, filepath.Join(t.TempDir(), "out"),
 		push.PullOptions{Platform: v1.Platform{OS: "linux", Architecture: "arm64", Variant: "v8"}})
-	if err != nil || dg != arm {
-		t.Errorf("pull linux/arm64/v8: %s %v, want %s", dg, err, arm)
+	if err != nil || dg.Manifest != arm {
+		t.Errorf("pull linux/arm64/v8: %+v %v, want %s", dg, err, arm)
 	}
 }

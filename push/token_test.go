@@ -104,8 +104,8 @@ func TestTokenAuthCopyPull(t *testing.T) {
 				if err != nil {
 					t.Fatalf("Pull(%s): %v", dst, err)
 				}
-				if got != want {
-					t.Errorf("pulled %s, pushed %s", got, want)
+				if got.Digest != want {
+					t.Errorf("pulled %s, pushed %s", got.Digest, want)
 				}
 				sameTree(t, m.Dir, dir)
 			})

@@ -26,9 +26,15 @@ import (
 
 // VerifyResult says what Verify checked.
 type VerifyResult struct {
-	Digest string `json:"digest"`
-	Blobs  int    `json:"blobs"`
-	Bytes  int64  `json:"bytes"`
+	// Reference pins what was verified: REGISTRY/REPO@sha256:...,
+	// oci:PATH@sha256:... or oci-archive:FILE@sha256:...
+	Reference string `json:"reference"`
+	Digest    string `json:"digest"`
+	MediaType string `json:"mediaType"`
+	Size      int64  `json:"size"`
+	// Blobs and Bytes count every manifest and blob checked.
+	Blobs int   `json:"blobs"`
+	Bytes int64 `json:"bytes"`
 	// Files compared with the --against directory.
 	Files int `json:"files,omitempty"`
 }
@@ -59,7 +65,8 @@ func Verify(ctx context.Context, src, against, prefix string, opts ...Option) (*
 	if err != nil {
 		return nil, err
 	}
-	res := &VerifyResult{Digest: root.Digest.String()}
+	reference, _ := pinned(sr, root.Digest.String(), "")
+	res := &VerifyResult{Reference: reference, Digest: root.Digest.String(), MediaType: root.MediaType, Size: root.Size}
 	var (
 		mu   sync.Mutex
 		seen = map[string]bool{}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 
 	"github.com/spf13/cobra"
@@ -25,7 +24,8 @@ Every blob digest and diffID is verified; nothing is written outside DIR (paths
 with .., absolute paths, escaping links and device files are refused); files
 appear under their names only when their layer is complete. Re-running an
 interrupted pull skips the layers already in place. DIR must be new or empty.
-Prints the manifest digest on stdout.`,
+Prints the pinned reference of REF on stdout (REPO@sha256:...; for a
+multi-platform image, the index's digest, not the platform image's).`,
 		Example: `  # In an init container: copy the model to a node-local cache path
   modelcar pull registry.example.com/models/llama@sha256:4f1c... /cache/llama
 
@@ -47,16 +47,12 @@ Prints the manifest digest on stdout.`,
 			if prog != nil {
 				progFn = func(n int64) { prog.bar.Add64(n) }
 			}
-			dg, err := push.Pull(cmd.Context(), args[0], args[1], push.PullOptions{Prefix: prefix, Platform: platform.p, Progress: progFn}, opts...)
+			res, err := push.Pull(cmd.Context(), args[0], args[1], push.PullOptions{Prefix: prefix, Platform: platform.p, Progress: progFn}, opts...)
 			prog.finish()
 			if err != nil {
 				return err
 			}
-			if f.jsonOut {
-				return json.NewEncoder(cmd.OutOrStdout()).Encode(map[string]string{"digest": dg, "directory": args[1]})
-			}
-			fmt.Fprintln(cmd.OutOrStdout(), dg)
-			return nil
+			return f.printResult(cmd, res.Reference, res.Digest, res)
 		},
 	}
 	f.register(cmd, true)
@@ -73,6 +69,10 @@ func newVerifyCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "verify REF|oci:PATH|oci-archive:FILE",
 		Short: "Re-hash every blob of a modelcar and check it against its descriptor",
+		Long: `Verify re-reads every manifest and blob of the image and checks each against
+its descriptor's digest and size; --against DIR also compares the model files.
+Prints the pinned reference REPO@sha256:... of what it verified on stdout, and
+its summary on stderr.`,
 		Example: `  modelcar verify oci:./llama:v1
   modelcar verify registry.example.com/models/llama@sha256:4f1c... --against ./Llama-3.1-8B`,
 		Args: func(cmd *cobra.Command, args []string) error {
@@ -90,15 +90,14 @@ func newVerifyCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if f.jsonOut {
-				return json.NewEncoder(cmd.OutOrStdout()).Encode(res)
+			if !f.quiet {
+				msg := fmt.Sprintf("%s: %d blobs, %s verified", res.Digest, res.Blobs, humanBytes(res.Bytes))
+				if against != "" {
+					msg += fmt.Sprintf("; %d files match %s", res.Files, against)
+				}
+				fmt.Fprintln(cmd.ErrOrStderr(), msg)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s: %d blobs, %s verified", res.Digest, res.Blobs, humanBytes(res.Bytes))
-			if against != "" {
-				fmt.Fprintf(cmd.OutOrStdout(), "; %d files match %s", res.Files, against)
-			}
-			fmt.Fprintln(cmd.OutOrStdout())
-			return nil
+			return f.printResult(cmd, res.Reference, res.Digest, res)
 		},
 	}
 	f.register(cmd, true)

@@ -210,10 +210,14 @@ func (p *transferProgress) finish() {
 	}
 }
 
-// printResult writes the pinned reference (or JSON) and the digest file.
-func (f *transferFlags) printResult(cmd *cobra.Command, res *push.Result) error {
+// printResult is the stdout contract of every command that produces or
+// checks an image (push, mirror, pull, verify): the digest file when asked
+// for, then on stdout the pinned reference (REPO@sha256:...) alone, or
+// with --json the result res (camelCase: reference, digest, mediaType,
+// size...). Sentences for people go to stderr, never here.
+func (f *transferFlags) printResult(cmd *cobra.Command, reference, digest string, res any) error {
 	if f.digestFile != "" {
-		if err := os.WriteFile(f.digestFile, []byte(res.Digest+"\n"), 0o644); err != nil {
+		if err := os.WriteFile(f.digestFile, []byte(digest+"\n"), 0o644); err != nil {
 			return fmt.Errorf("--digest-file: %w", err)
 		}
 	}
@@ -222,7 +226,7 @@ func (f *transferFlags) printResult(cmd *cobra.Command, res *push.Result) error 
 		enc.SetIndent("", "  ")
 		return enc.Encode(res)
 	}
-	fmt.Fprintln(cmd.OutOrStdout(), res.Reference)
+	fmt.Fprintln(cmd.OutOrStdout(), reference)
 	return nil
 }
 
@@ -288,7 +292,7 @@ func copyCmd(use, short, long, example string, mirror bool) *cobra.Command {
 					fmt.Fprintf(cmd.ErrOrStderr(), "Error: %s -> %s: %v\n", p[0], p[1], err)
 					continue
 				}
-				if err := f.printResult(cmd, res); err != nil {
+				if err := f.printResult(cmd, res.Reference, res.Digest, res); err != nil {
 					return err
 				}
 			}

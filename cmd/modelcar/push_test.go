@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"os"
@@ -82,11 +83,11 @@ func TestPushLoginPullWithAuth(t *testing.T) {
 	}
 	dir := filepath.Join(t.TempDir(), "pulled")
 	pl := check(runWith(t, dockerConfig, "", "pull", strings.TrimSpace(p.stdout), dir, "--plain-http"))
-	if pl.code != 0 || strings.TrimSpace(pl.stdout) != digest {
+	if pl.code != 0 || strings.TrimSpace(pl.stdout) != strings.TrimSpace(p.stdout) {
 		t.Errorf("pull: %+v", pl)
 	}
 	v := check(runWith(t, dockerConfig, "", "verify", dst, "--plain-http", "--against", m.Dir))
-	if v.code != 0 || !strings.Contains(v.stdout, "files match") {
+	if v.code != 0 || strings.TrimSpace(v.stdout) != strings.TrimSpace(p.stdout) || !strings.Contains(v.stderr, "files match") {
 		t.Errorf("verify: %+v", v)
 	}
 	for _, o := range outputs {
@@ -138,4 +139,70 @@ func TestFaultStallIdleTimeoutFlag(t *testing.T) {
 		t.Fatalf("push without the stall: %+v", r)
 	}
 	t.Logf("FAULT name=http/stall-put-manifests-cli/push outcome=failed-clearly bytes_lost=0")
+}
+
+// TestTransferCommandsPrintPinnedReference: push, mirror, verify and pull
+// each print the pinned reference REPO@sha256:... of the image they
+// produced or checked, alone on stdout, and sentences only on stderr; for
+// a multi-platform image that is the index's digest, pull included. Their
+// --json has the camelCase reference, digest, mediaType and size, and
+// --digest-file gets the same digest.
+func TestTransferCommandsPrintPinnedReference(t *testing.T) {
+	reg := testenv.StartRegistry(t)
+	m := genModel(t)
+	layout := "oci:" + filepath.Join(t.TempDir(), "oci") + ":v1"
+	r := run(t, nil, "pack", m.Dir, "--output", layout, "--platform", "linux/amd64,linux/arm64")
+	if r.code != 0 {
+		t.Fatalf("pack: %+v", r)
+	}
+	index := strings.TrimSpace(r.stdout)
+	repo := reg.Ref("models/m")
+	archive := filepath.Join(t.TempDir(), "m.tar")
+	only := func(what string, r result, want string) {
+		t.Helper()
+		if r.code != 0 || r.stdout != want+"\n" {
+			t.Errorf("%s: stdout %q (exit %d, stderr %q), want the pinned reference %s alone", what, r.stdout, r.code, r.stderr, want)
+		}
+	}
+	only("push", run(t, nil, "push", layout, repo+":v1", "--plain-http"), repo+"@"+index)
+	only("mirror", run(t, nil, "mirror", repo+":v1", "oci-archive:"+archive, "--plain-http"), "oci-archive:"+archive+"@"+index)
+
+	v := run(t, nil, "verify", repo+":v1", "--plain-http", "--against", m.Dir)
+	only("verify", v, repo+"@"+index)
+	if !strings.Contains(v.stderr, "verified") || !strings.Contains(v.stderr, "files match") {
+		t.Errorf("verify: the summary sentence is not on stderr: %q", v.stderr)
+	}
+
+	digestFile := filepath.Join(t.TempDir(), "digest")
+	p := run(t, nil, "pull", repo+":v1", filepath.Join(t.TempDir(), "arm"), "--plain-http", "--platform", "linux/arm64", "--digest-file", digestFile)
+	only("pull of an index", p, repo+"@"+index)
+	if b, _ := os.ReadFile(digestFile); string(b) != index+"\n" {
+		t.Errorf("pull --digest-file holds %q, want the index digest %s", b, index)
+	}
+
+	type jsonResult struct {
+		Reference, Digest, MediaType, Manifest string
+		Size                                   int64
+	}
+	for _, args := range [][]string{
+		{"pull", "oci-archive:" + archive, filepath.Join(t.TempDir(), "amd"), "--json"},
+		{"verify", "oci-archive:" + archive, "--json"},
+		{"mirror", "oci-archive:" + archive, "oci:" + filepath.Join(t.TempDir(), "copy"), "--json"},
+	} {
+		r := run(t, nil, args...)
+		var got jsonResult
+		if err := json.Unmarshal([]byte(r.stdout), &got); r.code != 0 || err != nil {
+			t.Errorf("%s --json: %v, %+v", args[0], err, r)
+			continue
+		}
+		if !strings.HasSuffix(got.Reference, "@"+index) || got.Digest != index || got.MediaType != "application/vnd.oci.image.index.v1+json" || got.Size <= 0 {
+			t.Errorf("%s --json: %+v, want the index %s with its media type and size", args[0], got, index)
+		}
+		if args[0] == "pull" && (got.Manifest == "" || got.Manifest == index) {
+			t.Errorf("pull --json: manifest %q, want the platform image's digest", got.Manifest)
+		}
+		if !strings.Contains(r.stdout, `"mediaType"`) {
+			t.Errorf("%s --json is not camelCase: %s", args[0], r.stdout)
+		}
+	}
 }
