@@ -139,14 +139,69 @@ func pinned(r ref.Ref, dg, tag string) (string, string) {
 	return base + "@" + dg, tagged
 }
 
+// copyRun is what one Copy tallies across the graphs it copies (the image,
+// then its referrers): the result's counts, and which digests progress
+// has heard of, so that each is planned once and reported done once.
+type copyRun struct {
+	res      *Result
+	progress func(Event)
+	mu       sync.Mutex
+	planned  map[digest.Digest]int64
+	reported map[digest.Digest]bool
+}
+
+// report sends e and marks its blob reported, counting it with count.
+func (r *copyRun) report(e Event, count func(*Result)) {
+	r.mu.Lock()
+	r.reported[digest.Digest(e.Digest)] = true
+	if count != nil {
+		count(r.res)
+	}
+	r.mu.Unlock()
+	r.progress(e)
+}
+
+// plan sends the Plan event of the graph of root before it is copied: the
+// bytes of every manifest and blob it holds that no earlier graph of this
+// Copy held, read from the source's manifests. A graph that cannot be read
+// here is not planned: the copy that follows says why.
+func (r *copyRun) plan(ctx context.Context, s *endpoint, root ocispec.Descriptor) {
+	seen := map[digest.Digest]int64{}
+	if walkGraph(ctx, s.manifests(), root, seen, nil) != nil {
+		return
+	}
+	var total int64
+	r.mu.Lock()
+	for d, n := range seen {
+		if _, ok := r.planned[d]; !ok {
+			r.planned[d] = n
+			total += n
+		}
+	}
+	r.mu.Unlock()
+	r.progress(Event{Plan: true, Total: total})
+}
+
+// settle reports the blobs of a copied graph (seen, as complete found them
+// at the destination) that oras-go never reported: it skips whatever a
+// manifest the destination already has refers to without walking it, so
+// those were skipped too.
+func (r *copyRun) settle(seen map[digest.Digest]int64) {
+	for d, n := range seen {
+		r.mu.Lock()
+		done := r.reported[d]
+		r.mu.Unlock()
+		if !done {
+			r.report(Event{Digest: d.String(), Size: n, Skipped: true, Done: true}, func(res *Result) { res.Skipped++ })
+		}
+	}
+}
+
 func copyGraph(ctx context.Context, s, d *endpoint, root ocispec.Descriptor, tag string, o *options) (*Result, error) {
-	res := &Result{Digest: root.Digest.String(), MediaType: root.MediaType, Size: root.Size}
-	var mu sync.Mutex
-	count := func(f func()) { mu.Lock(); f(); mu.Unlock() }
-	rootSkipped := false
+	run := &copyRun{res: &Result{Digest: root.Digest.String(), MediaType: root.MediaType, Size: root.Size},
+		progress: o.progress, planned: map[digest.Digest]int64{}, reported: map[digest.Digest]bool{}}
 	// Blobs uploaded to a registry report their bytes through the
 	// uploader; everything else is reported here once written.
-	progress := o.progress
 	g := newGraphWalk(s)
 	gopts := oras.CopyGraphOptions{
 		Concurrency: o.jobs,
@@ -155,25 +210,19 @@ func copyGraph(ctx context.Context, s, d *endpoint, root ocispec.Descriptor, tag
 		FindSuccessors:   g.successors,
 		PreCopy:          func(ctx context.Context, desc ocispec.Descriptor) error { return nil },
 		PostCopy: func(ctx context.Context, desc ocispec.Descriptor) error {
-			count(func() { res.Copied++ })
+			e := Event{Digest: desc.Digest.String(), Size: desc.Size, Done: true}
 			if d.repo == nil || isManifest(desc.MediaType) {
-				progress(Event{Digest: desc.Digest.String(), Size: desc.Size, Sent: desc.Size, Done: true})
+				e.Sent = desc.Size
 			}
+			run.report(e, func(res *Result) { res.Copied++ })
 			return nil
 		},
 		OnCopySkipped: func(ctx context.Context, desc ocispec.Descriptor) error {
-			count(func() {
-				res.Skipped++
-				if desc.Digest == root.Digest {
-					rootSkipped = true
-				}
-			})
-			progress(Event{Digest: desc.Digest.String(), Size: desc.Size, Skipped: true, Done: true})
+			run.report(Event{Digest: desc.Digest.String(), Size: desc.Size, Skipped: true, Done: true}, func(res *Result) { res.Skipped++ })
 			return nil
 		},
 		OnMounted: func(ctx context.Context, desc ocispec.Descriptor) error {
-			count(func() { res.Mounted++ })
-			progress(Event{Digest: desc.Digest.String(), Size: desc.Size, Mounted: true, Done: true})
+			run.report(Event{Digest: desc.Digest.String(), Size: desc.Size, Mounted: true, Done: true}, func(res *Result) { res.Mounted++ })
 			return nil
 		},
 	}
@@ -184,34 +233,31 @@ func copyGraph(ctx context.Context, s, d *endpoint, root ocispec.Descriptor, tag
 			return []string{from}, nil
 		}
 	}
-	if err := copyTagged(ctx, s, d, g, root, tag, gopts, &rootSkipped, &res.Skipped); err != nil {
+	if err := copyTagged(ctx, s, d, g, root, tag, gopts, run); err != nil {
 		return nil, err
 	}
 	if o.referrers {
-		if err := copyReferrers(ctx, s, d, g, root, gopts); err != nil {
+		if err := copyReferrers(ctx, s, d, g, root, gopts, run); err != nil {
 			return nil, err
 		}
 	}
-	return res, nil
+	return run.res, nil
 }
 
 // copyTagged copies the graph of root and then, only once the destination
 // holds everything root refers to (see complete), tags it (layouts list an
 // untagged root in index.json).
-func copyTagged(ctx context.Context, s, d *endpoint, g *graphWalk, root ocispec.Descriptor, tag string, gopts oras.CopyGraphOptions, rootSkipped *bool, skipped *int) error {
+func copyTagged(ctx context.Context, s, d *endpoint, g *graphWalk, root ocispec.Descriptor, tag string, gopts oras.CopyGraphOptions, run *copyRun) error {
 	g.markManifest(root.Digest, 0)
+	run.plan(ctx, s, root)
 	if err := oras.CopyGraph(ctx, s.target, d.target, root, gopts); err != nil {
 		return copyError(err)
 	}
-	seen := map[digest.Digest]bool{}
+	seen := map[digest.Digest]int64{}
 	if err := complete(ctx, d, root, gopts.Concurrency, seen); err != nil {
 		return fmt.Errorf("destination: %w; not tagged", err)
 	}
-	if rootSkipped != nil && *rootSkipped {
-		// oras-go skips a root the destination has without walking it:
-		// every blob complete found there was skipped.
-		*skipped = len(seen)
-	}
+	run.settle(seen)
 	if tag == "" && d.repo != nil {
 		return nil
 	}
@@ -286,37 +332,65 @@ func (g *graphWalk) successors(ctx context.Context, f content.Fetcher, desc ocis
 
 // complete checks that d holds everything root refers to, walking it as
 // it stands at d (the manifests read back from d, the blobs asked after,
-// jobs at a time): a tag is written only over a whole image.
-func complete(ctx context.Context, d *endpoint, root ocispec.Descriptor, jobs int, seen map[digest.Digest]bool) error {
-	n, err := readNode(ctx, d.manifests(), root)
-	if err != nil {
-		return err
-	}
-	seen[root.Digest] = true
-	for _, c := range n.manifestChildren() {
-		if c, err = identified(ctx, d.manifests(), c); err != nil {
-			return err
+// jobs at a time): a tag is written only over a whole image. seen gets
+// every digest found, with its size.
+func complete(ctx context.Context, d *endpoint, root ocispec.Descriptor, jobs int, seen map[digest.Digest]int64) error {
+	return walkGraph(ctx, d.manifests(), root, seen, func(n *node) error {
+		g, gctx := errgroup.WithContext(ctx)
+		g.SetLimit(jobs)
+		for _, c := range n.blobChildren() {
+			g.Go(func() error {
+				ok, err := d.target.Exists(gctx, c)
+				if err != nil {
+					return fmt.Errorf("%s %s: blob %s: %w", docKind(n.desc.MediaType), n.desc.Digest, c.Digest, err)
+				}
+				if !ok {
+					return fmt.Errorf("%s %s: blob %s is missing", docKind(n.desc.MediaType), n.desc.Digest, c.Digest)
+				}
+				return nil
+			})
 		}
-		if err := complete(ctx, d, c, jobs, seen); err != nil {
-			return err
-		}
-	}
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(jobs)
-	for _, c := range n.blobChildren() {
-		seen[c.Digest] = true
-		g.Go(func() error {
-			ok, err := d.target.Exists(gctx, c)
-			if err != nil {
-				return fmt.Errorf("%s %s: blob %s: %w", docKind(n.desc.MediaType), root.Digest, c.Digest, err)
-			}
-			if !ok {
-				return fmt.Errorf("%s %s: blob %s is missing", docKind(n.desc.MediaType), root.Digest, c.Digest)
-			}
+		return g.Wait()
+	})
+}
+
+// walkGraph reads root and, depth first, the manifests it refers to from f
+// (each manifest once, indexes nested at most limits.MaxIndexDepth deep),
+// records every manifest and blob digest with its size in seen, and calls
+// blobs (when set) on each manifest read, after its children.
+func walkGraph(ctx context.Context, f content.Fetcher, root ocispec.Descriptor, seen map[digest.Digest]int64, blobs func(*node) error) error {
+	walked := map[digest.Digest]bool{}
+	var walk func(desc ocispec.Descriptor, depth int) error
+	walk = func(desc ocispec.Descriptor, depth int) error {
+		if walked[desc.Digest] {
 			return nil
-		})
+		}
+		walked[desc.Digest] = true
+		n, err := readNode(ctx, f, desc)
+		if err != nil {
+			return err
+		}
+		if isIndex(n.desc.MediaType) && depth >= limits.MaxIndexDepth {
+			return fmt.Errorf("index %s: indexes nested more than %d deep", desc.Digest, limits.MaxIndexDepth)
+		}
+		seen[desc.Digest] = desc.Size
+		for _, c := range n.manifestChildren() {
+			if c, err = identified(ctx, f, c); err != nil {
+				return err
+			}
+			if err := walk(c, depth+1); err != nil {
+				return err
+			}
+		}
+		for _, c := range n.blobChildren() {
+			seen[c.Digest] = c.Size
+		}
+		if blobs == nil {
+			return nil
+		}
+		return blobs(n)
 	}
-	return g.Wait()
+	return walk(root, 0)
 }
 
 // copyError unwraps oras-go's CopyError into which side failed.
@@ -337,7 +411,7 @@ func copyError(err error) error {
 
 // copyReferrers copies the artifacts that refer to root (signatures,
 // SBOMs) with their own graphs.
-func copyReferrers(ctx context.Context, s, d *endpoint, g *graphWalk, root ocispec.Descriptor, gopts oras.CopyGraphOptions) error {
+func copyReferrers(ctx context.Context, s, d *endpoint, g *graphWalk, root ocispec.Descriptor, gopts oras.CopyGraphOptions, run *copyRun) error {
 	lister, ok := s.target.(interface {
 		Referrers(ctx context.Context, desc ocispec.Descriptor, artifactType string, fn func([]ocispec.Descriptor) error) error
 	})
@@ -354,11 +428,11 @@ func copyReferrers(ctx context.Context, s, d *endpoint, g *graphWalk, root ocisp
 			return fmt.Errorf("--referrers: %w", err)
 		}
 		// Layouts keep referrers as untagged entries of index.json.
-		if err := copyTagged(ctx, s, d, g, r, "", gopts, nil, nil); err != nil {
+		if err := copyTagged(ctx, s, d, g, r, "", gopts, run); err != nil {
 			return fmt.Errorf("--referrers: copying %s: %w", r.Digest, err)
 		}
 		// Referrers of referrers (a signature of an SBOM) come along too.
-		if err := copyReferrers(ctx, s, d, g, r, gopts); err != nil {
+		if err := copyReferrers(ctx, s, d, g, r, gopts, run); err != nil {
 			return err
 		}
 	}

@@ -76,6 +76,10 @@ type ExtractOptions struct {
 	// skipped on resume are reported with their compressed size. Extract calls it from
 	// several goroutines but never concurrently.
 	Progress func(n int64)
+	// Total, when set, is called once, before any layer is read, with the
+	// bytes Progress reports in all: the compressed size of every layer,
+	// those skipped on resume included.
+	Total func(n int64)
 }
 
 // Extract writes the model files of img into dir: the entries of its layers
@@ -144,6 +148,13 @@ func Extract(ctx context.Context, img v1.Image, dir string, opts ExtractOptions)
 	defer e.root.Close()
 
 	done := len(e.state.Layers)
+	if opts.Total != nil {
+		var total int64
+		for _, li := range infos {
+			total += max(li.size, 0)
+		}
+		opts.Total(total)
+	}
 	if e.progress != nil {
 		for _, li := range infos[:done] {
 			if li.size > 0 {

@@ -177,6 +177,15 @@ type Event struct {
 	// life; Resumed is the offset an interrupted upload continued from.
 	Start, Done, Skipped, Mounted bool
 	Resumed                       int64
+	// Plan, sent before the blobs of a graph move (the image, then each
+	// referrer copied), has no Digest: Total is the bytes of every
+	// manifest and blob of that graph that no earlier Plan of the same
+	// transfer counted, whether it will be sent, skipped (the destination
+	// has it) or mounted. Every digest planned is then reported Done once,
+	// so the bytes of a transfer's Done, Skipped and Mounted blobs add up
+	// to the sum of its Plans (see Tally).
+	Plan  bool
+	Total int64
 }
 
 // WithProgress receives transfer events; fn must be safe for concurrent use.

@@ -23,6 +23,9 @@ type PullOptions struct {
 	Platform v1.Platform
 	// Progress receives bytes read.
 	Progress func(n int64)
+	// Total, called once before any layer is read, receives the bytes
+	// Progress reports in all (see ExtractOptions.Total).
+	Total func(n int64)
 }
 
 // PullResult describes a finished Pull.
@@ -81,7 +84,7 @@ func Pull(ctx context.Context, src, dir string, po PullOptions, opts ...Option) 
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", src, err)
 	}
-	if err := Extract(ctx, img, dir, ExtractOptions{Prefix: po.Prefix, Jobs: o.jobs, Progress: po.Progress}); err != nil {
+	if err := Extract(ctx, img, dir, ExtractOptions{Prefix: po.Prefix, Jobs: o.jobs, Progress: po.Progress, Total: po.Total}); err != nil {
 		return nil, fmt.Errorf("pulling %s: %w", src, err) // Extract's errors name dir where it matters
 	}
 	d, err := img.Digest()

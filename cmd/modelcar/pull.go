@@ -43,11 +43,8 @@ multi-platform image, the index's digest, not the platform image's).`,
 				return err
 			}
 			prog := newTransferProgress(cmd.ErrOrStderr(), f.quiet, "pull")
-			var progFn func(int64)
-			if prog != nil {
-				progFn = func(n int64) { prog.bar.Add64(n) }
-			}
-			res, err := push.Pull(cmd.Context(), args[0], args[1], push.PullOptions{Prefix: prefix, Platform: platform.p, Progress: progFn}, opts...)
+			po := prog.pullOptions(push.PullOptions{Prefix: prefix, Platform: platform.p})
+			res, err := push.Pull(cmd.Context(), args[0], args[1], po, opts...)
 			prog.finish()
 			if err != nil {
 				return err

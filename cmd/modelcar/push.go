@@ -166,41 +166,54 @@ func readPassword(r io.Reader, user string) (string, error) {
 	return pw, nil
 }
 
-// transferProgress renders a byte bar on stderr when it is a terminal.
+// transferProgress renders a byte bar on stderr when it is a terminal:
+// the whole image's bytes from the start (push.Tally adds up the events).
 type transferProgress struct {
 	mu    sync.Mutex
 	bar   *progressbar.ProgressBar
-	total int64
-	seen  map[string]bool
+	tally push.Tally
+	shown int64 // events race to show: the bar never goes back
 }
 
 func newTransferProgress(w io.Writer, quiet bool, what string) *transferProgress {
 	if quiet || !isTerminal(w) {
 		return nil
 	}
-	return &transferProgress{seen: map[string]bool{}, bar: progressbar.NewOptions64(-1,
+	return &transferProgress{bar: progressbar.NewOptions64(-1,
 		progressbar.OptionSetWriter(w), progressbar.OptionShowBytes(true), progressbar.OptionSetDescription(what),
 		progressbar.OptionThrottle(100_000_000), progressbar.OptionShowCount(), progressbar.OptionClearOnFinish())}
 }
 
+// event shows a push or mirror event.
 func (p *transferProgress) event(e push.Event) {
 	if p == nil {
 		return
 	}
+	done, total := p.tally.Add(e)
+	p.show(done, total)
+}
+
+// pullOptions has a pull report its total and bytes to the bar.
+func (p *transferProgress) pullOptions(po push.PullOptions) push.PullOptions {
+	if p == nil {
+		return po
+	}
+	var mu sync.Mutex
+	var done, total int64
+	po.Total = func(n int64) { mu.Lock(); total = n; d := done; mu.Unlock(); p.show(d, n) }
+	po.Progress = func(n int64) { mu.Lock(); done += n; d, t := done, total; mu.Unlock(); p.show(d, t) }
+	return po
+}
+
+func (p *transferProgress) show(done, total int64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if !p.seen[e.Digest] {
-		p.seen[e.Digest] = true
-		p.total += e.Size
-		p.bar.ChangeMax64(p.total)
+	if total > 0 && max(total, done) != p.bar.GetMax64() {
+		p.bar.ChangeMax64(max(total, done))
 	}
-	switch {
-	case e.Resumed > 0:
-		p.bar.Add64(e.Resumed)
-	case e.Skipped || e.Mounted:
-		p.bar.Add64(e.Size)
-	case e.Sent > 0:
-		p.bar.Add64(e.Sent)
+	if done > p.shown {
+		p.shown = done
+		p.bar.Set64(done)
 	}
 }
 
