@@ -14,6 +14,7 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
@@ -28,8 +29,10 @@ import (
 const (
 	extractDefaultPrefix = "/models"
 
-	// extractStateName is the resume state Extract keeps in the target directory
-	// while it runs and, listing every layer, stamps DIR as a complete pull after.
+	// extractStateName ends the name of the resume state Extract keeps beside
+	// the target directory DIR (.DIR.modelcar-pull.json) while it runs and
+	// which, listing every layer, stamps DIR as a complete pull after; it is
+	// the whole name where the state is kept inside DIR (see stateAt).
 	extractStateName = ".modelcar-pull.json"
 	extractStateTemp = ".modelcar-pull.json.tmp"
 
@@ -88,8 +91,14 @@ type ExtractOptions struct {
 // dir must not exist, or be empty, or hold what a failed Extract of the same
 // image (same manifest digest and prefix) left behind, in which case the
 // layers that Extract had completed are skipped (resume). While it runs,
-// Extract keeps its resume state in dir/.modelcar-pull.json, rewritten
-// atomically after each layer; once it lists every layer it stamps DIR as a complete pull, so pulling the same image again is instant.
+// Extract keeps its resume state beside dir, in PARENT/.NAME.modelcar-pull.json
+// (see PullStatePath), rewritten atomically after each layer, so that dir
+// holds nothing but the model files for a server reading it; once it lists
+// every layer it stamps dir as a complete pull, so pulling the same image
+// again is instant. Where dir's parent cannot hold it (dir is / or a
+// mount point under a read-only parent), the state is kept inside dir as
+// dir/.modelcar-pull.json, as modelcar did before; a pull begun that way
+// is resumed from there and the state moves beside dir once it can.
 //
 // Every layer is read once and verified: Extract reads Layer.Compressed,
 // checks its digest against Layer.Digest, decompresses it (gzip and zstd are
@@ -145,7 +154,7 @@ func Extract(ctx context.Context, img v1.Image, dir string, opts ExtractOptions)
 	if err := e.open(dir, manifest, infos); err != nil {
 		return err
 	}
-	defer e.root.Close()
+	defer e.close()
 
 	done := len(e.state.Layers)
 	if opts.Total != nil {
@@ -168,10 +177,27 @@ func Extract(ctx context.Context, img v1.Image, dir string, opts ExtractOptions)
 	if err := e.checkPrefix(dir, existed); err != nil {
 		return err
 	}
-	// The state file stays, listing every layer: it stamps DIR as a complete
-	// pull of this manifest, so pulling it again (an init container on a
-	// node-local cache path, or a re-run after a kill) is instant.
+	// The state file stays beside DIR, listing every layer: it stamps DIR
+	// as a complete pull of this manifest, so pulling it again (an init
+	// container on a node-local cache path, or a re-run after a kill) is
+	// instant.
 	return nil
+}
+
+// PullStatePath is where Extract keeps the resume state of a pull into dir,
+// and then the stamp of a complete one: beside dir, as
+// PARENT/.NAME.modelcar-pull.json, out of the directory a server reads.
+// It fails for a dir with no parent (/).
+func PullStatePath(dir string) (string, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return "", fmt.Errorf("extract: %w", err)
+	}
+	parent, name := filepath.Split(abs)
+	if name == "" {
+		return "", fmt.Errorf("extract: %s has no parent directory to keep the pull state in", dir)
+	}
+	return filepath.Join(parent, "."+name+extractStateName), nil
 }
 
 // checkPrefix fails an Extract that found nothing under its prefix and
@@ -196,8 +222,10 @@ func (e *extractJob) checkPrefix(dir string, existed bool) error {
 			return nil // earlier runs extracted something (resume)
 		}
 	}
-	if err := e.root.Remove(extractStateName); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("extract: %w", err)
+	for _, l := range []stateAt{e.inside, e.beside} {
+		if err := l.remove(); err != nil {
+			return fmt.Errorf("extract: %w", err)
+		}
 	}
 	if !existed {
 		os.Remove(dir) // only if empty
@@ -746,11 +774,15 @@ type extractJob struct {
 	// parallel is how many layers are read at once (jobs, at most the
 	// layers left): they share limits.ZstdWindowBudget, each with one of
 	// the decoders kept for the next layer.
-	parallel   int
-	decoders   chan *layerDecoder
-	state      extractState
-	progress   func(int64)
-	progressMu sync.Mutex
+	parallel int
+	decoders chan *layerDecoder
+	state    extractState
+	// beside is where the state is kept (see PullStatePath), inside the
+	// fallback in dir; inDir is set while the state is in dir.
+	beside, inside stateAt
+	inDir          bool
+	progress       func(int64)
+	progressMu     sync.Mutex
 	// matched and tops gather extractLayer's of every layer read.
 	seenMu  sync.Mutex
 	matched bool
@@ -783,9 +815,14 @@ func (e *extractJob) open(dir string, manifest v1.Hash, infos []extractLayerInfo
 		return fmt.Errorf("extract: %w", err)
 	}
 	e.root = root
+	e.inside = stateAt{root: root, name: extractStateName}
+	if p, err := PullStatePath(dir); err == nil {
+		if proot, err := os.OpenRoot(filepath.Dir(p)); err == nil {
+			e.beside = stateAt{root: proot, name: filepath.Base(p)}
+		}
+	}
 	fail := func(err error) error {
-		root.Close()
-		e.root = nil
+		e.close()
 		return err
 	}
 	f, err := root.Open(".")
@@ -811,7 +848,7 @@ func (e *extractJob) open(dir string, manifest v1.Hash, infos []extractLayerInfo
 	}
 	st, err := e.loadState()
 	if errors.Is(err, fs.ErrNotExist) {
-		return fail(fmt.Errorf("extract: %s is not empty and holds no partial pull (%s)", dir, extractStateName))
+		return fail(fmt.Errorf("extract: %s is not empty and holds no partial pull (no %s beside it)", dir, e.beside.name))
 	}
 	if err != nil {
 		return fail(fmt.Errorf("extract: %s: %w", dir, err))
@@ -821,11 +858,11 @@ func (e *extractJob) open(dir string, manifest v1.Hash, infos []extractLayerInfo
 			dir, len(st.Layers), st.Manifest, st.Prefix, want.Manifest, want.Prefix))
 	}
 	if len(st.Layers) > len(infos) {
-		return fail(fmt.Errorf("extract: %s: %s lists %d completed layers, the image has %d", dir, extractStateName, len(st.Layers), len(infos)))
+		return fail(fmt.Errorf("extract: %s: %s lists %d completed layers, the image has %d", dir, e.stateName(), len(st.Layers), len(infos)))
 	}
 	for i, d := range st.Layers {
 		if d != infos[i].digest.String() {
-			return fail(fmt.Errorf("extract: %s: %s lists layer %d as %s, the image has %s", dir, extractStateName, i+1, d, infos[i].digest))
+			return fail(fmt.Errorf("extract: %s: %s lists layer %d as %s, the image has %s", dir, e.stateName(), i+1, d, infos[i].digest))
 		}
 	}
 	e.state = st
@@ -835,21 +872,86 @@ func (e *extractJob) open(dir string, manifest v1.Hash, infos []extractLayerInfo
 	return nil
 }
 
+// close closes the roots of dir and of its parent.
+func (e *extractJob) close() {
+	e.root.Close()
+	if e.beside.root != nil {
+		e.beside.root.Close()
+	}
+	e.root = nil
+}
+
+// stateName names the state file where it is now.
+func (e *extractJob) stateName() string {
+	if e.inDir {
+		return e.inside.name
+	}
+	return e.beside.name
+}
+
+// loadState reads the state inside dir, where an older modelcar or a
+// parent that could not hold it left it, else beside dir. Inside wins: it
+// exists only while the state could not be written beside (every write
+// beside removes it), so it is never older than what is beside.
 func (e *extractJob) loadState() (extractState, error) {
+	st, err := e.inside.load()
+	if err == nil {
+		e.inDir = true
+		return st, nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) || e.beside.root == nil {
+		return st, err
+	}
+	return e.beside.load()
+}
+
+// saveState replaces the state beside dir atomically, and then removes one
+// left inside dir; where nothing can be written beside dir, it replaces
+// the state inside dir.
+func (e *extractJob) saveState() error {
+	b, err := json.Marshal(e.state)
+	if err != nil {
+		return err
+	}
+	if e.beside.root != nil {
+		if err = e.beside.save(b); err == nil {
+			if e.inDir {
+				if err := e.inside.remove(); err != nil {
+					return fmt.Errorf("extract: %w", err)
+				}
+				e.inDir = false
+			}
+			return nil
+		}
+	}
+	if ierr := e.inside.save(b); ierr != nil {
+		return ierr
+	}
+	e.inDir = true
+	return nil
+}
+
+// stateAt is one place for the state file: name in root.
+type stateAt struct {
+	root *os.Root
+	name string
+}
+
+func (l stateAt) load() (extractState, error) {
 	var st extractState
-	fi, err := e.root.Lstat(extractStateName)
+	fi, err := l.root.Lstat(l.name)
 	if err != nil {
 		return st, err
 	}
 	if !fi.Mode().IsRegular() || fi.Size() > extractMaxState {
-		return st, fmt.Errorf("%s is not a small regular file", extractStateName)
+		return st, fmt.Errorf("%s is not a small regular file", l.name)
 	}
-	b, err := e.root.ReadFile(extractStateName)
+	b, err := l.root.ReadFile(l.name)
 	if err != nil {
 		return st, err
 	}
 	if err := json.Unmarshal(b, &st); err != nil {
-		return st, fmt.Errorf("%s: %w", extractStateName, err)
+		return st, fmt.Errorf("%s: %w", l.name, err)
 	}
 	if st.Layers == nil {
 		st.Layers = []string{}
@@ -857,16 +959,14 @@ func (e *extractJob) loadState() (extractState, error) {
 	return st, nil
 }
 
-// saveState replaces the state file atomically.
-func (e *extractJob) saveState() error {
-	b, err := json.Marshal(e.state)
-	if err != nil {
-		return err
-	}
-	if err := e.root.Remove(extractStateTemp); err != nil && !errors.Is(err, fs.ErrNotExist) {
+// save replaces the file with b atomically (a temporary file, synced,
+// renamed over it).
+func (l stateAt) save(b []byte) error {
+	tmp := l.name + ".tmp"
+	if err := l.root.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("extract: %w", err)
 	}
-	f, err := e.root.OpenFile(extractStateTemp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	f, err := l.root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
 		return fmt.Errorf("extract: %w", err)
 	}
@@ -878,11 +978,25 @@ func (e *extractJob) saveState() error {
 		err = cerr
 	}
 	if err == nil {
-		err = e.root.Rename(extractStateTemp, extractStateName)
+		err = l.root.Rename(tmp, l.name)
 	}
 	if err != nil {
-		_ = e.root.Remove(extractStateTemp)
-		return fmt.Errorf("extract: saving %s: %w", extractStateName, err)
+		_ = l.root.Remove(tmp)
+		return fmt.Errorf("extract: saving %s: %w", l.name, err)
+	}
+	return nil
+}
+
+// remove removes the file and its temporary, if there (nothing to remove
+// where root is nil).
+func (l stateAt) remove() error {
+	if l.root == nil {
+		return nil
+	}
+	for _, n := range []string{l.name, l.name + ".tmp"} {
+		if err := l.root.Remove(n); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
 	}
 	return nil
 }

@@ -253,7 +253,8 @@ func exAssertSandbox(t *testing.T, parent, target, canary string) {
 	a := filepath.Join(parent, "a")
 	ents, _ := os.ReadDir(a)
 	for _, e := range ents {
-		if e.Name() != "target" {
+		// Extract's own resume state lives beside the target, by design.
+		if e.Name() != "target" && e.Name() != ".target"+extractStateName {
 			t.Errorf("%s appeared next to the target", filepath.Join(a, e.Name()))
 		}
 	}
@@ -541,7 +542,7 @@ func exAssertTree(t *testing.T, dir string, want map[string]string) {
 		}
 	}
 	for k := range got {
-		if _, ok := want[k]; !ok && k != extractStampForTests {
+		if _, ok := want[k]; !ok {
 			t.Errorf("unexpected %s", k)
 		}
 	}
@@ -767,8 +768,11 @@ func TestExtractResume(t *testing.T) {
 	if _, ok := got["model.safetensors"]; ok {
 		t.Error("model.safetensors exists after its layer failed")
 	}
-	if _, ok := got[extractStateName]; !ok {
-		t.Fatalf("no %s after a failed run", extractStateName)
+	if _, ok := got[extractStateName]; ok {
+		t.Errorf("%s inside the target", extractStateName)
+	}
+	if _, err := os.Stat(exStatePath(t, target)); err != nil {
+		t.Fatalf("no resume state beside the target after a failed run: %v", err)
 	}
 	// A partial file a killed run would leave is swept on resume.
 	stale := filepath.Join(target, ".model.safetensors.1-1"+extractPartialSuffix)
@@ -798,6 +802,86 @@ func TestExtractResume(t *testing.T) {
 		t.Errorf("layer 2 read %d times on resume, want 1", n)
 	}
 	exAssertTree(t, target, m.want)
+}
+
+func exStatePath(t *testing.T, dir string) string {
+	t.Helper()
+	p, err := PullStatePath(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestExtractStateBesideTarget: the resume state and the stamp of a
+// complete pull live beside the target (PARENT/.NAME.modelcar-pull.json),
+// so a completed pull leaves the target holding the model alone, and
+// pulling it again reads nothing. A pull an older modelcar began with its
+// state inside the target resumes from there and moves it out; a target
+// whose parent cannot hold the state (here a name too long for the state
+// file's) keeps it inside and still resumes.
+func TestExtractStateBesideTarget(t *testing.T) {
+	m := exNewModel(t)
+	good := exImage(t, exLayerOf(t, "gzip", m.layer1), exLayerOf(t, "tar", m.layer2))
+	failing := exWrapLayers(t, good, func(i int, l v1.Layer) v1.Layer {
+		if i == 1 {
+			return &exHookLayer{Layer: l, failAfter: 100 << 10}
+		}
+		return l
+	})
+	resume := func(target string) {
+		t.Helper()
+		var reads [2]atomic.Int32
+		counted := exWrapLayers(t, good, func(i int, l v1.Layer) v1.Layer { return &exHookLayer{Layer: l, reads: &reads[i]} })
+		if err := Extract(context.Background(), counted, target, ExtractOptions{Jobs: 1}); err != nil {
+			t.Fatalf("resumed Extract: %v", err)
+		}
+		if reads[0].Load() != 0 || reads[1].Load() != 1 {
+			t.Errorf("resume read layers %d and %d times, want 0 and 1", reads[0].Load(), reads[1].Load())
+		}
+	}
+
+	target := filepath.Join(t.TempDir(), "llama")
+	if err := Extract(context.Background(), good, target, ExtractOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	exAssertTree(t, target, m.want) // nothing but the model
+	b, err := os.ReadFile(filepath.Join(filepath.Dir(target), ".llama"+extractStateName))
+	if err != nil || !strings.Contains(string(b), `"layers":["sha256:`) {
+		t.Fatalf("the stamp beside the target: %q, %v", b, err)
+	}
+	var reads [2]atomic.Int32
+	counted := exWrapLayers(t, good, func(i int, l v1.Layer) v1.Layer { return &exHookLayer{Layer: l, reads: &reads[i]} })
+	if err := Extract(context.Background(), counted, target, ExtractOptions{}); err != nil || reads[0].Load()+reads[1].Load() != 0 {
+		t.Errorf("pulling a complete target again: %v, %d layer reads", err, reads[0].Load()+reads[1].Load())
+	}
+
+	// Begun by an older modelcar: the state inside the target.
+	legacy := filepath.Join(t.TempDir(), "old")
+	if err := Extract(context.Background(), failing, legacy, ExtractOptions{Jobs: 1}); !errors.Is(err, errExInjected) {
+		t.Fatalf("first Extract: %v", err)
+	}
+	if err := os.Rename(exStatePath(t, legacy), filepath.Join(legacy, extractStateName)); err != nil {
+		t.Fatal(err)
+	}
+	resume(legacy)
+	exAssertTree(t, legacy, m.want)
+	if _, err := os.Stat(exStatePath(t, legacy)); err != nil {
+		t.Errorf("the state did not move beside the target: %v", err)
+	}
+
+	// No room beside the target: the state stays inside, and resumes.
+	long := filepath.Join(t.TempDir(), strings.Repeat("m", 250))
+	if err := Extract(context.Background(), failing, long, ExtractOptions{Jobs: 1}); !errors.Is(err, errExInjected) {
+		t.Fatalf("first Extract into %s: %v", long, err)
+	}
+	if _, err := os.Stat(filepath.Join(long, extractStateName)); err != nil {
+		t.Fatalf("no state inside a target whose parent cannot hold it: %v", err)
+	}
+	resume(long)
+	if got := exReadTree(t, long); got["config.json"] != m.want["config.json"] || got[extractStateName] == "" {
+		t.Errorf("after resume: %d files; the stamp inside: %v", len(got), got[extractStateName] != "")
+	}
 }
 
 // With parallel layers, a failing layer leaves the layers before it

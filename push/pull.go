@@ -9,8 +9,10 @@ import (
 	"github.com/modelcar/modelcar/internal/ref"
 )
 
-// PullStamp is the file Pull keeps in DIR: its resume state while it runs,
-// then the record that DIR holds a complete pull of that manifest.
+// PullStamp is the name of the state file Pull kept in DIR before it moved
+// beside DIR (see PullStatePath), and still keeps there where DIR's parent
+// cannot hold it: its resume state while it runs, then the record that DIR
+// holds a complete pull of that manifest.
 const PullStamp = extractStateName
 
 // PullOptions selects what Pull extracts.
@@ -49,7 +51,7 @@ type PullResult struct {
 // oci-archive:FILE) into dir: layers downloaded in parallel, streamed into
 // place, every blob digest and diffID verified, nothing written outside dir.
 // Re-running an interrupted pull skips the layers already in place, and
-// pulling an image DIR already holds returns at once (see PullStamp).
+// pulling an image DIR already holds returns at once (see PullStatePath).
 // It returns the pinned reference of what src resolved to (an index's,
 // for a multi-platform image) and the digest of the image extracted.
 func Pull(ctx context.Context, src, dir string, po PullOptions, opts ...Option) (*PullResult, error) {

@@ -23,7 +23,9 @@ oci-archive:FILE) in parallel and streams the files under /models into DIR.
 Every blob digest and diffID is verified; nothing is written outside DIR (paths
 with .., absolute paths, escaping links and device files are refused); files
 appear under their names only when their layer is complete. Re-running an
-interrupted pull skips the layers already in place. DIR must be new or empty.
+interrupted pull skips the layers already in place; the state for that, and the
+stamp of a complete pull, is kept beside DIR (PARENT/.NAME.modelcar-pull.json),
+so DIR holds the model alone. DIR must be new or empty.
 Prints the pinned reference of REF on stdout (REPO@sha256:...; for a
 multi-platform image, the index's digest, not the platform image's).`,
 		Example: `  # In an init container: copy the model to a node-local cache path
