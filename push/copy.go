@@ -150,14 +150,17 @@ type copyRun struct {
 	reported map[digest.Digest]bool
 }
 
-// report sends e and marks its blob reported, counting it with count.
-func (r *copyRun) report(e Event, count func(*Result)) {
+// mark marks d reported, counting it with count.
+func (r *copyRun) mark(d digest.Digest, count func(*Result)) {
 	r.mu.Lock()
-	r.reported[digest.Digest(e.Digest)] = true
-	if count != nil {
-		count(r.res)
-	}
+	r.reported[d] = true
+	count(r.res)
 	r.mu.Unlock()
+}
+
+// report marks e's blob reported, counting it with count, and sends e.
+func (r *copyRun) report(e Event, count func(*Result)) {
+	r.mark(digest.Digest(e.Digest), count)
 	r.progress(e)
 }
 
@@ -210,11 +213,10 @@ func copyGraph(ctx context.Context, s, d *endpoint, root ocispec.Descriptor, tag
 		FindSuccessors:   g.successors,
 		PreCopy:          func(ctx context.Context, desc ocispec.Descriptor) error { return nil },
 		PostCopy: func(ctx context.Context, desc ocispec.Descriptor) error {
-			e := Event{Digest: desc.Digest.String(), Size: desc.Size, Done: true}
+			run.mark(desc.Digest, func(res *Result) { res.Copied++ })
 			if d.repo == nil || isManifest(desc.MediaType) {
-				e.Sent = desc.Size
+				run.progress(Event{Digest: desc.Digest.String(), Size: desc.Size, Sent: desc.Size, Done: true})
 			}
-			run.report(e, func(res *Result) { res.Copied++ })
 			return nil
 		},
 		OnCopySkipped: func(ctx context.Context, desc ocispec.Descriptor) error {
