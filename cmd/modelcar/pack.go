@@ -15,6 +15,11 @@ import (
 	"github.com/modelcar/modelcar/push"
 )
 
+// packOutputForms are the outputs pack writes, for --output's help and
+// for the error when it is missing.
+const packOutputForms = "oci:DIR[:TAG] (an OCI image layout), oci-archive:FILE[:TAG] (an OCI archive), " +
+	"the tag defaulting to latest, or REGISTRY/REPO[:TAG] (pushed while it is built)"
+
 func newPackCmd() *cobra.Command {
 	var (
 		output, format, prefix, base, platform, maxLayer, threshold, cacheDir, prefetch string
@@ -24,7 +29,7 @@ func newPackCmd() *cobra.Command {
 		tf                                                                              transferFlags
 	)
 	cmd := &cobra.Command{
-		Use:   "pack DIR|hf:ORG/NAME[@REVISION] --output oci:PATH[:TAG]|oci-archive:FILE[:TAG]|REGISTRY/REPO[:TAG]",
+		Use:   "pack DIR|hf:ORG/NAME[@REVISION] --output oci:DIR[:TAG]|oci-archive:FILE[:TAG]|REGISTRY/REPO[:TAG]",
 		Short: "Pack a model directory into a reproducible, load-ordered OCI image",
 		Long: `Pack validates a Hugging Face model directory (safetensors headers, shard
 indexes, JSON files) and writes a runnable OCI image with the files under
@@ -82,7 +87,7 @@ one read of the model, nothing written to local disk, the tag pushed last.`,
 				return usageError{fmt.Errorf("pack takes exactly one model directory, got %d arguments", len(args))}
 			}
 			if output == "" {
-				return usageError{fmt.Errorf("--output is required (oci:PATH[:TAG] or oci-archive:FILE[:TAG])")}
+				return usageError{fmt.Errorf("--output is required: %s", packOutputForms)}
 			}
 			// What does not parse is a usage error, before anything is read.
 			if _, err := ref.Parse(output); err != nil {
@@ -208,7 +213,7 @@ one read of the model, nothing written to local disk, the tag pushed last.`,
 	}
 	tf.register(cmd, false)
 	fl := cmd.Flags()
-	fl.StringVarP(&output, "output", "o", "", "where to write: oci:PATH[:TAG], oci-archive:FILE[:TAG] (tag defaults to latest) or REGISTRY/REPO[:TAG]")
+	fl.StringVarP(&output, "output", "o", "", "where to write: "+packOutputForms)
 	fl.StringVar(&format, "format", string(pack.FormatTar), "layer format: tar, gzip, zstd, estargz or zstd-chunked")
 	fl.StringVar(&prefetch, "prefetch", string(pack.PrefetchSmall), "estargz/zstd-chunked: files stargz-snapshotter fetches at mount: small (configs, tokenizer) or all (weights too; set the snapshotter's prefetch_async_size)")
 	fl.IntVar(&level, "compression-level", 0, "compression level for every layer (default: gzip/estargz 6 for text and -2, Huffman-only, for weights; zstd/zstd-chunked 3)")

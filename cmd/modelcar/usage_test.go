@@ -261,3 +261,14 @@ func TestPackFromHFCache(t *testing.T) {
 		t.Errorf("a model not in the cache: exit %d, %s", r.code, r.stderr)
 	}
 }
+
+// TestPackWithoutOutputListsEveryForm: pack without --output is a usage
+// error that names every output it can write, the registry included.
+func TestPackWithoutOutputListsEveryForm(t *testing.T) {
+	r := runInProcess(t, "", "pack", t.TempDir())
+	for _, want := range []string{"--output is required", "oci:DIR[:TAG]", "oci-archive:FILE[:TAG]", "REGISTRY/REPO[:TAG]"} {
+		if r.code != 2 || !strings.Contains(r.stderr, want) || r.stdout != "" {
+			t.Errorf("pack without --output: exit %d, stdout %q, stderr %q; want exit 2 and %q", r.code, r.stdout, r.stderr, want)
+		}
+	}
+}
