@@ -22,8 +22,12 @@ import (
 
 // Result describes a packed modelcar.
 type Result struct {
-	// Reference is where the image was written, e.g. oci:out:latest.
+	// Reference pins what was written: oci:PATH@sha256:...,
+	// oci-archive:FILE@sha256:... or REGISTRY/REPO@sha256:..., as push and
+	// mirror report their destination.
 	Reference string `json:"reference"`
+	// Tagged names it by its (first) tag: oci:PATH:TAG, REGISTRY/REPO:TAG.
+	Tagged string `json:"tagged,omitempty"`
 	// Digest, Size and MediaType describe the image manifest.
 	Digest    v1.Hash         `json:"digest"`
 	Size      int64           `json:"size"`
@@ -89,9 +93,12 @@ func Pack(ctx context.Context, dir string, dst string, opts ...Option) (*Result,
 	if out.Kind == ref.Registry {
 		return nil, fmt.Errorf("--output %s: pack writes oci:PATH and oci-archive:FILE; a registry store comes from push.Pack", dst)
 	}
-	r := out
-	r.Tag = tags[0]
-	return packTo(ctx, dir, r.String(), func() (Store, error) { return openTarget(out) }, tags, o)
+	res, err := packTo(ctx, dir, out.Tagged(tags[0]), func() (Store, error) { return openTarget(out) }, tags, o)
+	if err != nil {
+		return nil, err
+	}
+	res.Reference, res.Tagged = out.Pinned(res.Digest.String()), out.Tagged(tags[0])
+	return res, nil
 }
 
 // PackTo packs the model directory dir into store, publishing it under

@@ -111,8 +111,8 @@ func TestPackFormatsRoundTrip(t *testing.T) {
 		t.Run(string(f), func(t *testing.T) {
 			out := filepath.Join(t.TempDir(), "oci")
 			res := packT(t, m.Dir, "oci:"+out+":v1", pack.WithFormat(f))
-			if res.Reference != "oci:"+out+":v1" {
-				t.Errorf("Reference = %q", res.Reference)
+			if res.Reference != "oci:"+out+"@"+res.Digest.String() || res.Tagged != "oci:"+out+":v1" {
+				t.Errorf("Reference = %q, Tagged = %q", res.Reference, res.Tagged)
 			}
 			img, mf, layers := layoutImage(t, out, res.Digest)
 			if len(layers) != 1+len(m.Shards) {

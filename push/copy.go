@@ -125,18 +125,7 @@ func (o *options) countSent() *atomic.Int64 {
 
 // pinned formats the digest reference, and the tagged one if any.
 func pinned(r ref.Ref, dg, tag string) (string, string) {
-	var base string
-	if r.Kind == ref.Registry {
-		base = r.Name.Context().Name()
-	} else {
-		base = r.Kind.String() + ":" + r.Path
-	}
-	tagged := ""
-	if tag != "" {
-		sep := ":"
-		tagged = base + sep + tag
-	}
-	return base + "@" + dg, tagged
+	return r.Pinned(dg), r.Tagged(tag)
 }
 
 // copyRun is what one Copy tallies across the graphs it copies (the image,

@@ -47,7 +47,7 @@ func TestPushToRegistryPeersReadSameDigest(t *testing.T) {
 	reg := testenv.StartRegistry(t)
 	_, p := packed(t, 1, 4<<20, pack.FormatTar)
 	dst := reg.Ref("models/llama") + ":v1"
-	res := copyT(t, p.Reference, dst)
+	res := copyT(t, p.Tagged, dst)
 	want := p.Digest.String()
 	if res.Digest != want || res.Reference != reg.Ref("models/llama")+"@"+want {
 		t.Fatalf("result %+v, packed %s", res, want)
@@ -66,7 +66,7 @@ func TestPushToRegistryPeersReadSameDigest(t *testing.T) {
 		t.Errorf("skopeo digest %s, want %s", insp.Digest, want)
 	}
 	// A second push sends no blob again.
-	again := copyT(t, p.Reference, dst)
+	again := copyT(t, p.Tagged, dst)
 	if again.Copied != 0 || again.BytesSent != 0 {
 		t.Errorf("re-push copied %d blobs, %d bytes", again.Copied, again.BytesSent)
 	}
@@ -86,7 +86,7 @@ func TestMirrorRegistryArchiveRegistryKeepsDigest(t *testing.T) {
 		t.Run(string(f), func(t *testing.T) {
 			_, p := packed(t, 2, 3<<20, f)
 			want := p.Digest.String()
-			copyT(t, p.Reference, a.Ref("src/m")+":v1")
+			copyT(t, p.Tagged, a.Ref("src/m")+":v1")
 			archive := filepath.Join(t.TempDir(), "m.tar")
 			r1 := copyT(t, a.Ref("src/m")+":v1", "oci-archive:"+archive+":v1")
 			r2 := copyT(t, "oci-archive:"+archive+":v1", b.Ref("airgap/m")+":v1")
@@ -103,7 +103,7 @@ func TestMirrorRegistryArchiveRegistryKeepsDigest(t *testing.T) {
 func TestMirrorSplitArchiveVolumes(t *testing.T) {
 	m, p := packed(t, 6, 3<<20, pack.FormatTar)
 	archive := filepath.Join(t.TempDir(), "m.tar")
-	r := copyT(t, p.Reference, "oci-archive:"+archive, push.WithSplitSize(1<<20))
+	r := copyT(t, p.Tagged, "oci-archive:"+archive, push.WithSplitSize(1<<20))
 	if _, err := os.Stat(archive); !os.IsNotExist(err) {
 		t.Errorf("a split archive also wrote %s", archive)
 	}
@@ -142,7 +142,7 @@ func TestMirrorKeepsReferrers(t *testing.T) {
 	}
 	a, b := testenv.StartRegistry(t), testenv.StartRegistry(t)
 	_, p := packed(t, 7, 1<<20, pack.FormatTar)
-	src := copyT(t, p.Reference, a.Ref("models/m")+":v1")
+	src := copyT(t, p.Tagged, a.Ref("models/m")+":v1")
 	sig := filepath.Join(t.TempDir(), "sig.json")
 	os.WriteFile(sig, []byte(`{"signed":"yes"}`), 0o644)
 	testenv.Oras(t, "attach", "--plain-http", "--disable-path-validation", "--artifact-type", "application/vnd.example.signature", src.Reference, sig+":application/json")

@@ -37,7 +37,7 @@ func TestPushSurvivesFaults(t *testing.T) {
 			proxy := testenv.StartProxy(t, reg.Addr)
 			repo := "faults/" + strings.ToLower(strings.ReplaceAll(tc.name, " ", "-"))
 			proxy.Inject(tc.fault)
-			res, err := push.Copy(context.Background(), p.Reference, proxy.Ref(repo)+":v1",
+			res, err := push.Copy(context.Background(), p.Tagged, proxy.Ref(repo)+":v1",
 				push.WithPlainHTTP(true), push.WithStateDir(t.TempDir()), push.WithChunkSize(1<<20))
 			hit := false
 			for _, r := range proxy.Requests() {

@@ -25,7 +25,7 @@ const extraOpTimeout = 2 * time.Minute
 // imageSize is the bytes of every blob and manifest of the packed image.
 func imageSize(t *testing.T, p *pack.Result) int64 {
 	t.Helper()
-	vr, err := push.Verify(context.Background(), p.Reference, "", "")
+	vr, err := push.Verify(context.Background(), p.Tagged, "", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +95,7 @@ func TestExtraFaultRegistryRestart(t *testing.T) {
 	}
 	done := make(chan result, 1)
 	go func() {
-		res, err := push.Copy(ctx, p.Reference, reg.Ref("restart/m:v1"), push.WithPlainHTTP(true),
+		res, err := push.Copy(ctx, p.Tagged, reg.Ref("restart/m:v1"), push.WithPlainHTTP(true),
 			push.WithStateDir(t.TempDir()), push.WithChunkSize(1<<20), push.WithJobs(1), push.WithProgress(progress))
 		done <- result{res, err}
 	}()
@@ -194,7 +194,7 @@ func TestExtraFaultCredentialRevoked(t *testing.T) {
 	defer cancel()
 	done := make(chan error, 1)
 	go func() {
-		_, err := push.Copy(ctx, p.Reference, reg.Ref("revoked/m:v1"), push.WithPlainHTTP(true), oldCreds,
+		_, err := push.Copy(ctx, p.Tagged, reg.Ref("revoked/m:v1"), push.WithPlainHTTP(true), oldCreds,
 			push.WithStateDir(t.TempDir()), push.WithChunkSize(1<<20), push.WithJobs(1), push.WithProgress(progress))
 		done <- err
 	}()
@@ -241,7 +241,7 @@ func TestExtraFaultCredentialRevoked(t *testing.T) {
 	}
 	lost := tagLost(t, reg, &newCred, "revoked/m:v1", size)
 	// The password is right again: a re-run completes.
-	res, err := push.Copy(context.Background(), p.Reference, reg.Ref("revoked/m:v1"), push.WithPlainHTTP(true),
+	res, err := push.Copy(context.Background(), p.Tagged, reg.Ref("revoked/m:v1"), push.WithPlainHTTP(true),
 		push.WithCredentials(storeFor(t, newCred, reg.Addr)), push.WithStateDir(t.TempDir()), push.WithChunkSize(1<<20),
 		push.WithProgress(func(e push.Event) { bp.all.Add(e.Sent) }))
 	if err != nil {
@@ -294,7 +294,7 @@ func TestExtraFaultCorruptSourceBlob(t *testing.T) {
 	dst := testenv.StartRegistry(t)
 	m, p := packed(t, 43, 8<<20, pack.FormatTar)
 	size := imageSize(t, p)
-	copyT(t, p.Reference, src.Ref("corrupt/m:v1"))
+	copyT(t, p.Tagged, src.Ref("corrupt/m:v1"))
 	bad := p.Layers[0]
 	for _, l := range p.Layers {
 		if l.Size > bad.Size {

@@ -55,7 +55,7 @@ func Pack(ctx context.Context, dir, dst string, packOpts []pack.Option, opts ...
 	if err != nil {
 		return nil, err
 	}
-	res.Reference = r.Name.Context().Name() + "@" + res.Digest.String()
+	res.Reference, res.Tagged = pinned(r, res.Digest.String(), r.Tag)
 	return res, nil
 }
 

@@ -51,7 +51,7 @@ func TestMultiPlatformThroughRegistry(t *testing.T) {
 		t.Errorf("crane digest: %s, want the index %s", got, local.Digest)
 	}
 
-	pushed := copyT(t, local.Reference, reg.Ref("multi/pushed")+":v1")
+	pushed := copyT(t, local.Tagged, reg.Ref("multi/pushed")+":v1")
 	archive := "oci-archive:" + filepath.Join(t.TempDir(), "multi.tar") + ":v1"
 	copyT(t, pushed.Reference, archive)
 	back := copyT(t, archive, reg.Ref("multi/back")+":v1")

@@ -54,7 +54,7 @@ func TestPullWhatPeersPushed(t *testing.T) {
 	for _, f := range []pack.Format{pack.FormatTar, pack.FormatZstd, pack.FormatEstargz} {
 		t.Run(string(f), func(t *testing.T) {
 			m, p := packed(t, 3, 3<<20, f)
-			layoutDir := strings.TrimSuffix(strings.TrimPrefix(p.Reference, "oci:"), ":v1")
+			layoutDir := strings.TrimSuffix(strings.TrimPrefix(p.Tagged, "oci:"), ":v1")
 			bySkopeo := reg.Ref("skopeo/"+string(f)) + ":v1"
 			testenv.Skopeo(t, "copy", "--dest-tls-verify=false", "--preserve-digests", "oci:"+layoutDir+":v1", "docker://"+bySkopeo)
 			byCrane := reg.Ref("crane/"+string(f)) + ":v1"
@@ -84,8 +84,8 @@ func TestPullWhatPeersPushed(t *testing.T) {
 func TestPullFromArchiveAndLayout(t *testing.T) {
 	m, p := packed(t, 4, 2<<20, pack.FormatTar)
 	archive := filepath.Join(t.TempDir(), "m.tar")
-	copyT(t, p.Reference, "oci-archive:"+archive)
-	for _, src := range []string{p.Reference, "oci-archive:" + archive + ":v1"} {
+	copyT(t, p.Tagged, "oci-archive:"+archive)
+	for _, src := range []string{p.Tagged, "oci-archive:" + archive + ":v1"} {
 		dir := filepath.Join(t.TempDir(), "out")
 		if _, err := push.Pull(context.Background(), src, dir, push.PullOptions{}); err != nil {
 			t.Fatalf("pull %s: %v", src, err)
@@ -96,8 +96,8 @@ func TestPullFromArchiveAndLayout(t *testing.T) {
 
 func TestVerifyFindsCorruptBlob(t *testing.T) {
 	_, p := packed(t, 5, 2<<20, pack.FormatTar)
-	layoutDir := strings.TrimSuffix(strings.TrimPrefix(p.Reference, "oci:"), ":v1")
-	if _, err := push.Verify(context.Background(), p.Reference, "", ""); err != nil {
+	layoutDir := strings.TrimSuffix(strings.TrimPrefix(p.Tagged, "oci:"), ":v1")
+	if _, err := push.Verify(context.Background(), p.Tagged, "", ""); err != nil {
 		t.Fatalf("verify of a good layout: %v", err)
 	}
 	blob := filepath.Join(layoutDir, "blobs", "sha256", p.Layers[1].Digest.Hex)
@@ -107,14 +107,14 @@ func TestVerifyFindsCorruptBlob(t *testing.T) {
 	}
 	fh.WriteAt([]byte("X"), 4096)
 	fh.Close()
-	_, err = push.Verify(context.Background(), p.Reference, "", "")
+	_, err = push.Verify(context.Background(), p.Tagged, "", "")
 	if err == nil || !strings.Contains(err.Error(), p.Layers[1].Digest.String()) {
 		t.Errorf("verify of a corrupt blob: %v", err)
 	}
 	// Copying the corrupt layout to a registry must fail, not tag it.
 	if !testing.Short() {
 		reg := testenv.StartRegistry(t)
-		_, err := push.Copy(context.Background(), p.Reference, reg.Ref("bad/m")+":v1", push.WithPlainHTTP(true), push.WithStateDir(t.TempDir()), push.WithRetries(1))
+		_, err := push.Copy(context.Background(), p.Tagged, reg.Ref("bad/m")+":v1", push.WithPlainHTTP(true), push.WithStateDir(t.TempDir()), push.WithRetries(1))
 		if err == nil {
 			t.Fatal("pushing a corrupt blob succeeded")
 		}

@@ -47,7 +47,7 @@ func TestPushBytesSentToRegistry(t *testing.T) {
 	}
 	reg := testenv.StartRegistry(t)
 	_, p := packed(t, 41, 3<<20, pack.FormatTar)
-	want, blobs := layoutBlobBytes(t, p.Reference)
+	want, blobs := layoutBlobBytes(t, p.Tagged)
 	for _, c := range []struct {
 		repo string
 		opts []push.Option
@@ -55,11 +55,11 @@ func TestPushBytesSentToRegistry(t *testing.T) {
 		{"bytes/chunked", []push.Option{push.WithChunkSize(256 << 10)}},
 		{"bytes/monolithic", []push.Option{push.WithMonolithic(true)}},
 	} {
-		res := copyT(t, p.Reference, reg.Ref(c.repo)+":v1", c.opts...)
+		res := copyT(t, p.Tagged, reg.Ref(c.repo)+":v1", c.opts...)
 		if res.BytesSent != want || res.Copied != blobs {
 			t.Errorf("%s: first push sent %d bytes in %d blobs, want %d in %d", c.repo, res.BytesSent, res.Copied, want, blobs)
 		}
-		again := copyT(t, p.Reference, reg.Ref(c.repo)+":v1", c.opts...)
+		again := copyT(t, p.Tagged, reg.Ref(c.repo)+":v1", c.opts...)
 		if again.BytesSent != 0 || again.Copied != 0 {
 			t.Errorf("%s: repeat sent %d bytes in %d blobs", c.repo, again.BytesSent, again.Copied)
 		}
@@ -81,7 +81,7 @@ func TestErrorsNameReferenceOnce(t *testing.T) {
 	}
 	reg := testenv.StartRegistry(t)
 	_, p := packed(t, 42, 1<<20, pack.FormatTar)
-	copyT(t, p.Reference, reg.Ref("models/qwen")+":v1")
+	copyT(t, p.Tagged, reg.Ref("models/qwen")+":v1")
 	missing := reg.Ref("models/qwen") + ":nope"
 	opts := []push.Option{push.WithPlainHTTP(true), push.WithStateDir(t.TempDir())}
 	ctx := context.Background()
@@ -106,7 +106,7 @@ func TestErrorsNameReferenceOnce(t *testing.T) {
 // TestLayoutMissingTagNamedOnce: the same for a layout.
 func TestLayoutMissingTagNamedOnce(t *testing.T) {
 	_, p := packed(t, 43, 1<<20, pack.FormatTar)
-	dir := strings.TrimSuffix(strings.TrimPrefix(p.Reference, "oci:"), ":v1")
+	dir := strings.TrimSuffix(strings.TrimPrefix(p.Tagged, "oci:"), ":v1")
 	_, err := push.Pull(context.Background(), "oci:"+dir+":nope", filepath.Join(t.TempDir(), "out"), push.PullOptions{})
 	if err == nil || strings.Count(err.Error(), dir) != 1 || !strings.Contains(err.Error(), "nope") {
 		t.Errorf("pull of a missing layout tag: %v", err)
@@ -142,7 +142,7 @@ func TestPackStartUploadErrorOnce(t *testing.T) {
 func TestPullMissingPrefix(t *testing.T) {
 	_, p := packed(t, 45, 1<<20, pack.FormatTar)
 	dir := filepath.Join(t.TempDir(), "out")
-	_, err := push.Pull(context.Background(), p.Reference, dir, push.PullOptions{Prefix: "/nonexist"})
+	_, err := push.Pull(context.Background(), p.Tagged, dir, push.PullOptions{Prefix: "/nonexist"})
 	if err == nil {
 		t.Fatal("pull --prefix /nonexist succeeded")
 	}
@@ -154,14 +154,14 @@ func TestPullMissingPrefix(t *testing.T) {
 	}
 	// An empty directory given by the caller stays, empty.
 	empty := t.TempDir()
-	if _, err := push.Pull(context.Background(), p.Reference, empty, push.PullOptions{Prefix: "/nonexist"}); err == nil {
+	if _, err := push.Pull(context.Background(), p.Tagged, empty, push.PullOptions{Prefix: "/nonexist"}); err == nil {
 		t.Fatal("pull --prefix /nonexist into an empty directory succeeded")
 	}
 	if ents, _ := os.ReadDir(empty); len(ents) != 0 {
 		t.Errorf("pull left %v in %s", ents, empty)
 	}
 	// The same directory then takes the right prefix.
-	if _, err := push.Pull(context.Background(), p.Reference, empty, push.PullOptions{}); err != nil {
+	if _, err := push.Pull(context.Background(), p.Tagged, empty, push.PullOptions{}); err != nil {
 		t.Errorf("pull after a wrong prefix: %v", err)
 	}
 }
@@ -171,7 +171,7 @@ func TestOptionsRefused(t *testing.T) {
 	_, p := packed(t, 46, 256<<10, pack.FormatTar)
 	ctx := context.Background()
 	dst := filepath.Join(t.TempDir(), "oci")
-	if _, err := push.Copy(ctx, p.Reference, "oci:"+dst, push.WithSplitSize(10<<20)); err == nil || !strings.Contains(err.Error(), "--split-size") {
+	if _, err := push.Copy(ctx, p.Tagged, "oci:"+dst, push.WithSplitSize(10<<20)); err == nil || !strings.Contains(err.Error(), "--split-size") {
 		t.Errorf("split size for a layout destination: %v", err)
 	}
 	if _, err := os.Lstat(dst); !errors.Is(err, os.ErrNotExist) {
@@ -181,7 +181,7 @@ func TestOptionsRefused(t *testing.T) {
 		t.Errorf("split size for pack to a registry: %v", err)
 	}
 	for _, n := range []int{0, -1} {
-		if _, err := push.Copy(ctx, p.Reference, "oci:"+dst, push.WithJobs(n)); err == nil || !strings.Contains(err.Error(), "--jobs") {
+		if _, err := push.Copy(ctx, p.Tagged, "oci:"+dst, push.WithJobs(n)); err == nil || !strings.Contains(err.Error(), "--jobs") {
 			t.Errorf("jobs %d: %v", n, err)
 		}
 	}
@@ -189,10 +189,10 @@ func TestOptionsRefused(t *testing.T) {
 		t.Errorf("Extract with Jobs -1 succeeded")
 	}
 	for _, pl := range []v1.Platform{{OS: "linux"}, {Architecture: "arm64"}, {Variant: "v8"}} {
-		if _, err := push.Pull(ctx, p.Reference, filepath.Join(t.TempDir(), "out"), push.PullOptions{Platform: pl}); err == nil || !strings.Contains(err.Error(), "platform") {
+		if _, err := push.Pull(ctx, p.Tagged, filepath.Join(t.TempDir(), "out"), push.PullOptions{Platform: pl}); err == nil || !strings.Contains(err.Error(), "platform") {
 			t.Errorf("pull with platform %+v: %v", pl, err)
 		}
-		if _, err := push.ReadImage(ctx, p.Reference, pl); err == nil || !strings.Contains(err.Error(), "platform") {
+		if _, err := push.ReadImage(ctx, p.Tagged, pl); err == nil || !strings.Contains(err.Error(), "platform") {
 			t.Errorf("ReadImage with platform %+v: %v", pl, err)
 		}
 	}
@@ -219,7 +219,7 @@ func TestPullArm64V8FromIndex(t *testing.T) {
 	if arm == "" {
 		t.Fatalf("platforms %+v", local.Platforms)
 	}
-	dg, err := push.Pull(context.Background(), local.Reference, filepath.Join(t.TempDir(), "out"),
+	dg, err := push.Pull(context.Background(), local.Tagged, filepath.Join(t.TempDir(), "out"),
 		push.PullOptions{Platform: v1.Platform{OS: "linux", Architecture: "arm64", Variant: "v8"}})
 	if err != nil || dg.Manifest != arm {
 		t.Errorf("pull linux/arm64/v8: %+v %v, want %s", dg, err, arm)

@@ -85,7 +85,7 @@ func TestTokenAuthCopyPull(t *testing.T) {
 				repo := "models/tok-" + a.name + "-" + mode.name
 				dst := a.addr + "/" + repo + ":v1"
 				before := reg.TokensIssued()
-				res := copyT(t, p.Reference, dst, append(mode.opts, push.WithCredentials(store))...)
+				res := copyT(t, p.Tagged, dst, append(mode.opts, push.WithCredentials(store))...)
 				if res.Digest != want || res.Reference != a.addr+"/"+repo+"@"+want {
 					t.Fatalf("result %+v, packed %s", res, want)
 				}
@@ -171,9 +171,9 @@ func TestTokenAuthFailures(t *testing.T) {
 			anonymous := credentials.NewMemoryStore()
 			badPassword := storeFor(t, auth.Credential{Username: tokUser, Password: wrong}, a.addr)
 
-			_, err := push.Copy(context.Background(), p.Reference, dst, opts(anonymous)...)
+			_, err := push.Copy(context.Background(), p.Tagged, dst, opts(anonymous)...)
 			expectAuthError("Copy without credentials", err)
-			_, err = push.Copy(context.Background(), p.Reference, dst, opts(badPassword)...)
+			_, err = push.Copy(context.Background(), p.Tagged, dst, opts(badPassword)...)
 			expectAuthError("Copy with a wrong password", err)
 			_, err = push.Pack(context.Background(), m.Dir, dst, []pack.Option{pack.WithCacheDir("")}, opts(anonymous)...)
 			expectAuthError("Pack without credentials", err)
@@ -185,7 +185,7 @@ func TestTokenAuthFailures(t *testing.T) {
 
 			// With tokens issued and cached in the client, errors of
 			// another kind.
-			copyT(t, p.Reference, dst, push.WithCredentials(store))
+			copyT(t, p.Tagged, dst, push.WithCredentials(store))
 			_, err = push.Pull(context.Background(), a.addr+"/private/tok:missing", t.TempDir(), push.PullOptions{}, opts(store)...)
 			if err == nil {
 				t.Error("Pull of a missing tag succeeded")
@@ -240,7 +240,7 @@ func TestTokenAuthResumeAcrossRuns(t *testing.T) {
 		push.WithChunkSize(256 << 10), push.WithJobs(1)}
 
 	proxy.Inject(testenv.Fault{Method: http.MethodPut, PathContains: "/blobs/uploads/", Times: 100, Status: http.StatusForbidden})
-	if _, err := push.Copy(context.Background(), p.Reference, dst, opts...); err == nil {
+	if _, err := push.Copy(context.Background(), p.Tagged, dst, opts...); err == nil {
 		t.Fatal("the first push survived a refused commit")
 	}
 	proxy.ClearFaults()
@@ -256,7 +256,7 @@ func TestTokenAuthResumeAcrossRuns(t *testing.T) {
 	proxy.Reset()
 	var mu sync.Mutex
 	var resumed int64
-	res, err := push.Copy(context.Background(), p.Reference, dst, append(opts, push.WithProgress(func(e push.Event) {
+	res, err := push.Copy(context.Background(), p.Tagged, dst, append(opts, push.WithProgress(func(e push.Event) {
 		mu.Lock()
 		resumed = max(resumed, e.Resumed)
 		mu.Unlock()
@@ -294,7 +294,7 @@ func TestTokenAuthExpiryMidPush(t *testing.T) {
 	store = storeFor(t, auth.Credential{Username: tokUser, Password: reg.Password}, reg.Addr, reg.SameOriginAddr(), proxy.Addr)
 	src := testenv.StartRegistry(t)
 	m, p := packed(t, 24, 2<<20, pack.FormatTar)
-	copyT(t, p.Reference, src.Ref("plain/m")+":v1")
+	copyT(t, p.Tagged, src.Ref("plain/m")+":v1")
 	for _, tc := range []struct {
 		name   string
 		method string
@@ -302,8 +302,8 @@ func TestTokenAuthExpiryMidPush(t *testing.T) {
 		opts   []push.Option
 		pack   bool
 	}{
-		{name: "chunked", method: "PATCH", src: p.Reference, opts: []push.Option{push.WithChunkSize(256 << 10)}},
-		{name: "monolithic", method: "PUT", src: p.Reference, opts: []push.Option{push.WithMonolithic(true)}},
+		{name: "chunked", method: "PATCH", src: p.Tagged, opts: []push.Option{push.WithChunkSize(256 << 10)}},
+		{name: "monolithic", method: "PUT", src: p.Tagged, opts: []push.Option{push.WithMonolithic(true)}},
 		{name: "from-registry-chunked", method: "PATCH", src: src.Ref("plain/m") + ":v1", opts: []push.Option{push.WithChunkSize(256 << 10)}},
 		{name: "pack-stream", method: "PATCH", pack: true},
 	} {
@@ -369,7 +369,7 @@ func TestTokenAuthExpiryUnseekableSource(t *testing.T) {
 	store := storeFor(t, auth.Credential{Username: tokUser, Password: reg.Password}, reg.Addr)
 	src := testenv.StartRegistry(t)
 	_, p := packed(t, 26, 6<<20, pack.FormatTar)
-	copyT(t, p.Reference, src.Ref("plain/m")+":v1")
+	copyT(t, p.Tagged, src.Ref("plain/m")+":v1")
 	// The source: no ranges, and one blob pauses past the token's life
 	// after its first 600 KiB (chunks of 512 KiB: distribution answers the
 	// 401 of a bigger body before reading it).

@@ -258,7 +258,7 @@ func newFaultEnv(t *testing.T, seed, size int64) *faultEnv {
 		e.layerBytes += l.Size
 	}
 	// The image pulls and mirrors read: pushed directly, no proxy.
-	copyT(t, e.p.Reference, e.reg.Ref("toxi/src:v1"))
+	copyT(t, e.p.Tagged, e.reg.Ref("toxi/src:v1"))
 	return e
 }
 
@@ -298,7 +298,7 @@ func (e *faultEnv) op(t *testing.T, op, proxyAddr, repo string, progress func(in
 	var o faultOp
 	switch op {
 	case "push", "mirror":
-		src, dst, to, names := e.p.Reference, e.reg, via(repo)+":v1", []string{proxyAddr}
+		src, dst, to, names := e.p.Tagged, e.reg, via(repo)+":v1", []string{proxyAddr}
 		if op == "mirror" {
 			src, dst, to, names = via("toxi/src:v1"), e.mirrorTo, e.mirrorTo.Ref(repo)+":v1", []string{proxyAddr, e.mirrorTo.Addr}
 		}

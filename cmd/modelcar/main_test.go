@@ -7,10 +7,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"sort"
 	"strings"
 	"syscall"
 	"testing"
 
+	"github.com/modelcar/modelcar/internal/testenv"
 	"github.com/modelcar/modelcar/internal/testmodel"
 )
 
@@ -89,39 +92,75 @@ func TestVersionHelpCompletion(t *testing.T) {
 	}
 }
 
-func TestPackPrintsDigestAndJSON(t *testing.T) {
+// TestPackStdoutContract: pack prints the pinned reference of what it wrote
+// on stdout, one line, for every output kind (as push and mirror do), and
+// --json gives one shape for all of them: the pinned reference, the tagged
+// one, the manifest's digest, media type and size, and the layers. Nothing
+// else reaches stdout, and a non-terminal stderr gets no progress.
+func TestPackStdoutContract(t *testing.T) {
 	m := genModel(t)
-	out := filepath.Join(t.TempDir(), "oci")
-	r := run(t, nil, "pack", m.Dir, "--output", "oci:"+out+":v1")
-	if r.code != 0 {
-		t.Fatalf("pack: %+v", r)
+	dir := t.TempDir()
+	type kind struct{ output, pinned, tagged string }
+	kinds := []kind{
+		{"oci:" + dir + "/oci:v1", "oci:" + dir + "/oci@", "oci:" + dir + "/oci:v1"},
+		{"oci-archive:" + dir + "/m.tar:v1", "oci-archive:" + dir + "/m.tar@", "oci-archive:" + dir + "/m.tar:v1"},
 	}
-	digest := strings.TrimSpace(r.stdout)
-	if !strings.HasPrefix(digest, "sha256:") || len(digest) != 71 || strings.Count(r.stdout, "\n") != 1 {
-		t.Errorf("stdout %q is not one digest line", r.stdout)
+	var plainHTTP []string
+	if !testing.Short() {
+		reg := testenv.StartRegistry(t)
+		kinds = append(kinds, kind{reg.Ref("models/m") + ":v1", reg.Ref("models/m") + "@", reg.Ref("models/m") + ":v1"})
+		plainHTTP = []string{"--plain-http"}
 	}
-	if r.stderr != "" {
-		t.Errorf("progress written to a non-terminal stderr: %q", r.stderr)
-	}
-	r = run(t, nil, "pack", m.Dir, "--json", "--output", "oci:"+out+":v2")
-	var res struct {
-		Digest    string
-		Reference string
-		Layers    []struct {
-			MediaType string
-			Size      int64
-			Files     []string
+	var keys []string
+	for _, k := range kinds {
+		args := append([]string{"pack", m.Dir, "--output", k.output}, plainHTTP...)
+		r := run(t, nil, args...)
+		if r.code != 0 {
+			t.Fatalf("pack --output %s: %+v", k.output, r)
 		}
-	}
-	if err := json.Unmarshal([]byte(r.stdout), &res); err != nil {
-		t.Fatalf("--json: %v\n%s", err, r.stdout)
-	}
-	if res.Digest != digest || res.Reference != "oci:"+out+":v2" || len(res.Layers) != 3 || res.Layers[1].Files[0] != m.Shards[0] {
-		t.Errorf("--json result %+v", res)
-	}
-	r = run(t, nil, "inspect", "oci:"+out+":v1")
-	if r.code != 0 || !strings.Contains(r.stdout, digest) || !strings.Contains(r.stdout, m.Shards[1]) {
-		t.Errorf("inspect: %+v", r)
+		pinned := strings.TrimSuffix(r.stdout, "\n")
+		digest := strings.TrimPrefix(pinned, k.pinned)
+		if !strings.HasPrefix(pinned, k.pinned) || !strings.HasPrefix(digest, "sha256:") || len(digest) != 71 || strings.Count(r.stdout, "\n") != 1 {
+			t.Errorf("pack --output %s: stdout %q is not one line %s<digest>", k.output, r.stdout, k.pinned)
+		}
+		if r.stderr != "" {
+			t.Errorf("pack --output %s: stderr %q (progress on a non-terminal, or a sentence)", k.output, r.stderr)
+		}
+		r = run(t, nil, append(args, "--json")...)
+		var raw map[string]json.RawMessage
+		if err := json.Unmarshal([]byte(r.stdout), &raw); err != nil || r.stderr != "" {
+			t.Fatalf("pack --output %s --json: %v\nstdout %s\nstderr %s", k.output, err, r.stdout, r.stderr)
+		}
+		var res struct {
+			Reference, Tagged, Digest, MediaType string
+			Size                                 int64
+			Layers                               []struct {
+				MediaType string
+				Size      int64
+				Files     []string
+			}
+		}
+		if err := json.Unmarshal([]byte(r.stdout), &res); err != nil {
+			t.Fatal(err)
+		}
+		if res.Reference != pinned || res.Tagged != k.tagged || res.Digest != digest || res.Size == 0 ||
+			res.MediaType != "application/vnd.oci.image.manifest.v1+json" || len(res.Layers) != 3 || res.Layers[1].Files[0] != m.Shards[0] {
+			t.Errorf("pack --output %s --json: %+v; want reference %s, tagged %s", k.output, res, pinned, k.tagged)
+		}
+		var ks []string
+		for key := range raw {
+			ks = append(ks, key)
+		}
+		sort.Strings(ks)
+		if keys == nil {
+			keys = ks
+		} else if !slices.Equal(keys, ks) {
+			t.Errorf("pack --output %s --json has the fields %v, not %v as the first output", k.output, ks, keys)
+		}
+		r = run(t, nil, append([]string{"inspect", pinned}, plainHTTP...)...)
+		if r.code != 0 || !strings.Contains(r.stdout, digest) || !strings.Contains(r.stdout, m.Shards[1]) {
+			t.Errorf("inspect %s: %+v", pinned, r)
+		}
 	}
 }
 

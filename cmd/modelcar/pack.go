@@ -39,7 +39,9 @@ layer per weight file in the order the index names them.
 The same file contents always give the same digest, whatever the mtimes,
 owners, paths or machine. Timestamps are the Unix epoch, or SOURCE_DATE_EPOCH.
 Nothing is written until validation passes, and the output appears only when
-complete. Prints the manifest digest on stdout (--json for details).
+complete. Prints the pinned reference of the image on stdout, as push does
+(oci:DIR@sha256:..., oci-archive:FILE@sha256:... or REGISTRY/REPO@sha256:...;
+--json for details, the same fields for every output).
 
 Several --platform values (linux/amd64,linux/arm64) give an image index with
 one image per platform: the model layers are shared, byte for byte, and each
@@ -207,7 +209,7 @@ one read of the model, nothing written to local disk, the tag pushed last.`,
 				enc.SetIndent("", "  ")
 				return enc.Encode(res)
 			}
-			fmt.Fprintln(cmd.OutOrStdout(), res.Digest.String())
+			fmt.Fprintln(cmd.OutOrStdout(), res.Reference)
 			return nil
 		},
 	}
@@ -227,7 +229,7 @@ one read of the model, nothing written to local disk, the tag pushed last.`,
 	fl.StringArrayVar(&annotations, "annotation", nil, "manifest annotation KEY=VALUE (repeatable)")
 	fl.StringArrayVar(&tags, "tag", nil, "extra tag for the image in the output layout (repeatable)")
 	fl.IntVar(&jobs, "jobs", 0, "layers built at once (default: number of CPUs)")
-	fl.BoolVar(&jsonOut, "json", false, "print the result as JSON: digest, size, and each layer's media type, size and files")
+	fl.BoolVar(&jsonOut, "json", false, "print the result as JSON: the pinned and tagged references, digest, media type, size, and each layer's media type, size and files")
 	fl.BoolVarP(&quiet, "quiet", "q", false, "no progress output")
 	fl.BoolVar(&followSymlinks, "follow-external-symlinks", false, "also follow symlinks that resolve outside the model directory (and outside a Hugging Face cache snapshot's blobs/), packing the files they point to")
 	fl.BoolVar(&noCache, "no-cache", false, "do not reuse layers from the digest cache")

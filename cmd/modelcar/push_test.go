@@ -52,7 +52,7 @@ func TestPushLoginPullWithAuth(t *testing.T) {
 		return r
 	}
 	pack := check(run(t, nil, "pack", m.Dir, "--output", layout))
-	digest := strings.TrimSpace(pack.stdout)
+	_, digest, _ := strings.Cut(strings.TrimSpace(pack.stdout), "@")
 	dst := reg.Ref("models/m") + ":v1"
 
 	anon := check(runWith(t, []string{"DOCKER_CONFIG=" + t.TempDir()}, "", "push", layout, dst, "--plain-http"))

@@ -170,3 +170,30 @@ func (r Ref) String() string {
 	}
 	return s
 }
+
+// base is r without its tag or digest: REGISTRY/REPO, oci:PATH or
+// oci-archive:FILE.
+func (r Ref) base() string {
+	if r.Kind == Registry {
+		if r.Name == nil {
+			return ""
+		}
+		return r.Name.Context().Name()
+	}
+	return r.Kind.String() + ":" + r.Path
+}
+
+// Pinned is the reference to the manifest dg in r's repository, layout or
+// archive: REGISTRY/REPO@sha256:..., oci:PATH@sha256:... or
+// oci-archive:FILE@sha256:..., what commands print when they wrote or
+// checked an image.
+func (r Ref) Pinned(dg string) string { return r.base() + "@" + dg }
+
+// Tagged is the reference to tag in r's repository, layout or archive; ""
+// when tag is.
+func (r Ref) Tagged(tag string) string {
+	if tag == "" {
+		return ""
+	}
+	return r.base() + ":" + tag
+}
