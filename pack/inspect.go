@@ -16,7 +16,12 @@ import (
 
 // ImageInfo is what Inspect reports about a modelcar.
 type ImageInfo struct {
-	Reference   string            `json:"reference"`
+	Reference string `json:"reference"`
+	// Index is set when the reference names an image index (a
+	// multi-platform modelcar): its digest is the one to pin. The fields
+	// below then describe the image picked from it for the requested
+	// platform.
+	Index       *IndexInfo        `json:"index,omitempty"`
 	Digest      v1.Hash           `json:"digest"`
 	MediaType   types.MediaType   `json:"mediaType"`
 	Size        int64             `json:"size"`
@@ -25,10 +30,6 @@ type ImageInfo struct {
 	Layers      []LayerInfo       `json:"layers"`
 	// TotalSize is the sum of the layer sizes.
 	TotalSize int64 `json:"totalSize"`
-	// Index is set when the reference names an image index (a
-	// multi-platform modelcar); the fields above then describe the image
-	// picked from it for the requested platform.
-	Index *IndexInfo `json:"index,omitempty"`
 }
 
 // IndexInfo describes an image index and the image of each platform.

@@ -3,6 +3,9 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
+	"maps"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
@@ -42,29 +45,7 @@ func newInspectCmd() *cobra.Command {
 				enc.SetIndent("", "  ")
 				return enc.Encode(info)
 			}
-			w := cmd.OutOrStdout()
-			fmt.Fprintf(w, "Reference: %s\nDigest:    %s\nMediaType: %s\nPlatform:  %s\nLayers:    %d (%s)\n",
-				info.Reference, info.Digest, info.MediaType, info.Platform, len(info.Layers), humanBytes(info.TotalSize))
-			for k, v := range info.Annotations {
-				fmt.Fprintf(w, "Annotation: %s=%s\n", k, v)
-			}
-			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-			if info.Index != nil {
-				fmt.Fprintf(tw, "\nIndex %s, an image per platform (the one above is picked with --platform):\n", info.Index.Digest)
-				fmt.Fprintln(tw, "PLATFORM\tDIGEST\tSIZE")
-				for _, im := range info.Index.Images {
-					fmt.Fprintf(tw, "%s\t%s\t%d B\n", im.Platform, im.Digest, im.Size)
-				}
-			}
-			fmt.Fprintln(tw, "\n#\tDIGEST\tSIZE\tFORMAT\tFILES")
-			for i, l := range info.Layers {
-				files := strings.Join(l.Files, ", ")
-				if len(files) > 80 {
-					files = files[:77] + "..."
-				}
-				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", i, l.Digest.Hex[:12], humanBytes(l.Size), l.Format, files)
-			}
-			return tw.Flush()
+			return printInspect(cmd.OutOrStdout(), info)
 		},
 	}
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "print JSON")
@@ -91,6 +72,45 @@ func inspect(cmd *cobra.Command, f *transferFlags, s string, platform v1.Platfor
 	}
 	info.Index, _, err = pack.ParseIndex(s, raw.IndexDigest, raw.Index, platform)
 	return info, err
+}
+
+// printInspect writes info as text. An index comes first, with the image
+// of each platform: its digest is what pack prints and what a pod pins.
+// The image picked for --platform follows, then its layers.
+func printInspect(w io.Writer, info *pack.ImageInfo) error {
+	fmt.Fprintf(w, "Reference: %s\n", info.Reference)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	if idx := info.Index; idx != nil {
+		fmt.Fprintf(w, "Index:     %s (%d platforms)\n", idx.Digest, len(idx.Images))
+		printAnnotations(w, idx.Annotations)
+		fmt.Fprintln(tw, "PLATFORM\tDIGEST\tSIZE")
+		for _, im := range idx.Images {
+			fmt.Fprintf(tw, "%s\t%s\t%d B\n", im.Platform, im.Digest, im.Size)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "\nImage for %s (another is picked with --platform):\n", info.Platform)
+	}
+	fmt.Fprintf(w, "Digest:    %s\nMediaType: %s\nPlatform:  %s\nLayers:    %d (%s)\n",
+		info.Digest, info.MediaType, info.Platform, len(info.Layers), humanBytes(info.TotalSize))
+	printAnnotations(w, info.Annotations)
+	fmt.Fprintln(tw, "\n#\tDIGEST\tSIZE\tFORMAT\tFILES")
+	for i, l := range info.Layers {
+		files := strings.Join(l.Files, ", ")
+		if len(files) > 80 {
+			files = files[:77] + "..."
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", i, l.Digest.Hex[:12], humanBytes(l.Size), l.Format, files)
+	}
+	return tw.Flush()
+}
+
+// printAnnotations writes annotations one a line, sorted by key.
+func printAnnotations(w io.Writer, ann map[string]string) {
+	for _, k := range slices.Sorted(maps.Keys(ann)) {
+		fmt.Fprintf(w, "Annotation: %s=%s\n", k, ann[k])
+	}
 }
 
 func humanBytes(n int64) string {

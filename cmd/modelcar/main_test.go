@@ -199,3 +199,38 @@ func TestPackBadInputExitCode(t *testing.T) {
 		t.Errorf("failed pack left %d entries", len(ents))
 	}
 }
+
+// TestInspectIndexShowsIndexFirst: inspect of a multi-platform modelcar
+// names the index digest (the one pack prints and users pin) before
+// anything else, then each platform's image, then the picked image.
+func TestInspectIndexShowsIndexFirst(t *testing.T) {
+	m := genModel(t)
+	out := "oci:" + filepath.Join(t.TempDir(), "oci")
+	r := run(t, nil, "pack", m.Dir, "--platform", "linux/amd64,linux/arm64", "--output", out+":v1", "--json")
+	var res struct {
+		Digest    string
+		Platforms []struct{ Platform, Digest string }
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &res); err != nil || len(res.Platforms) != 2 {
+		t.Fatalf("pack: %v %+v", err, r)
+	}
+	r = run(t, nil, "inspect", out+":v1", "--platform", "linux/arm64")
+	if r.code != 0 {
+		t.Fatalf("inspect: %+v", r)
+	}
+	first := strings.Index(r.stdout, "sha256:")
+	if first < 0 || !strings.HasPrefix(r.stdout[first:], res.Digest) {
+		t.Errorf("inspect of an index: the first digest shown is not the index %s:\n%s", res.Digest, r.stdout)
+	}
+	last := first
+	for _, p := range res.Platforms {
+		i := strings.Index(r.stdout, p.Platform+" ")
+		if i < last || !strings.Contains(r.stdout[i:], p.Digest) {
+			t.Errorf("inspect of an index: %s %s not listed in order after the index:\n%s", p.Platform, p.Digest, r.stdout)
+		}
+		last = i
+	}
+	if i := strings.Index(r.stdout, "Digest:    "+res.Platforms[1].Digest); i < last {
+		t.Errorf("inspect of an index: the picked image (linux/arm64, %s) is not described after the index's images:\n%s", res.Platforms[1].Digest, r.stdout)
+	}
+}
