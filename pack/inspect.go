@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -71,13 +72,30 @@ func ParseIndex(reference string, dg v1.Hash, raw []byte, platform v1.Platform) 
 
 // LayerInfo describes one layer of an inspected image.
 type LayerInfo struct {
-	Digest      v1.Hash           `json:"digest"`
-	DiffID      v1.Hash           `json:"diffID"`
-	Size        int64             `json:"size"`
-	MediaType   types.MediaType   `json:"mediaType"`
-	Format      Format            `json:"format"`
-	Files       []string          `json:"files,omitempty"`
-	Annotations map[string]string `json:"annotations,omitempty"`
+	Layer
+	// Files are the layer's files: read from its tar headers (see
+	// SetFiles), or, with FilesClaimed, only what its title annotation
+	// says, which nothing checked against the layer.
+	Files        []string `json:"files,omitempty"`
+	FilesClaimed bool     `json:"filesClaimed,omitempty"`
+	// FilesTruncated says the listing stopped at a limit (see
+	// internal/limits) before the end of the layer.
+	FilesTruncated bool `json:"filesTruncated,omitempty"`
+	// ClaimedFiles is the title annotation's list when the files read
+	// from the layer are not what it claims.
+	ClaimedFiles []string          `json:"claimedFiles,omitempty"`
+	Annotations  map[string]string `json:"annotations,omitempty"`
+}
+
+// SetFiles replaces the claimed file list with files, read from the
+// layer's tar headers (truncated when the listing stopped at a limit), and
+// keeps the claim in ClaimedFiles when it names other files (in any
+// order: eStargz puts the prefetched files first).
+func (l *LayerInfo) SetFiles(files []string, truncated bool) {
+	if l.FilesClaimed && !truncated && !slices.Equal(slices.Sorted(slices.Values(l.Files)), slices.Sorted(slices.Values(files))) {
+		l.ClaimedFiles = l.Files
+	}
+	l.Files, l.FilesClaimed, l.FilesTruncated = files, false, truncated
 }
 
 // Inspect reads the manifest and config of an image in an OCI layout or
@@ -156,13 +174,13 @@ func Describe(reference string, dg v1.Hash, manifest, config []byte) (*ImageInfo
 		info.Platform = p.String()
 	}
 	for i, l := range m.Layers {
-		li := LayerInfo{Digest: l.Digest, Size: l.Size, MediaType: l.MediaType,
-			Format: FormatOf(l.MediaType, l.Annotations), Annotations: l.Annotations}
+		li := LayerInfo{Layer: Layer{Digest: l.Digest, Size: l.Size, MediaType: l.MediaType,
+			Format: FormatOf(l.MediaType, l.Annotations)}, Annotations: l.Annotations}
 		if i < len(cfg.RootFS.DiffIDs) {
 			li.DiffID = cfg.RootFS.DiffIDs[i]
 		}
-		if t := l.Annotations[AnnotationTitle]; t != "" {
-			li.Files = strings.Split(t, ",")
+		if li.Files = TitleFiles(l.Annotations[AnnotationTitle]); li.Files != nil {
+			li.FilesClaimed = true
 		}
 		info.Layers = append(info.Layers, li)
 		info.TotalSize += l.Size

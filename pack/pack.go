@@ -50,14 +50,19 @@ type PlatformResult struct {
 	BaseLayers int     `json:"baseLayers,omitempty"`
 }
 
-// LayerResult describes one model layer.
-type LayerResult struct {
+// Layer is what pack and inspect report of every layer.
+type Layer struct {
 	Digest    v1.Hash         `json:"digest"`
 	DiffID    v1.Hash         `json:"diffID"`
 	Size      int64           `json:"size"`
 	MediaType types.MediaType `json:"mediaType"`
 	Format    Format          `json:"format"`
-	Files     []string        `json:"files"`
+}
+
+// LayerResult describes one model layer.
+type LayerResult struct {
+	Layer
+	Files []string `json:"files"`
 	// Reused says the layer came from the digest cache without reading files.
 	Reused bool `json:"reused,omitempty"`
 }
@@ -267,8 +272,8 @@ func buildLayers(ctx context.Context, l Store, plans []layerPlan, o *options) ([
 					continue
 				}
 				diffs[i] = bl
-				layers[i] = LayerResult{Digest: bl.Desc.Digest, DiffID: bl.DiffID, Size: bl.Desc.Size,
-					MediaType: bl.Desc.MediaType, Format: o.format, Files: plans[i].files(), Reused: reused}
+				layers[i] = LayerResult{Layer: Layer{Digest: bl.Desc.Digest, DiffID: bl.DiffID, Size: bl.Desc.Size,
+					MediaType: bl.Desc.MediaType, Format: o.format}, Files: plans[i].files(), Reused: reused}
 			}
 		})
 	}
@@ -331,7 +336,7 @@ func buildImage(ctx context.Context, l Store, plans []layerPlan, diffs []builtLa
 		if d.Annotations == nil {
 			d.Annotations = map[string]string{}
 		}
-		d.Annotations[AnnotationTitle] = strings.Join(plans[i].files(), ",")
+		d.Annotations[AnnotationTitle] = Title(plans[i].files())
 		layerDesc = append(layerDesc, d)
 	}
 	cfgBytes, cfgDigest, err := marshalDigest(cfg)
