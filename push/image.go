@@ -155,6 +155,9 @@ type RawImage struct {
 	// IndexDigest and Index are set when the reference names an index.
 	IndexDigest v1.Hash
 	Index       []byte
+	// Layers lists each layer's files, in manifest order, with
+	// WithListFiles.
+	Layers []LayerFiles
 }
 
 // ReadImage reads the image src (any reference kind) for inspection. An
@@ -214,6 +217,11 @@ func ReadImage(ctx context.Context, src string, platform v1.Platform, opts ...Op
 	}
 	if err := checkStoredSizes(ctx, s, m.Layers, o.jobs); err != nil {
 		return nil, fmt.Errorf("%s: manifest %s: %w", src, out.Digest, err)
+	}
+	if o.listFiles {
+		if out.Layers, err = listLayers(ctx, s.target, m.Layers, o.listPrefix); err != nil {
+			return nil, fmt.Errorf("%s: manifest %s: %w", src, out.Digest, err)
+		}
 	}
 	return &out, nil
 }

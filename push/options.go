@@ -57,6 +57,10 @@ type options struct {
 	retries    int
 	monolithic bool
 	splitSize  int64
+	// listFiles makes ReadImage list each layer's files, the model
+	// being under listPrefix (see WithListFiles).
+	listFiles  bool
+	listPrefix string
 	// idleTimeout drops a registry connection on which nothing moved.
 	idleTimeout time.Duration
 }

@@ -12,19 +12,32 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/spf13/cobra"
 
+	"github.com/modelcar/modelcar/internal/ref"
 	"github.com/modelcar/modelcar/pack"
 	"github.com/modelcar/modelcar/push"
 )
 
 func newInspectCmd() *cobra.Command {
 	var (
-		jsonOut  bool
-		platform = newPlatformValue("linux/amd64")
-		f        transferFlags
+		jsonOut, readLayers bool
+		prefix              string
+		platform            = newPlatformValue("linux/amd64")
+		f                   transferFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "inspect REGISTRY/REPO[:TAG|@DIGEST]|oci:PATH[:TAG|@DIGEST]|oci-archive:FILE[:TAG|@DIGEST]",
 		Short: "Show a modelcar's layers, files, sizes, formats and annotations",
+		Long: `Inspect shows an image's manifest, platform, annotations and layers. An image
+index (a multi-platform modelcar) comes first, with each platform's image; the
+image picked with --platform is described after it.
+
+The FILES of a layer in a layout (oci:) or archive (oci-archive:) are what its
+tar holds, read from its headers (compressed layers are decompressed, with
+bounded memory, and their digest checked). For a registry image, reading the
+layers means downloading them, so FILES are by default what each layer's
+title annotation claims, marked "(claimed)" ("filesClaimed": true in --json):
+nothing checked them. --read-layers reads them there too; --read-layers=false
+shows the claims for local images as well.`,
 		Example: `  modelcar inspect oci:./llama:v1
   modelcar inspect localhost:5000/models/llama:v1 --plain-http
   modelcar inspect oci-archive:llama.tar --json | jq '.layers[].files'
@@ -36,9 +49,19 @@ func newInspectCmd() *cobra.Command {
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			info, err := inspect(cmd, &f, args[0], platform.p)
+			read := readLayers
+			if r, err := ref.Parse(args[0]); err == nil && !cmd.Flags().Changed("read-layers") {
+				read = r.Kind != ref.Registry
+			}
+			info, err := inspect(cmd, &f, args[0], platform.p, read, prefix)
 			if err != nil {
 				return err
+			}
+			for i, l := range info.Layers {
+				if l.ClaimedFiles != nil {
+					fmt.Fprintf(cmd.ErrOrStderr(), "Warning: layer %d (%s) holds %s, but its title annotation claims %s\n",
+						i, l.Digest, strings.Join(l.Files, ", "), strings.Join(l.ClaimedFiles, ", "))
+				}
 			}
 			if jsonOut {
 				enc := json.NewEncoder(cmd.OutOrStdout())
@@ -50,6 +73,8 @@ func newInspectCmd() *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "print JSON")
 	cmd.Flags().Var(platform, "platform", "platform to pick from an image index: OS/ARCH[/VARIANT]")
+	cmd.Flags().BoolVar(&readLayers, "read-layers", false, "list the files each layer's tar holds, not what its title annotation claims (default: true for oci: and oci-archive:, false for registries, where it downloads every layer)")
+	cmd.Flags().StringVar(&prefix, "prefix", pack.DefaultPrefix, "directory inside the image holding the model: files under it are listed relative to it")
 	f.register(cmd, false)
 	return cmd
 }
@@ -57,18 +82,27 @@ func newInspectCmd() *cobra.Command {
 // inspect reads the image through push, as pull, mirror and verify read
 // it (the same limits and checks, wherever it is), and describes it with
 // pack.
-func inspect(cmd *cobra.Command, f *transferFlags, s string, platform v1.Platform) (*pack.ImageInfo, error) {
+func inspect(cmd *cobra.Command, f *transferFlags, s string, platform v1.Platform, readLayers bool, prefix string) (*pack.ImageInfo, error) {
 	opts, err := f.options(cmd, s)
 	if err != nil {
 		return nil, err
+	}
+	if readLayers {
+		opts = append(opts, push.WithListFiles(prefix))
 	}
 	raw, err := push.ReadImage(cmd.Context(), s, platform, opts...)
 	if err != nil {
 		return nil, err
 	}
 	info, err := pack.Describe(s, raw.Digest, raw.Manifest, raw.Config)
-	if err != nil || raw.Index == nil {
+	if err != nil {
 		return info, err
+	}
+	for i, l := range raw.Layers {
+		info.Layers[i].SetFiles(l.Files, l.Truncated)
+	}
+	if raw.Index == nil {
+		return info, nil
 	}
 	info.Index, _, err = pack.ParseIndex(s, raw.IndexDigest, raw.Index, platform)
 	return info, err
@@ -98,8 +132,11 @@ func printInspect(w io.Writer, info *pack.ImageInfo) error {
 	fmt.Fprintln(tw, "\n#\tDIGEST\tSIZE\tFORMAT\tFILES")
 	for i, l := range info.Layers {
 		files := strings.Join(l.Files, ", ")
-		if len(files) > 80 {
-			files = files[:77] + "..."
+		if len(files) > 80 || l.FilesTruncated {
+			files = files[:min(len(files), 77)] + "..."
+		}
+		if l.FilesClaimed {
+			files += " (claimed)"
 		}
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", i, l.Digest.Hex[:12], humanBytes(l.Size), l.Format, files)
 	}

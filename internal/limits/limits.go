@@ -21,6 +21,16 @@ const MaxManifestBytes = 8 << 20
 // followed (a layout's index.json is depth 0).
 const MaxIndexDepth = 4
 
+// MaxListedEntries bounds the tar entries inspect lists from one layer's
+// headers, and MaxListedNameBytes the bytes of their names it keeps: a
+// layer of millions of empty files costs inspect bounded memory, and its
+// listing says where it stopped. Each header itself is bounded by
+// archive/tar (1 MiB of PAX records).
+const (
+	MaxListedEntries   = 100_000
+	MaxListedNameBytes = 8 << 20
+)
+
 // ZstdWindowBudget is the memory the zstd decoders of the layers decoded at
 // the same time share for their windows (the history a zstd frame may refer
 // back to, which the decoder keeps in memory: a frame of a few bytes may

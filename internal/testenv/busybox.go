@@ -42,14 +42,21 @@ func BusyboxBase(t testing.TB) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := filepath.Join(t.TempDir(), "busybox")
+	return WriteLayout(t, img, "busybox", "busybox", layout.WithPlatform(v1.Platform{OS: "linux", Architecture: runtime.GOARCH}))
+}
+
+// WriteLayout writes img into a new OCI layout DIR (named name, in a test
+// temporary directory) under tag, and returns oci:DIR:TAG.
+func WriteLayout(t testing.TB, img v1.Image, name, tag string, opts ...layout.Option) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), name)
 	p, err := layout.Write(dir, empty.Index)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := p.AppendImage(img, layout.WithAnnotations(map[string]string{"org.opencontainers.image.ref.name": "busybox"}),
-		layout.WithPlatform(v1.Platform{OS: "linux", Architecture: runtime.GOARCH})); err != nil {
+	opts = append([]layout.Option{layout.WithAnnotations(map[string]string{"org.opencontainers.image.ref.name": tag})}, opts...)
+	if err := p.AppendImage(img, opts...); err != nil {
 		t.Fatal(err)
 	}
-	return "oci:" + dir + ":busybox"
+	return "oci:" + dir + ":" + tag
 }
