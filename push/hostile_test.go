@@ -52,7 +52,7 @@ const childEnv = "MODELCAR_HOSTILE_CHILD"
 // is its own and a hang or a runaway allocation cannot take the test
 // binary down.
 type childOp struct {
-	Op      string `json:"op"` // pull, verify, mirror, inspect
+	Op      string `json:"op"` // pull, verify, mirror, inspect, inspect-layers (listing each layer's files)
 	Src     string `json:"src"`
 	Dst     string `json:"dst,omitempty"`     // pull: the directory; mirror: the destination
 	Against string `json:"against,omitempty"` // verify: the model directory
@@ -360,6 +360,7 @@ func TestHostileZstdWindow(t *testing.T) {
 				{Op: "pull", Src: img.ref(), Dst: filepath.Join(t.TempDir(), "pulled"), Jobs: tc.jobs},
 				{Op: "verify", Src: img.ref(), Against: model, Jobs: tc.jobs},
 				{Op: "mirror", Src: img.ref(), Dst: "oci:" + filepath.Join(t.TempDir(), "mirror") + ":v1", Jobs: tc.jobs},
+				{Op: "inspect-layers", Src: img.ref(), Jobs: tc.jobs},
 			} {
 				if op.Op == "mirror" && tc.refused {
 					continue // mirror copies layers as they are: nothing to refuse
@@ -467,6 +468,8 @@ func runOp(ctx context.Context, t *testing.T, op childOp) error {
 		_, err = push.Copy(ctx, op.Src, op.Dst, opts...)
 	case "inspect":
 		_, err = push.ReadImage(ctx, op.Src, v1.Platform{}, opts...)
+	case "inspect-layers":
+		_, err = push.ReadImage(ctx, op.Src, v1.Platform{}, append(opts, push.WithListFiles(""))...)
 	default:
 		t.Fatalf("unknown op %q", op.Op)
 	}
