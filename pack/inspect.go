@@ -99,7 +99,9 @@ func (l *LayerInfo) SetFiles(files []string, truncated bool) {
 }
 
 // Inspect reads the manifest and config of an image in an OCI layout or
-// archive without reading its layers. An image index is described with the
+// archive without reading its layers: each layer's Files are what its title
+// annotation claims (FilesClaimed; push.ReadImage with push.WithListFiles
+// reads them from the layers, as the inspect command does). An image index is described with the
 // image it holds for platform.
 func Inspect(ctx context.Context, s string, platform v1.Platform) (*ImageInfo, error) {
 	r, err := ref.Parse(s)
