@@ -6,6 +6,7 @@ import (
 	"io"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 
@@ -60,7 +61,7 @@ shows the claims for local images as well.`,
 			for i, l := range info.Layers {
 				if l.ClaimedFiles != nil {
 					fmt.Fprintf(cmd.ErrOrStderr(), "Warning: layer %d (%s) holds %s, but its title annotation claims %s\n",
-						i, l.Digest, strings.Join(l.Files, ", "), strings.Join(l.ClaimedFiles, ", "))
+						i, l.Digest, filesCell(l.Files), filesCell(l.ClaimedFiles))
 				}
 			}
 			if jsonOut {
@@ -131,7 +132,7 @@ func printInspect(w io.Writer, info *pack.ImageInfo) error {
 	printAnnotations(w, info.Annotations)
 	fmt.Fprintln(tw, "\n#\tDIGEST\tSIZE\tFORMAT\tFILES")
 	for i, l := range info.Layers {
-		files := strings.Join(l.Files, ", ")
+		files := filesCell(l.Files)
 		if len(files) > 80 || l.FilesTruncated {
 			files = files[:min(len(files), 77)] + "..."
 		}
@@ -141,6 +142,20 @@ func printInspect(w io.Writer, info *pack.ImageInfo) error {
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", i, l.Digest.Hex[:12], humanBytes(l.Size), l.Format, files)
 	}
 	return tw.Flush()
+}
+
+// filesCell joins names with ", ", quoting (Go syntax) a name that holds a
+// comma, a quote or anything unprintable, or has spaces at its ends, so
+// that no name reads as two and none hides.
+func filesCell(names []string) string {
+	out := make([]string, len(names))
+	for i, n := range names {
+		out[i] = n
+		if strings.ContainsAny(n, ",\"") || strings.TrimSpace(n) != n || strconv.Quote(n) != `"`+n+`"` {
+			out[i] = strconv.Quote(n)
+		}
+	}
+	return strings.Join(out, ", ")
 }
 
 // printAnnotations writes annotations one a line, sorted by key.
