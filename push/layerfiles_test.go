@@ -81,3 +81,30 @@ func TestListLayerChecksDigest(t *testing.T) {
 		t.Errorf("a layer that is not the blob its digest names: %v", err)
 	}
 }
+
+// TestListedName: entries under the prefix are named relative to it, others
+// from the image root, and names that leave the root as the tar spells
+// them; eStargz's metadata is no file.
+func TestListedName(t *testing.T) {
+	for name, want := range map[string]string{
+		"models/config.json":       "config.json",
+		"./models/sub/a,b.json":    "sub/a,b.json",
+		"etc/passwd":               "/etc/passwd",
+		"models/../etc/passwd":     "/etc/passwd",
+		"/abs/file":                "/abs/file",
+		"../escape":                "../escape",
+		"models/../../escape":      "models/../../escape",
+		"models":                   "/models",
+		"stargz.index.json":        "",
+		".no.prefetch.landmark":    "",
+		"models/stargz.index.json": "stargz.index.json",
+		"modelsX/config.json":      "/modelsX/config.json",
+	} {
+		if got := listedName(name, "models"); got != want {
+			t.Errorf("listedName(%q) = %q, want %q", name, got, want)
+		}
+	}
+	if got := listedName("etc/passwd", ""); got != "etc/passwd" {
+		t.Errorf("listedName with no prefix = %q", got)
+	}
+}
