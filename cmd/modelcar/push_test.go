@@ -155,7 +155,10 @@ func TestTransferCommandsPrintPinnedReference(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("pack: %+v", r)
 	}
-	index := strings.TrimSpace(r.stdout)
+	_, index, ok := strings.Cut(strings.TrimSpace(r.stdout), "@") // pack prints oci:DIR@sha256:...
+	if !ok {
+		t.Fatalf("pack printed %q, want a pinned reference", r.stdout)
+	}
 	repo := reg.Ref("models/m")
 	archive := filepath.Join(t.TempDir(), "m.tar")
 	only := func(what string, r result, want string) {
