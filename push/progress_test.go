@@ -121,13 +121,13 @@ func TestProgressTotalIsTheWholeImageFromTheStart(t *testing.T) {
 		}
 	}
 	// One platform image first: pushing the index later finds it there.
-	armOnly := strings.TrimSuffix(p.Reference, ":v1") + "@" + arm64.Digest.String()
+	armOnly := strings.TrimSuffix(p.Tagged, ":v1") + "@" + arm64.Digest.String()
 	transfer("push of one platform", armOnly, reg.Ref("progress/m"), imageBytes(t, dir, arm64, map[v1.Hash]bool{}))
-	transfer("push of the index", p.Reference, reg.Ref("progress/m")+":v1", want)
-	transfer("push again (all skipped)", p.Reference, reg.Ref("progress/m")+":v1", want)
+	transfer("push of the index", p.Tagged, reg.Ref("progress/m")+":v1", want)
+	transfer("push again (all skipped)", p.Tagged, reg.Ref("progress/m")+":v1", want)
 	transfer("mirror to another repository (mounted)", reg.Ref("progress/m")+":v1", reg.Ref("progress/other")+":v1", want)
 	transfer("mirror to a layout", reg.Ref("progress/m")+":v1", "oci:"+filepath.Join(t.TempDir(), "m"), want)
-	transfer("mirror to an archive", p.Reference, "oci-archive:"+filepath.Join(t.TempDir(), "m.tar"), want)
+	transfer("mirror to an archive", p.Tagged, "oci-archive:"+filepath.Join(t.TempDir(), "m.tar"), want)
 
 	// pull: the bytes of the layers it fetches, before the first is read.
 	var mu sync.Mutex

@@ -91,10 +91,10 @@ func TestMirrorTagRuleEveryKind(t *testing.T) {
 	reg := testenv.StartRegistry(t)
 	_, p := packed(t, 11, 1<<20, pack.FormatTar)
 	dg := p.Digest.String()
-	layout := strings.TrimSuffix(p.Reference, ":v1") // oci:PATH holding only v1
+	layout := strings.TrimSuffix(p.Tagged, ":v1") // oci:PATH holding only v1
 	archive := "oci-archive:" + filepath.Join(t.TempDir(), "a.tar")
-	copyT(t, p.Reference, archive+":v1")
-	copyT(t, p.Reference, reg.Ref("src/m")+":v1")
+	copyT(t, p.Tagged, archive+":v1")
+	copyT(t, p.Tagged, reg.Ref("src/m")+":v1")
 	sources := map[string]string{
 		"registry": reg.Ref("src/m") + ":v1",
 		"layout":   layout,
