@@ -194,17 +194,35 @@ written by 'modelcar measure --format json', or with no cold starts).`,
 	return cmd
 }
 
-// reportFormat parses --format, defaulting to the -o file's extension.
+// outputExts maps the -o extensions a report's format follows from; a
+// name with no extension is text.
+var outputExts = []struct {
+	ext    string
+	format measure.Format
+}{
+	{".txt", measure.Text}, {".text", measure.Text},
+	{".md", measure.Markdown}, {".markdown", measure.Markdown},
+	{".json", measure.JSON}, {".svg", measure.SVG},
+}
+
+// reportFormat parses --format, defaulting to the -o file's extension. An
+// extension no format writes (-o report.yaml) is refused, before any work,
+// unless --format names the format.
 func reportFormat(cmd *cobra.Command, format, output string) (measure.Format, error) {
-	if !cmd.Flags().Changed("format") && output != "" {
-		switch strings.ToLower(filepath.Ext(output)) {
-		case ".json":
-			return measure.JSON, nil
-		case ".md", ".markdown":
-			return measure.Markdown, nil
-		case ".svg":
-			return measure.SVG, nil
+	if !cmd.Flags().Changed("format") && output != "" && output != "-" {
+		ext := strings.ToLower(filepath.Ext(output))
+		if ext == "" {
+			return measure.Text, nil
 		}
+		var known []string
+		for _, e := range outputExts {
+			if e.ext == ext {
+				return e.format, nil
+			}
+			known = append(known, e.ext)
+		}
+		return "", usageError{fmt.Errorf("-o %s: cannot write a %s file: the extension picks the format, one of %s (or pass --format)",
+			output, filepath.Ext(output), strings.Join(known, ", "))}
 	}
 	f, err := measure.ParseFormat(format)
 	if err != nil {

@@ -74,6 +74,38 @@ func TestMeasureOutputFile(t *testing.T) {
 	}
 }
 
+// TestMeasureOutputExtension: an -o extension no report format writes is
+// refused before the bundle is read (or a cluster dialled), naming the
+// extension and the ones that work; --format overrides the extension.
+func TestMeasureOutputExtension(t *testing.T) {
+	dir := t.TempDir()
+	yaml := filepath.Join(dir, "x.yaml")
+	for _, args := range [][]string{
+		{"--from", filepath.Join(dir, "no-such-bundle"), "-o", yaml},
+		{"watch", "-l", "app=vllm", "--kubeconfig", filepath.Join(dir, "no-such-kubeconfig"), "-o", yaml},
+		{"run", "--deployment", "d", "-n", "llm", "--kubeconfig", filepath.Join(dir, "no-such-kubeconfig"), "-o", yaml},
+		{"compare", "a.json", "b.json", "-o", yaml},
+	} {
+		_, err := runMeasure(t, args...)
+		var ue usageError
+		if err == nil || !errors.As(err, &ue) || !strings.Contains(err.Error(), "cannot write a .yaml file") ||
+			!strings.Contains(err.Error(), ".txt, .text, .md, .markdown, .json, .svg") {
+			t.Errorf("%q: %v, want a usage error naming .yaml and the extensions that work", args, err)
+		}
+	}
+	if _, err := os.Stat(yaml); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("x.yaml: %v, want none written", err)
+	}
+	for _, name := range []string{"x.yaml", "report", "report.TXT"} {
+		if _, err := runMeasure(t, "--from", filepath.Join(measureFixtures, "cached-image"), "--format", "text", "-o", filepath.Join(dir, name)); err != nil {
+			t.Errorf("--format text -o %s: %v", name, err)
+		}
+	}
+	if _, err := runMeasure(t, "--from", filepath.Join(measureFixtures, "cached-image"), "-o", filepath.Join(dir, "plain")); err != nil {
+		t.Errorf("-o with no extension (text): %v", err)
+	}
+}
+
 func TestMeasureUsageErrors(t *testing.T) {
 	for _, args := range [][]string{
 		{},
