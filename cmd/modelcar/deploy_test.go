@@ -16,8 +16,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
-
-	"github.com/modelcar/modelcar/internal/testcluster"
 )
 
 const (
@@ -222,20 +220,14 @@ func TestDeployUsage(t *testing.T) {
 }
 
 // TestDeployApplyOnCluster drives --apply (dry run, real, again) through the
-// CLI. It needs a running cluster (`make cluster-up`) named by
-// MODELCAR_CLUSTER_KUBECONFIG; the deploy package's tests cover the same
-// (and the pod becoming Ready) on the test cluster they start.
+// CLI on the shared test cluster (clusterForCLI: under MODELCAR_E2E=1, or
+// with MODELCAR_CLUSTER_KUBECONFIG); the deploy package's tests cover the
+// same (and the pod becoming Ready) through the library.
 func TestDeployApplyOnCluster(t *testing.T) {
-	kc := os.Getenv(testcluster.KubeconfigEnv)
-	if kc == "" || testing.Short() {
-		t.Skipf("set %s to the kubeconfig of a `make cluster-up` cluster", testcluster.KubeconfigEnv)
-	}
+	c := clusterForCLI(t)
+	kc := c.Kubeconfig
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	c, err := testcluster.Attach(ctx, kc)
-	if err != nil {
-		t.Fatal(err)
-	}
 	ns := c.Namespace(t, "deploy-cli")
 	args := []string{"--image", testModelImage, "--name", "tiny", "-n", ns, "--modelcar-image", testModelcar, "--kubeconfig", kc, "--prepull", "--apply"}
 	want := "daemonset.apps/modelcar-prepull-tiny-llama created%[1]s\nservice/tiny created%[1]s\ndeployment.apps/tiny created%[1]s\n"

@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/modelcar/modelcar/internal/testcluster"
 	"github.com/modelcar/modelcar/internal/testenv"
 	"github.com/modelcar/modelcar/internal/testmodel"
 )
@@ -34,9 +35,24 @@ func TestMain(m *testing.M) {
 		os.RemoveAll(dir)
 		panic(string(out))
 	}
-	code := m.Run()
+	code := testcluster.Run(m) // stops the cluster clusterForCLI started
 	os.RemoveAll(dir)
 	os.Exit(code)
+}
+
+// clusterForCLI gives a test the shared test cluster (testcluster.Shared:
+// the cluster of MODELCAR_CLUSTER_KUBECONFIG, else one started from the
+// cached binaries, stopped after the tests). Without either
+// MODELCAR_CLUSTER_KUBECONFIG or MODELCAR_E2E=1 the test is skipped, so that
+// a plain go test does not start a control plane for the CLI's few cluster
+// tests; under MODELCAR_E2E=1 a cluster that cannot start fails them.
+func clusterForCLI(t *testing.T) *testcluster.Cluster {
+	t.Helper()
+	if os.Getenv(testcluster.KubeconfigEnv) == "" && os.Getenv(testcluster.E2EEnv) != "1" {
+		t.Skipf("set %s=1 to run on the shared test cluster, or %s to the kubeconfig of a `make cluster-up` cluster",
+			testcluster.E2EEnv, testcluster.KubeconfigEnv)
+	}
+	return testcluster.Shared(t)
 }
 
 type result struct {

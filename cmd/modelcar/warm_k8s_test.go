@@ -4,19 +4,16 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/modelcar/modelcar/internal/kube"
-	"github.com/modelcar/modelcar/internal/testcluster"
 	"github.com/modelcar/modelcar/warm"
 )
 
@@ -203,20 +200,13 @@ func runK8sOn(t *testing.T, kubeconfig string, args ...string) result {
 }
 
 // TestWarmK8sOnCluster drives prepull --apply --wait, status, --delete and
-// pool --apply (dry run and real) through the CLI. It needs a running
-// cluster (`make cluster-up`) named by MODELCAR_CLUSTER_KUBECONFIG; the
-// warm package's tests cover the same on the test cluster they start.
+// pool --apply (dry run and real) through the CLI on the shared test
+// cluster (clusterForCLI: under MODELCAR_E2E=1, or with
+// MODELCAR_CLUSTER_KUBECONFIG); the warm package's tests cover the same
+// through the library.
 func TestWarmK8sOnCluster(t *testing.T) {
-	kc := os.Getenv(testcluster.KubeconfigEnv)
-	if kc == "" || testing.Short() {
-		t.Skipf("set %s to the kubeconfig of a `make cluster-up` cluster", testcluster.KubeconfigEnv)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	c, err := testcluster.Attach(ctx, kc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := clusterForCLI(t)
+	kc := c.Kubeconfig
 	ns := c.Namespace(t, "warm-cli")
 	prepull := []string{"warm", "prepull", "--image", k8sTestImage, "-n", ns, "--node-selector", "nvidia.com/gpu.present=true", "--toleration", "nvidia.com/gpu=present:NoSchedule"}
 

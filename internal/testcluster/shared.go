@@ -49,7 +49,12 @@ var shared struct {
 // exits with the tests' status. The cluster's directory is removed unless
 // the tests failed or MODELCAR_CLUSTER_KEEP=1, in which case its path is
 // printed.
-func Main(m *testing.M) {
+func Main(m *testing.M) { os.Exit(Run(m)) }
+
+// Run is Main for a TestMain with work of its own after the tests: it runs
+// them, stops the cluster Shared started, and returns the exit status
+// instead of exiting.
+func Run(m *testing.M) int {
 	RunNodeAgentIfRequested()
 	shared.Lock()
 	shared.mainRunning = true
@@ -61,7 +66,7 @@ func Main(m *testing.M) {
 			code = 1
 		}
 	}
-	os.Exit(code)
+	return code
 }
 
 func stopShared(failed bool) error {
