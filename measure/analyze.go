@@ -30,6 +30,11 @@ func WithPods(names ...string) Option {
 	}
 }
 
+// selects reports whether p is one of the pods to measure.
+func (o *options) selects(p *Pod) bool {
+	return len(o.pods) == 0 || slices.Contains(o.pods, p.Name) || slices.Contains(o.pods, p.Namespace+"/"+p.Name)
+}
+
 // WithContainer names the serving container whose start and log time the
 // load (default: the container whose log has vLLM's weight-loading line,
 // else the first whose image mentions vllm, else the first container).
@@ -51,7 +56,7 @@ func Analyze(b *Bundle, opts ...Option) (*Report, error) {
 	var pods []*Pod
 	for i := range b.Pods {
 		p := &b.Pods[i]
-		if len(o.pods) == 0 || slices.Contains(o.pods, p.Name) || slices.Contains(o.pods, p.Namespace+"/"+p.Name) {
+		if o.selects(p) {
 			pods = append(pods, p)
 		}
 	}

@@ -8,8 +8,11 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
+
+	"github.com/modelcar/modelcar/internal/limits"
 )
 
 // Bundle file names, relative to the bundle directory. Each JSON file is the
@@ -143,7 +146,21 @@ func ParseLogLine(s string) (l LogLine, ok bool) {
 // ReadBundle reads a bundle directory: pods.json, events.json, nodes.json
 // and logs/NAMESPACE_POD_CONTAINER.log. Any of them may be missing (listed in
 // Bundle.Missing), but not all. Errors name the file and the item or line.
-func ReadBundle(dir string) (*Bundle, error) {
+//
+// It keeps what measuring the bundle's pods needs: the pods (those WithPods
+// names, when given), the events about them, the nodes they ran on and their
+// logs. Every file is read a List item (or a log line) at a time, and what
+// is not kept is dropped as it is read, so memory grows with the pods
+// measured, not with the files: events.json may hold the whole namespace's
+// events. An item over limits.MaxBundleItemBytes is refused; a log line over
+// limits.MaxLogLineBytes is cut there.
+func ReadBundle(dir string, opts ...Option) (*Bundle, error) {
+	var o options
+	for _, opt := range opts {
+		if err := opt(&o); err != nil {
+			return nil, err
+		}
+	}
 	st, err := os.Stat(dir)
 	if err != nil {
 		return nil, fmt.Errorf("reading bundle: %w", err)
@@ -162,18 +179,40 @@ func ReadBundle(dir string) (*Bundle, error) {
 			return err
 		}
 		defer f.Close()
-		return decode(f)
+		if err := decode(f); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		return nil
 	}
 	if err := readJSON(PodsFile, func(r io.Reader) (err error) { b.Pods, err = DecodePods(r); return }); err != nil {
-		return nil, fmt.Errorf("%s: %w", PodsFile, err)
+		return nil, err
 	}
-	if err := readJSON(EventsFile, func(r io.Reader) (err error) { b.Events, err = DecodeEvents(r); return }); err != nil {
-		return nil, fmt.Errorf("%s: %w", EventsFile, err)
+	b.Pods = slices.DeleteFunc(b.Pods, func(p Pod) bool { return !o.selects(&p) })
+	pods := map[string]bool{}
+	nodes := map[string]bool{}
+	for _, p := range b.Pods {
+		pods[p.Namespace+"/"+p.Name] = true
+		nodes[p.NodeName] = true
 	}
-	if err := readJSON(NodesFile, func(r io.Reader) (err error) { b.Nodes, err = DecodeNodes(r); return }); err != nil {
-		return nil, fmt.Errorf("%s: %w", NodesFile, err)
+	keepEvent := func(e *Event) bool {
+		if e.Object.Kind != "Pod" || !pods[e.Object.Namespace+"/"+e.Object.Name] {
+			return false
+		}
+		if e.Reason == "Scheduled" {
+			nodes[assignedNode(e.Message)] = true
+		}
+		return true
 	}
-	if err := b.readLogs(filepath.Join(dir, LogsDir)); err != nil {
+	if err := readJSON(EventsFile, func(r io.Reader) (err error) { b.Events, err = decodeEvents(r, keepEvent); return }); err != nil {
+		return nil, err
+	}
+	if err := readJSON(NodesFile, func(r io.Reader) (err error) {
+		b.Nodes, err = decodeNodes(r, func(n *Node) bool { return nodes[n.Name] })
+		return
+	}); err != nil {
+		return nil, err
+	}
+	if err := b.readLogs(filepath.Join(dir, LogsDir), func(ns, pod string) bool { return pods[ns+"/"+pod] }); err != nil {
 		return nil, err
 	}
 	if len(b.Missing) == 4 {
@@ -182,7 +221,8 @@ func ReadBundle(dir string) (*Bundle, error) {
 	return b, nil
 }
 
-func (b *Bundle) readLogs(dir string) error {
+// readLogs reads the logs of the pods keep says are measured.
+func (b *Bundle) readLogs(dir string, keep func(ns, pod string) bool) error {
 	ents, err := os.ReadDir(dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		b.Missing = append(b.Missing, LogsDir+"/")
@@ -204,39 +244,62 @@ func (b *Bundle) readLogs(dir string) error {
 		if err != nil {
 			return fmt.Errorf("reading logs: %w", err)
 		}
-		lines, err := ParseLog(f)
+		// Every log is checked; only the measured pods' lines are kept.
+		var lines []LogLine
+		kept := keep(parts[0], parts[1])
+		err = parseLog(f, func(l LogLine) {
+			if kept {
+				lines = append(lines, l)
+			}
+		})
 		f.Close()
 		if err != nil {
 			return fmt.Errorf("%s: %w", rel, err)
 		}
-		b.Logs = append(b.Logs, Log{Namespace: parts[0], Pod: parts[1], Container: parts[2], File: rel, Lines: lines})
+		if kept {
+			b.Logs = append(b.Logs, Log{Namespace: parts[0], Pod: parts[1], Container: parts[2], File: rel, Lines: lines})
+		}
 	}
 	return nil
 }
 
 // ParseLog reads `kubectl logs --timestamps` output. Every non-empty line
 // must start with an RFC3339 timestamp; the error names the first that does
-// not.
+// not. Of a line longer than limits.MaxLogLineBytes, the text up to there
+// is kept.
 func ParseLog(r io.Reader) ([]LogLine, error) {
-	br := bufio.NewReaderSize(r, 64<<10)
 	var lines []LogLine
+	err := parseLog(r, func(l LogLine) { lines = append(lines, l) })
+	if err != nil {
+		return nil, err
+	}
+	return lines, nil
+}
+
+// parseLog calls each with every line of a log, one line at a time.
+func parseLog(r io.Reader, each func(LogLine)) error {
+	br := bufio.NewReaderSize(r, limits.MaxLogLineBytes)
 	for n := 1; ; n++ {
-		s, err := br.ReadString('\n')
+		b, err := br.ReadSlice('\n')
+		s := string(b)
+		for err == bufio.ErrBufferFull { // a line over the limit: drop the rest of it
+			_, err = br.ReadSlice('\n')
+		}
 		if s = strings.TrimRight(s, "\r\n"); s != "" {
 			l, ok := ParseLogLine(s)
 			if !ok {
 				if len(s) > 60 {
 					s = s[:60] + "..."
 				}
-				return nil, fmt.Errorf("line %d: want an RFC3339 timestamp first (kubectl logs --timestamps), got %q", n, s)
+				return fmt.Errorf("line %d: want an RFC3339 timestamp first (kubectl logs --timestamps), got %q", n, s)
 			}
-			lines = append(lines, l)
+			each(l)
 		}
 		if err == io.EOF {
-			return lines, nil
+			return nil
 		}
 		if err != nil {
-			return nil, fmt.Errorf("line %d: %w", n, err)
+			return fmt.Errorf("line %d: %w", n, err)
 		}
 	}
 }

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/modelcar/modelcar/internal/limits"
 )
 
 func TestReadBundleEvents(t *testing.T) {
@@ -18,9 +20,10 @@ func TestReadBundleEvents(t *testing.T) {
 		t.Fatal(err)
 	}
 	// 21 items: each pod's Scheduled event appears through both APIs with
-	// the same uid and is kept once.
-	if len(b.Events) != 18 {
-		t.Errorf("%d events, want 18 (duplicates by uid dropped)", len(b.Events))
+	// the same uid and is kept once; the 4 about the Deployment and the
+	// ReplicaSet are not kept (nothing measured reads them).
+	if len(b.Events) != 14 {
+		t.Errorf("%d events, want 14 (duplicates by uid and events about other objects dropped)", len(b.Events))
 	}
 	var found bool
 	for _, e := range b.Events {
@@ -121,6 +124,10 @@ func TestReadBundleErrors(t *testing.T) {
 		{"log without timestamps", map[string]string{"logs/x_a_c.log": "2025-01-01T00:00:00Z ok\nINFO no timestamp\n"},
 			`logs/x_a_c.log: line 2: want an RFC3339 timestamp first (kubectl logs --timestamps), got "INFO no timestamp"`},
 		{"log name", map[string]string{"logs/a.log": ""}, "logs/a.log: want the name NAMESPACE_POD_CONTAINER.log"},
+		{"item over the limit", map[string]string{EventsFile: `{"items":[{"message":"` + strings.Repeat("a", limits.MaxBundleItemBytes) + `"}]}`},
+			"events.json: item 0 at byte 10: the item is over the 8 MiB limit"},
+		{"bare object over the limit", map[string]string{PodsFile: `{"a":"` + strings.Repeat("a", limits.MaxBundleItemBytes/2) + `","b":"` + strings.Repeat("b", limits.MaxBundleItemBytes/2) + `","c":1}`},
+			"pods.json: at byte 8388623: the item is over the 8 MiB limit"},
 		{"empty dir", map[string]string{"README": ""}, "not a measure bundle"},
 	} {
 		_, err := ReadBundle(writeFiles(t, tc.files))
@@ -130,6 +137,56 @@ func TestReadBundleErrors(t *testing.T) {
 	}
 	if _, err := ReadBundle(filepath.Join(t.TempDir(), "nope")); err == nil {
 		t.Error("no error for a missing directory")
+	}
+}
+
+// TestReadBundleKeepsWhatIsMeasured: ReadBundle keeps the selected pods,
+// the events about them, the nodes they ran on and their logs, and drops
+// the rest as it reads (events about other pods and objects, other nodes,
+// other pods' logs), still checking every item and line.
+func TestReadBundleKeepsWhatIsMeasured(t *testing.T) {
+	b, err := ReadBundle(filepath.Join(fixtures, "multi-pod"), WithPods("llm/phi-vllm-6b8f9d7c5-bbbbb"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b.Pods) != 1 || b.Pods[0].Name != "phi-vllm-6b8f9d7c5-bbbbb" || len(b.Logs) != 1 || b.Logs[0].Pod != "phi-vllm-6b8f9d7c5-bbbbb" {
+		t.Errorf("pods %+v, logs of %d pods", b.Pods, len(b.Logs))
+	}
+	if len(b.Events) != 5 { // Scheduled (both APIs, one uid), Pulling, Pulled, Created, Started
+		t.Errorf("%d events, want bbbbb's 5", len(b.Events))
+	}
+	for _, e := range b.Events {
+		if e.Object.Name != "phi-vllm-6b8f9d7c5-bbbbb" {
+			t.Errorf("kept an event about %s %s", e.Object.Kind, e.Object.Name)
+		}
+	}
+	if len(b.Nodes) != 1 || b.Nodes[0].Name != b.Pods[0].NodeName {
+		t.Errorf("nodes %+v, want only %s", b.Nodes, b.Pods[0].NodeName)
+	}
+	if _, err := ReadBundle(filepath.Join(fixtures, "multi-pod"), WithPods("a/b/c")); err == nil {
+		t.Error("WithPods(a/b/c): no error")
+	}
+	// A bundle without pods.json measures nothing: it keeps no events.
+	dir := t.TempDir()
+	writeEventsBundle(t, dir, 100)
+	if b, err := ReadBundle(dir); err != nil || len(b.Events) != 0 {
+		t.Errorf("events.json alone: %v, %d events kept", err, len(b.Events))
+	}
+}
+
+// TestParseLogLongLine: of a line over limits.MaxLogLineBytes, the text up
+// to the limit is kept and the next line is read as usual.
+func TestParseLogLongLine(t *testing.T) {
+	long := "2025-01-01T00:00:00Z INFO config " + strings.Repeat("x", 4*limits.MaxLogLineBytes)
+	lines, err := ParseLog(strings.NewReader(long + "\n2025-01-01T00:00:01Z Loading weights took 1.00 seconds\n"))
+	if err != nil || len(lines) != 2 {
+		t.Fatalf("%d lines, %v", len(lines), err)
+	}
+	if n := len(lines[0].Text); n != limits.MaxLogLineBytes-len("2025-01-01T00:00:00Z ") {
+		t.Errorf("long line kept %d bytes of text, want up to the %d-byte limit", n, limits.MaxLogLineBytes)
+	}
+	if lines[1].Text != "Loading weights took 1.00 seconds" || lines[1].Time.Second() != 1 {
+		t.Errorf("line after the long one = %+v", lines[1])
 	}
 }
 
@@ -285,23 +342,36 @@ func writeEventsBundle(tb testing.TB, dir string, n int) int64 {
 func TestGeneratedEvents(t *testing.T) {
 	dir := t.TempDir()
 	writeEventsBundle(t, dir, 1000)
-	b, err := ReadBundle(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(b.Events) != 1000 {
-		t.Fatalf("%d events", len(b.Events))
+	events := decodeEventsFile(t, dir)
+	if len(events) != 1000 {
+		t.Fatalf("%d events", len(events))
 	}
 	var check bytes.Buffer
-	json.NewEncoder(&check).Encode(b.Events[10])
-	if e := b.Events[10]; e.Reason != "Scheduled" || e.Time.Nanosecond() != 250e6 || e.Component != "default-scheduler" {
+	json.NewEncoder(&check).Encode(events[10])
+	if e := events[10]; e.Reason != "Scheduled" || e.Time.Nanosecond() != 250e6 || e.Component != "default-scheduler" {
 		t.Errorf("event 10 = %s", check.String())
 	}
 }
 
-// BenchmarkReadBundle100kEvents reads a bundle whose events.json holds
-// 100,000 events as kubectl prints them (about 100 MB); it must take well
-// under a second.
+// decodeEventsFile decodes dir's events.json, keeping every event (a bundle
+// with no pods.json keeps none).
+func decodeEventsFile(tb testing.TB, dir string) []Event {
+	tb.Helper()
+	f, err := os.Open(filepath.Join(dir, EventsFile))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer f.Close()
+	events, err := DecodeEvents(f)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return events
+}
+
+// BenchmarkReadBundle100kEvents decodes an events.json that holds 100,000
+// events as kubectl prints them (about 100 MB), keeping all; it must take
+// well under a second.
 func BenchmarkReadBundle100kEvents(b *testing.B) {
 	dir := b.TempDir()
 	size := writeEventsBundle(b, dir, 100_000)
@@ -309,12 +379,8 @@ func BenchmarkReadBundle100kEvents(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for b.Loop() {
-		bd, err := ReadBundle(dir)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if len(bd.Events) != 100_000 {
-			b.Fatalf("%d events", len(bd.Events))
+		if events := decodeEventsFile(b, dir); len(events) != 100_000 {
+			b.Fatalf("%d events", len(events))
 		}
 	}
 }

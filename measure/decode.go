@@ -140,13 +140,20 @@ func DecodePods(r io.Reader) ([]Pod, error) {
 
 // DecodeNodes decodes `kubectl get nodes -o json`.
 func DecodeNodes(r io.Reader) ([]Node, error) {
+	return decodeNodes(r, func(*Node) bool { return true })
+}
+
+// decodeNodes decodes every node, keeping those keep says to.
+func decodeNodes(r io.Reader, keep func(*Node) bool) ([]Node, error) {
 	var nodes []Node
 	err := decodeItems(r, func(i int, n *rawNode) error {
 		node, err := n.node()
 		if err != nil {
 			return itemError(i, "", n.Metadata.Name, err)
 		}
-		nodes = append(nodes, node)
+		if keep(&node) {
+			nodes = append(nodes, node)
+		}
 		return nil
 	})
 	return nodes, err
@@ -157,6 +164,12 @@ func DecodeNodes(r io.Reader) ([]Node, error) {
 // items may be mixed. An event seen in both shapes (same metadata.uid) is
 // kept once, preferring the copy with the finer timestamp.
 func DecodeEvents(r io.Reader) ([]Event, error) {
+	return decodeEvents(r, func(*Event) bool { return true })
+}
+
+// decodeEvents decodes every event, keeping those keep says to: one item
+// at a time, so what is not kept costs no memory.
+func decodeEvents(r io.Reader, keep func(*Event) bool) ([]Event, error) {
 	var events []Event
 	seen := map[string]int{}
 	ep := newEventParser()
@@ -168,6 +181,9 @@ func DecodeEvents(r io.Reader) ([]Event, error) {
 		ev, err := e.event()
 		if err != nil {
 			return itemError(i, e.Metadata.Namespace, e.Metadata.Name, err)
+		}
+		if !keep(&ev) {
+			return nil
 		}
 		if ev.UID != "" {
 			if j, ok := seen[ev.UID]; ok {

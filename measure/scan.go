@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/modelcar/modelcar/internal/limits"
 )
 
 // A fast path for kubectl's JSON. encoding/json scans every byte twice
@@ -33,6 +35,10 @@ type splitter struct {
 }
 
 var errTruncated = errors.New("truncated JSON")
+
+// errItemTooLarge refuses an item (or any value) over the bound on what one
+// item may cost, without reading the rest of it.
+var errItemTooLarge = &limits.TooLargeError{What: "the item", Size: -1, Limit: limits.MaxBundleItemBytes}
 
 // fill reads more data, keeping buf[min(keep, mark):]; it returns how far
 // it moved the kept bytes down, and false when no more data will come.
@@ -88,8 +94,17 @@ func (s *splitter) ws() (c byte, ok bool) {
 }
 
 // value returns the complete JSON value after any whitespace and moves
-// past it. The slice is valid until the next call.
+// past it. The slice is valid until the next call. A value over
+// limits.MaxBundleItemBytes is refused, reading at most twice that.
 func (s *splitter) value() ([]byte, error) {
+	v, err := s.anyValue()
+	if len(v) > limits.MaxBundleItemBytes {
+		return nil, errItemTooLarge
+	}
+	return v, err
+}
+
+func (s *splitter) anyValue() ([]byte, error) {
 	if _, ok := s.ws(); !ok {
 		if s.err != nil {
 			return nil, s.err
@@ -151,6 +166,9 @@ func (s *splitter) value() ([]byte, error) {
 					return s.buf[start:i], nil
 				}
 			}
+		}
+		if s.end-start > limits.MaxBundleItemBytes {
+			return nil, errItemTooLarge
 		}
 		shift, ok := s.fill(start)
 		start, i = start-shift, i-shift
@@ -219,6 +237,9 @@ func splitItems(r io.Reader, each func(i int, off int64, item []byte) error) err
 				}
 				s.ws()
 			}
+			if s.mark >= 0 && s.pos-s.mark > limits.MaxBundleItemBytes {
+				return s.wrap("", errItemTooLarge)
+			}
 			kv, err := s.value()
 			if err != nil {
 				return s.wrap("", err)
@@ -267,6 +288,9 @@ func splitItems(r io.Reader, each func(i int, off int64, item []byte) error) err
 				}
 				off := s.offset()
 				v, err := s.value()
+				if errors.Is(err, errItemTooLarge) {
+					return fmt.Errorf("item %d at byte %d: %w", i, off, err)
+				}
 				if err != nil {
 					return s.wrap(fmt.Sprintf("item %d: ", i), err)
 				}

@@ -1,6 +1,9 @@
 package main
 
 import (
+	"bufio"
+	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -67,4 +70,88 @@ func negate(t *testing.T, report, which string) string {
 	j := i + len(key)
 	k := j + strings.IndexAny(report[j:], ",\n}")
 	return report[:j] + "-8500" + report[k:]
+}
+
+// measureRSSBound is the peak resident memory allowed to measure --from a
+// bundle whose events.json holds 512 MiB of events about other pods and
+// nodes (the namespace's events, recorded beside the few pods measured).
+// Before the bundle was decoded for the pods measured only, it peaked at
+// 821 MiB.
+const measureRSSBound = 128 << 20
+
+// TestHostileMeasureLargeBundle: measure --from a bundle with 512 MiB of
+// events.json (written streaming, about 750,000 events about other pods and
+// the nodes, around slow-pull's own) stays under measureRSSBound, and
+// reports exactly what it reports for slow-pull alone.
+func TestHostileMeasureLargeBundle(t *testing.T) {
+	if testing.Short() {
+		t.Skip("writes and reads a 512 MiB bundle")
+	}
+	const fixture = measureFixtures + "/slow-pull"
+	dir := t.TempDir()
+	for _, name := range []string{"pods.json", "nodes.json", "logs/llm_llama70b-vllm-0_vllm.log"} {
+		data, err := os.ReadFile(filepath.Join(fixture, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.MkdirAll(filepath.Dir(filepath.Join(dir, name)), 0o755)
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var own struct{ Items []json.RawMessage }
+	data, err := os.ReadFile(filepath.Join(fixture, "events.json"))
+	if err != nil || json.Unmarshal(data, &own) != nil || len(own.Items) == 0 {
+		t.Fatalf("slow-pull events: %v", err)
+	}
+	f, err := os.Create(filepath.Join(dir, "events.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := bufio.NewWriterSize(f, 1<<20)
+	w.WriteString(`{"apiVersion": "v1", "kind": "List", "items": [`)
+	const size = 512 << 20
+	next := 0 // slow-pull's events, spread through the noise
+	for i, written := 0, 0; written < size; i++ {
+		if i > 0 {
+			w.WriteString(",\n")
+		}
+		if i%100_000 == 0 && next < len(own.Items) {
+			w.Write(own.Items[next])
+			w.WriteString(",\n")
+			next++
+		}
+		kind, name, fieldPath := "Pod", fmt.Sprintf("other-vllm-%07d", i/8), `"fieldPath": "spec.containers{vllm}", `
+		if i%8 == 7 {
+			kind, name, fieldPath = "Node", fmt.Sprintf("gpu-h100-%d", i%64), ""
+		}
+		n, _ := fmt.Fprintf(w, `{"apiVersion": "v1", "kind": "Event", "count": 1, "eventTime": null,
+ "firstTimestamp": "2025-03-14T13:%02d:%02dZ", "lastTimestamp": "2025-03-14T13:%02d:%02dZ",
+ "involvedObject": {"apiVersion": "v1", %s"kind": "%s", "name": "%s", "namespace": "llm", "uid": "0a000000-0000-4000-8000-%012d"},
+ "message": "Successfully pulled image \"registry.example.com/models/llama-3.1-70b-instruct:v1\" in 3.2s (3.2s including waiting). Image size: 140000000000 bytes.",
+ "metadata": {"name": "%s.%016x", "namespace": "llm", "uid": "e9000000-0000-4000-8000-%012d", "resourceVersion": "%d"},
+ "reason": "Pulled", "reportingComponent": "kubelet", "reportingInstance": "gpu-h100-%d", "source": {"component": "kubelet", "host": "gpu-h100-%d"}, "type": "Normal"}`,
+			i/60%60, i%60, i/60%60, i%60, fieldPath, kind, name, i/8, name, i, i, 1000+i, i%64, i%64)
+		written += n
+	}
+	for _, item := range own.Items[next:] {
+		w.WriteString(",\n")
+		w.Write(item)
+	}
+	w.WriteString("]}\n")
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+
+	want := runInProcess(t, "", "measure", "--from", fixture, "--format", "json")
+	r, peak := runPeak(t, "measure", "--from", dir, "--format", "json")
+	t.Logf("measure of the 512 MiB bundle: peak RSS %d MiB (bound %d MiB)", peak>>20, measureRSSBound>>20)
+	if r.code != 0 || want.code != 0 || r.stdout != want.stdout {
+		t.Errorf("measure of the large bundle: exit %d, stderr %s\n%s\nwant (slow-pull alone)\n%s", r.code, r.stderr, r.stdout, want.stdout)
+	}
+	if peak > measureRSSBound {
+		t.Fatalf("peak RSS %d MiB, over %d MiB", peak>>20, measureRSSBound>>20)
+	}
+	t.Logf("FAULT name=hostile/measure-512MiB-events outcome=survived bytes_lost=0 peak_rss=%d", peak)
 }

@@ -84,7 +84,7 @@ regressions. The report goes to stdout, or to -o FILE.`,
 			if container != "" {
 				opts = append(opts, measure.WithContainer(container))
 			}
-			b, err := measure.ReadBundle(from)
+			b, err := measure.ReadBundle(from, opts...)
 			if err != nil {
 				return err
 			}

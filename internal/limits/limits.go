@@ -49,6 +49,17 @@ const ZstdMinWindow = 8 << 20
 // measure it.
 const MemoryBound = 256 << 20
 
+// MaxBundleItemBytes bounds one item of a measure bundle's JSON Lists (a
+// Pod, an Event, a Node as kubectl prints it, or a bare object): measure
+// streams the Lists item by item, so this, not the file's size, is what one
+// item may cost. A Node with its 50 images is well under 1 MiB.
+const MaxBundleItemBytes = 8 << 20
+
+// MaxLogLineBytes bounds what measure keeps of one line of a container log:
+// the rest of a longer line (a vLLM config dump) is dropped. Every line
+// measure reads is far shorter.
+const MaxLogLineBytes = 64 << 10
+
 // ZstdWindow returns the largest window one of n layers decoded at the same
 // time may use: ZstdWindowBudget shared by n, and at least ZstdMinWindow.
 func ZstdWindow(n int) uint64 {
