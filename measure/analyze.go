@@ -14,6 +14,7 @@ type Option func(*options) error
 type options struct {
 	pods      []string
 	container string
+	now       func() time.Time // what "in the future" is measured from
 }
 
 // WithPods analyses only these pods, each "NAMESPACE/NAME" or "NAME"
@@ -46,7 +47,7 @@ func WithContainer(name string) Option {
 // pull, load and warmup, with the source of every boundary, and reports
 // what it cannot attribute. See the package documentation for the model.
 func Analyze(b *Bundle, opts ...Option) (*Report, error) {
-	var o options
+	o := options{now: time.Now}
 	for _, opt := range opts {
 		if err := opt(&o); err != nil {
 			return nil, err
@@ -134,6 +135,7 @@ type podAnalysis struct {
 	started  time.Time // serving container start
 	loaded   time.Time // weights loaded
 	schedule time.Time
+	valid    *validator
 }
 
 func (a *podAnalysis) off(t time.Time) float64 { return seconds(ms(t).Sub(a.created)) }
@@ -162,13 +164,18 @@ func condition(cs []Condition, typ string) (time.Time, bool) {
 }
 
 func (ix *index) coldStart(p *Pod, o *options) ColdStart {
-	a := &podAnalysis{created: ms(p.Created), latest: p.Created}
+	a := &podAnalysis{created: ms(p.Created), latest: p.Created, valid: newValidator(p, o.now())}
+	_, readyAsRecorded := condition(p.Conditions, "Ready")
+	p = a.valid.pod(p)
 	a.cs = ColdStart{Pod: p.Namespace + "/" + p.Name, Node: p.NodeName, Created: p.Created, Missing: []string{}}
 	a.points = append(a.points, instant{p.Created, "created"})
 	var events []*Event
 	for _, e := range ix.events[p.Namespace+"/"+p.Name] {
 		if e.Object.UID != "" && p.UID != "" && e.Object.UID != p.UID {
 			continue // an earlier pod of the same name
+		}
+		if !a.valid.event(e) {
+			continue
 		}
 		events = append(events, e)
 		a.seen(e.Time)
@@ -181,10 +188,13 @@ func (ix *index) coldStart(p *Pod, o *options) ColdStart {
 	if ok {
 		a.cs.Ready = ready
 	}
-	logs := ix.logs[p.Namespace+"/"+p.Name]
+	logs := a.valid.logs(ix.logs[p.Namespace+"/"+p.Name])
 	for _, l := range logs {
-		if n := len(l.Lines); n > 0 {
-			a.seen(l.Lines[n-1].Time)
+		for i := len(l.Lines) - 1; i >= 0; i-- { // the last line with a valid time
+			if t := l.Lines[i].Time; !t.IsZero() {
+				a.seen(t)
+				break
+			}
 		}
 	}
 
@@ -208,10 +218,15 @@ func (ix *index) coldStart(p *Pod, o *options) ColdStart {
 		a.points = append(a.points, instant{a.end, "Ready"})
 	} else {
 		a.end = ms(a.latest)
-		a.missing("pod never became Ready: the total ends at the last thing seen (%s)", a.latest.UTC().Format(time.RFC3339))
+		if readyAsRecorded {
+			a.missing("the Ready condition is invalid (see invalid): the total ends at the last thing seen (%s)", a.latest.UTC().Format(time.RFC3339))
+		} else {
+			a.missing("pod never became Ready: the total ends at the last thing seen (%s)", a.latest.UTC().Format(time.RFC3339))
+		}
 		a.points = append(a.points, instant{a.latest, "last seen"})
 	}
 	a.resolve()
+	a.cs.Invalid = a.valid.invalid
 	a.cs.Dominant = dominant(a.cs.Phases, a.cs.UnattributedSeconds)
 	a.cs.Lever = lever(a.cs.Dominant, &a.cs)
 	return a.cs
@@ -278,7 +293,7 @@ func (ix *index) provision(a *podAnalysis, p *Pod, events []*Event) {
 	a.points = append(a.points, instant{sched, "scheduled"})
 	a.claims = append(a.claims, attribution{Provision, a.created, sched})
 
-	node := ix.nodes[a.cs.Node]
+	node := a.valid.node(ix.nodes[a.cs.Node])
 	switch {
 	case a.cs.Node == "":
 		a.missing("no node named in spec.nodeName or the Scheduled event: provision not split")
@@ -426,7 +441,7 @@ func (ix *index) pull(a *podAnalysis, p *Pod, events []*Event) {
 			continue
 		}
 		m, ok := parsePulled(e.Message)
-		if !ok {
+		if !ok || !a.valid.pulled(e, m) {
 			continue
 		}
 		k := pullKey{containerOf(e.Object.FieldPath), m.image}

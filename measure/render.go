@@ -168,6 +168,9 @@ func renderText(w io.Writer, r *Report) error {
 		for _, m := range c.Missing {
 			fmt.Fprintf(w, "  missing: %s\n", m)
 		}
+		for _, m := range c.Invalid {
+			fmt.Fprintf(w, "  invalid data: %s\n", m)
+		}
 	}
 	if s := r.Summary; s != nil {
 		fmt.Fprintf(w, "\n%d cold starts\n", s.Pods)
@@ -261,12 +264,17 @@ func renderMarkdown(w io.Writer, r *Report) error {
 		}
 		fmt.Fprintf(&b, "| total | %s | 100%% | pod created → %s |\n\n", fsec(c.TotalSeconds), end)
 		fmt.Fprintf(&b, "**Dominant phase: %s, %s of the total.** Lever: %s.\n\n", c.Dominant, share(phaseOrUnattributed(c, c.Dominant), c.TotalSeconds), c.Lever)
-		if len(c.Missing) > 0 {
-			b.WriteString("Missing data:\n")
-			for _, m := range c.Missing {
-				fmt.Fprintf(&b, "- %s\n", mdEscape(m))
+		for _, list := range []struct {
+			title string
+			items []string
+		}{{"Missing data", c.Missing}, {"Invalid data (ignored)", c.Invalid}} {
+			if len(list.items) > 0 {
+				b.WriteString(list.title + ":\n")
+				for _, m := range list.items {
+					fmt.Fprintf(&b, "- %s\n", mdEscape(m))
+				}
+				b.WriteString("\n")
 			}
-			b.WriteString("\n")
 		}
 		b.WriteString("<details><summary>Sources</summary>\n\n")
 		for _, ph := range PhaseNames {

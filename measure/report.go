@@ -43,7 +43,8 @@ var PhaseNames = []string{Provision, Pull, Load, Warmup}
 //	                "scale_up": {...}, "images": [...], "container": "vllm",
 //	                "vllm_version": "0.8.5", "notes": [...]},
 //	    "timeline": [{"phase": "provision", "start": F, "end": F, "note": "..."}],
-//	    "missing": ["..."]                              // what could not be attributed, and why
+//	    "missing": ["..."],                             // what could not be attributed, and why
+//	    "invalid": ["..."]                              // timestamps ignored as invalid data (absent when none)
 //	  }],
 //	  "summary": {"pods": N, "total_seconds": {"p50": F, "p90": F}, "phases": {"provision": {"p50": F, "p90": F}, ...},
 //	              "unattributed_seconds": {...}, "dominant": "pull", "lever": "..."},   // with two or more cold starts
@@ -74,6 +75,11 @@ type ColdStart struct {
 	Details             Details   `json:"details"`
 	Timeline            []Segment `json:"timeline"`
 	Missing             []string  `json:"missing"`
+	// Invalid lists the timestamps no cold start can have (in the future,
+	// before the pod's creation, a negative duration), each with its file
+	// and field; each was ignored, leaving what it bounded to another
+	// source or unattributed.
+	Invalid []string `json:"invalid,omitempty"`
 }
 
 // Phases holds the seconds attributed to each phase. A phase no source

@@ -92,6 +92,7 @@ regressions. The report goes to stdout, or to -o FILE.`,
 			if err != nil {
 				return err
 			}
+			warnInvalid(cmd, rep)
 			var buf bytes.Buffer
 			if err := measure.Render(&buf, rep, f); err != nil {
 				return err
@@ -203,6 +204,16 @@ var outputExts = []struct {
 	{".txt", measure.Text}, {".text", measure.Text},
 	{".md", measure.Markdown}, {".markdown", measure.Markdown},
 	{".json", measure.JSON}, {".svg", measure.SVG},
+}
+
+// warnInvalid names on stderr, pod by pod, the timestamps the report
+// ignored as invalid data (they are in the report too).
+func warnInvalid(cmd *cobra.Command, rep *measure.Report) {
+	for _, c := range rep.ColdStarts {
+		for _, m := range c.Invalid {
+			fmt.Fprintf(cmd.ErrOrStderr(), "warning: %s: invalid data: %s\n", c.Pod, m)
+		}
+	}
 }
 
 // reportFormat parses --format, defaulting to the -o file's extension. An

@@ -74,6 +74,7 @@ func (f *measureLiveFlags) progress(cmd *cobra.Command) func(string) {
 
 // report renders rep and fails when a cold start never became Ready.
 func (f *measureLiveFlags) report(cmd *cobra.Command, rep *measure.Report, format measure.Format) error {
+	warnInvalid(cmd, rep)
 	var buf bytes.Buffer
 	if err := measure.Render(&buf, rep, format); err != nil {
 		return err

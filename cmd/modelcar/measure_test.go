@@ -106,6 +106,34 @@ func TestMeasureOutputExtension(t *testing.T) {
 	}
 }
 
+// TestMeasureWarnsInvalidData: a timestamp no cold start can have (here a
+// Ready condition before the pod's creation) is named on stderr with the
+// pod, the file and the field, and is in the report.
+func TestMeasureWarnsInvalidData(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(measureFixtures, "slow-pull")
+	for _, name := range []string{"pods.json", "events.json", "nodes.json", "logs/llm_llama70b-vllm-0_vllm.log"} {
+		data, err := os.ReadFile(filepath.Join(src, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if name == "pods.json" {
+			data = bytes.Replace(data, []byte(`"lastTransitionTime": "2025-03-14T13:10:10Z", "status": "True", "type": "Ready"`),
+				[]byte(`"lastTransitionTime": "2025-03-14T12:59:00Z", "status": "True", "type": "Ready"`), 1)
+		}
+		os.MkdirAll(filepath.Dir(filepath.Join(dir, name)), 0o755)
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := runInProcess(t, "", "measure", "--from", dir)
+	want := "warning: llm/llama70b-vllm-0: invalid data: pods.json: status.conditions[Ready].lastTransitionTime: 2025-03-14T12:59:00Z is before the pod's creation"
+	if r.code != 0 || !strings.Contains(r.stderr, want) || !strings.Contains(r.stdout, "  invalid data: pods.json: status.conditions[Ready]") ||
+		strings.Contains(r.stdout, " 0.0 s from creation") {
+		t.Errorf("exit %d\nstderr %s\nstdout %s\nwant on stderr %q", r.code, r.stderr, r.stdout, want)
+	}
+}
+
 func TestMeasureUsageErrors(t *testing.T) {
 	for _, args := range [][]string{
 		{},
