@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/modelcar/modelcar/internal/limits"
 )
 
 // An Option configures Analyze.
@@ -227,6 +229,10 @@ func (ix *index) coldStart(p *Pod, o *options) ColdStart {
 	}
 	a.resolve()
 	a.cs.Invalid = a.valid.invalid
+	if n := ix.b.IgnoredEvents[p.Namespace+"/"+p.Name]; n > 0 {
+		a.cs.Details.Notes = append(a.cs.Details.Notes, fmt.Sprintf("%s holds %d more events about this pod than the %d read (a real cold start has tens): they are ignored",
+			EventsFile, n, limits.MaxEventsPerPod))
+	}
 	a.cs.Dominant = dominant(a.cs.Phases, a.cs.UnattributedSeconds)
 	a.cs.Lever = lever(a.cs.Dominant, &a.cs)
 	return a.cs

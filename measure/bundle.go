@@ -45,6 +45,9 @@ type Bundle struct {
 	// Missing names the bundle files that were absent ("events.json",
 	// "logs/"); analysis goes on with what is there.
 	Missing []string
+	// IgnoredEvents counts, by NAMESPACE/POD, the events about a pod past
+	// the first limits.MaxEventsPerPod, which ReadBundle does not keep.
+	IgnoredEvents map[string]int
 }
 
 // A Pod is the part of a core/v1 Pod that the phase model reads.
@@ -153,7 +156,8 @@ func ParseLogLine(s string) (l LogLine, ok bool) {
 // is not kept is dropped as it is read, so memory grows with the pods
 // measured, not with the files: events.json may hold the whole namespace's
 // events. An item over limits.MaxBundleItemBytes is refused; a log line over
-// limits.MaxLogLineBytes is cut there.
+// limits.MaxLogLineBytes is cut there; events about one pod past
+// limits.MaxEventsPerPod are counted in IgnoredEvents, not kept.
 func ReadBundle(dir string, opts ...Option) (*Bundle, error) {
 	var o options
 	for _, opt := range opts {
@@ -188,16 +192,26 @@ func ReadBundle(dir string, opts ...Option) (*Bundle, error) {
 		return nil, err
 	}
 	b.Pods = slices.DeleteFunc(b.Pods, func(p Pod) bool { return !o.selects(&p) })
-	pods := map[string]bool{}
+	pods := map[string]int{} // events kept about each
 	nodes := map[string]bool{}
 	for _, p := range b.Pods {
-		pods[p.Namespace+"/"+p.Name] = true
+		pods[p.Namespace+"/"+p.Name] = 0
 		nodes[p.NodeName] = true
 	}
 	keepEvent := func(e *Event) bool {
-		if e.Object.Kind != "Pod" || !pods[e.Object.Namespace+"/"+e.Object.Name] {
+		key := e.Object.Namespace + "/" + e.Object.Name
+		n, ok := pods[key]
+		switch {
+		case e.Object.Kind != "Pod" || !ok:
+			return false
+		case n >= limits.MaxEventsPerPod:
+			if b.IgnoredEvents == nil {
+				b.IgnoredEvents = map[string]int{}
+			}
+			b.IgnoredEvents[key]++
 			return false
 		}
+		pods[key] = n + 1
 		if e.Reason == "Scheduled" {
 			nodes[assignedNode(e.Message)] = true
 		}
@@ -212,7 +226,7 @@ func ReadBundle(dir string, opts ...Option) (*Bundle, error) {
 	}); err != nil {
 		return nil, err
 	}
-	if err := b.readLogs(filepath.Join(dir, LogsDir), func(ns, pod string) bool { return pods[ns+"/"+pod] }); err != nil {
+	if err := b.readLogs(filepath.Join(dir, LogsDir), func(ns, pod string) bool { _, ok := pods[ns+"/"+pod]; return ok }); err != nil {
 		return nil, err
 	}
 	if len(b.Missing) == 4 {

@@ -174,6 +174,39 @@ func TestReadBundleKeepsWhatIsMeasured(t *testing.T) {
 	}
 }
 
+// TestReadBundleEventsPerPod: events about one pod past
+// limits.MaxEventsPerPod are counted, not kept, and the report notes them.
+func TestReadBundleEventsPerPod(t *testing.T) {
+	var events strings.Builder
+	events.WriteString(`{"kind": "List", "items": [`)
+	for i := range limits.MaxEventsPerPod + 5 {
+		if i > 0 {
+			events.WriteString(",")
+		}
+		fmt.Fprintf(&events, `{"metadata": {"uid": "u%d"}, "reason": "Unhealthy", "message": "Readiness probe failed", "firstTimestamp": "2025-01-01T00:00:%02dZ",
+			"involvedObject": {"kind": "Pod", "namespace": "x", "name": "a"}}`, i, i%60)
+	}
+	events.WriteString("]}")
+	dir := writeFiles(t, map[string]string{
+		PodsFile:   `{"items":[{"metadata":{"name":"a","namespace":"x","creationTimestamp":"2025-01-01T00:00:00Z"}}]}`,
+		EventsFile: events.String(),
+	})
+	b, err := ReadBundle(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b.Events) != limits.MaxEventsPerPod || b.IgnoredEvents["x/a"] != 5 {
+		t.Errorf("%d events kept, ignored %v", len(b.Events), b.IgnoredEvents)
+	}
+	r, err := Analyze(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if notes := strings.Join(r.ColdStarts[0].Details.Notes, "\n"); !strings.Contains(notes, "events.json holds 5 more events about this pod than the 10000 read") {
+		t.Errorf("notes: %s", notes)
+	}
+}
+
 // TestParseLogLongLine: of a line over limits.MaxLogLineBytes, the text up
 // to the limit is kept and the next line is read as usual.
 func TestParseLogLongLine(t *testing.T) {

@@ -55,6 +55,11 @@ const MemoryBound = 256 << 20
 // item may cost. A Node with its 50 images is well under 1 MiB.
 const MaxBundleItemBytes = 8 << 20
 
+// MaxEventsPerPod bounds how many events measure keeps about one pod. The
+// kubelet and the scheduler fold repeats into one event with a count: a
+// real cold start has tens of them.
+const MaxEventsPerPod = 10_000
+
 // MaxLogLineBytes bounds what measure keeps of one line of a container log:
 // the rest of a longer line (a vLLM config dump) is dropped. Every line
 // measure reads is far shorter.
