@@ -310,6 +310,8 @@ func (ix *index) provision(a *podAnalysis, p *Pod, events []*Event) {
 	}
 	if node == nil || !node.Created.After(p.Created) {
 		switch {
+		case node != nil && node.Created.IsZero():
+			a.missing("node %s has no valid creationTimestamp: cannot tell whether provision waited for a new node", node.Name)
 		case scaleUp != nil && node == nil:
 			a.cs.Details.Notes = append(a.cs.Details.Notes, fmt.Sprintf("%s scale-up (%s) was triggered at +%.1f s; without the node's creation time provision is not split", scaleUp.Trigger, scaleUp.Target, *scaleUp.TriggeredAt))
 		case scaleUp != nil:

@@ -1,6 +1,7 @@
 package measure
 
 import (
+	"cmp"
 	"os"
 	"path/filepath"
 	"strings"
@@ -48,6 +49,7 @@ func TestInvalidTimestamps(t *testing.T) {
 		invalid              string // in ColdStart.Invalid
 		missing              string // in ColdStart.Missing, or ""
 		check                func(t *testing.T, c *ColdStart)
+		fixture              string // default slow-pull
 	}{
 		{"log in year 9999", logFile, "2025-03-14T13:09:2", "9999-03-14T13:09:2",
 			logFile + ":8: timestamp 9999-03-14T13:09:20.900112734Z is in the future: it and 3 more such lines are ignored",
@@ -55,7 +57,7 @@ func TestInvalidTimestamps(t *testing.T) {
 				if c.Details.Load.Known || c.Details.Warmup.Known || c.Phases.Load != 0 || c.Phases.Warmup != 0 {
 					t.Errorf("load %v, warmup %v: want both unattributed", c.Phases.Load, c.Phases.Warmup)
 				}
-			}},
+			}, ""},
 		{"Ready before creation", "pods.json", `"lastTransitionTime": "2025-03-14T13:10:10Z", "status": "True", "type": "Ready"`,
 			`"lastTransitionTime": "2025-03-14T12:59:00Z", "status": "True", "type": "Ready"`,
 			"pods.json: status.conditions[Ready].lastTransitionTime: 2025-03-14T12:59:00Z is before the pod's creation (2025-03-14T13:00:00Z): the condition is ignored",
@@ -63,7 +65,7 @@ func TestInvalidTimestamps(t *testing.T) {
 				if c.TotalSeconds < 600 || !c.Ready.IsZero() {
 					t.Errorf("total %v s, ready %v: want the last thing seen, not 0 s", c.TotalSeconds, c.Ready)
 				}
-			}},
+			}, ""},
 		{"negative pull", "events.json", `in 1m40.889s (1m40.889s including waiting)`, `in -1m40.889s (-1m40.889s including waiting)`,
 			"events.json: Pulled event (uid e4000004-0000-4000-8000-000000000006) message: the pull took -1m40.889s (-1m40.889s including waiting), a negative time: the pull is ignored",
 			"", func(t *testing.T, c *ColdStart) {
@@ -72,20 +74,27 @@ func TestInvalidTimestamps(t *testing.T) {
 						t.Errorf("image %+v", im)
 					}
 				}
-			}},
+			}, ""},
 		{"pull longer than the pod", "events.json", `in 1m40.889s (1m40.889s including waiting)`, `in 1m40.889s (9999h including waiting)`,
 			"events.json: Pulled event (uid e4000004-0000-4000-8000-000000000006) message: the pull's start (9999h0m0s before the event) 2024-01-22T22:07:36Z is before the pod's creation (2025-03-14T13:00:00Z): the pull is ignored",
-			"", nil},
+			"", nil, ""},
 		{"container started in 9999", "pods.json", `"running": {"startedAt": "2025-03-14T13:07:37Z"}`, `"running": {"startedAt": "9999-03-14T13:07:37Z"}`,
 			"pods.json: status.containerStatuses[vllm].state.startedAt: 9999-03-14T13:07:37Z is in the future: the container's start is ignored",
 			"", func(t *testing.T, c *ColdStart) {
 				if c.Details.Load.From != "Started event (vllm)" {
 					t.Errorf("load from %q, want the Started event", c.Details.Load.From)
 				}
-			}},
+			}, ""},
+		{"node created in 9999", "nodes.json", `"creationTimestamp": "2025-03-14T10:01:30Z"`, `"creationTimestamp": "9999-03-14T10:01:30Z"`,
+			"nodes.json: node gpu-a100-pool-9f2kx metadata.creationTimestamp: 9999-03-14T10:01:30Z is in the future: the node's creation is ignored",
+			"node gpu-a100-pool-9f2kx has no valid creationTimestamp: cannot tell whether provision waited for a new node", func(t *testing.T, c *ColdStart) {
+				if steps := c.Details.Provision.Steps; len(steps) != 1 || steps[0].Name != "scheduling" || strings.Contains(strings.Join(c.Details.Notes, "\n"), "existing node") {
+					t.Errorf("provision steps %+v, notes %q: want it unsplit, with no claim about the node", steps, c.Details.Notes)
+				}
+			}, "scaleup-cluster-autoscaler"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			b, err := ReadBundle(craftBundle(t, "slow-pull", tc.file, tc.old, tc.new))
+			b, err := ReadBundle(craftBundle(t, cmp.Or(tc.fixture, "slow-pull"), tc.file, tc.old, tc.new))
 			if err != nil {
 				t.Fatal(err)
 			}
