@@ -229,6 +229,12 @@ func (ix *index) coldStart(p *Pod, o *options) ColdStart {
 	}
 	a.resolve()
 	a.cs.Invalid = a.valid.invalid
+	for _, l := range logs {
+		if l.Cut {
+			a.cs.Details.Notes = append(a.cs.Details.Notes, fmt.Sprintf("%s: only its first %d lines were read (at most %d lines, %s): later lines are not seen",
+				l.File, len(l.Lines), limits.MaxLogLines, limits.Bytes(limits.MaxLogBytes)))
+		}
+	}
 	if n := ix.b.IgnoredEvents[p.Namespace+"/"+p.Name]; n > 0 {
 		a.cs.Details.Notes = append(a.cs.Details.Notes, fmt.Sprintf("%s holds %d more events about this pod than the %d read (a real cold start has tens): they are ignored",
 			EventsFile, n, limits.MaxEventsPerPod))

@@ -127,6 +127,9 @@ type Log struct {
 	// File is where the log was read from, for sources in reports.
 	File  string
 	Lines []LogLine
+	// Cut is set when ReadBundle kept only the log's beginning: its first
+	// limits.MaxLogLines lines or limits.MaxLogBytes, whichever came first.
+	Cut bool
 }
 
 // A LogLine is one line of `kubectl logs --timestamps`.
@@ -258,20 +261,27 @@ func (b *Bundle) readLogs(dir string, keep func(ns, pod string) bool) error {
 		if err != nil {
 			return fmt.Errorf("reading logs: %w", err)
 		}
-		// Every log is checked; only the measured pods' lines are kept.
+		// Every log is checked; only the measured pods' lines are kept, up
+		// to the limits, past which the log is not read.
 		var lines []LogLine
-		kept := keep(parts[0], parts[1])
-		err = parseLog(f, func(l LogLine) {
-			if kept {
-				lines = append(lines, l)
+		kept, cut, size := keep(parts[0], parts[1]), false, 0
+		err = parseLog(f, func(l LogLine) bool {
+			if !kept {
+				return true
 			}
+			if size += len(l.Text); len(lines) == limits.MaxLogLines || size > limits.MaxLogBytes {
+				cut = true
+				return false
+			}
+			lines = append(lines, l)
+			return true
 		})
 		f.Close()
 		if err != nil {
 			return fmt.Errorf("%s: %w", rel, err)
 		}
 		if kept {
-			b.Logs = append(b.Logs, Log{Namespace: parts[0], Pod: parts[1], Container: parts[2], File: rel, Lines: lines})
+			b.Logs = append(b.Logs, Log{Namespace: parts[0], Pod: parts[1], Container: parts[2], File: rel, Lines: lines, Cut: cut})
 		}
 	}
 	return nil
@@ -283,15 +293,16 @@ func (b *Bundle) readLogs(dir string, keep func(ns, pod string) bool) error {
 // is kept.
 func ParseLog(r io.Reader) ([]LogLine, error) {
 	var lines []LogLine
-	err := parseLog(r, func(l LogLine) { lines = append(lines, l) })
+	err := parseLog(r, func(l LogLine) bool { lines = append(lines, l); return true })
 	if err != nil {
 		return nil, err
 	}
 	return lines, nil
 }
 
-// parseLog calls each with every line of a log, one line at a time.
-func parseLog(r io.Reader, each func(LogLine)) error {
+// parseLog calls each with every line of a log, one line at a time, until
+// each returns false.
+func parseLog(r io.Reader, each func(LogLine) bool) error {
 	br := bufio.NewReaderSize(r, limits.MaxLogLineBytes)
 	for n := 1; ; n++ {
 		b, err := br.ReadSlice('\n')
@@ -307,7 +318,9 @@ func parseLog(r io.Reader, each func(LogLine)) error {
 				}
 				return fmt.Errorf("line %d: want an RFC3339 timestamp first (kubectl logs --timestamps), got %q", n, s)
 			}
-			each(l)
+			if !each(l) {
+				return nil
+			}
 		}
 		if err == io.EOF {
 			return nil

@@ -207,6 +207,53 @@ func TestReadBundleEventsPerPod(t *testing.T) {
 	}
 }
 
+// TestReadBundleLogLimits: of a measured pod's log, ReadBundle keeps the
+// first limits.MaxLogLines lines or limits.MaxLogBytes, whichever comes
+// first, reads no further, and the report notes it.
+func TestReadBundleLogLimits(t *testing.T) {
+	for _, tc := range []struct {
+		name, text  string
+		lines, want int // written, kept
+	}{
+		{"lines", "INFO ok", limits.MaxLogLines + 10, limits.MaxLogLines},
+		{"bytes", strings.Repeat("x", 60<<10), limits.MaxLogBytes/(60<<10) + 10, limits.MaxLogBytes / (60 << 10)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := writeFiles(t, map[string]string{
+				PodsFile: `{"items":[{"metadata":{"name":"a","namespace":"x","creationTimestamp":"2025-01-01T00:00:00Z"}}]}`,
+			})
+			os.MkdirAll(filepath.Join(dir, LogsDir), 0o755)
+			f, err := os.Create(filepath.Join(dir, LogsDir, "x_a_c.log"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			w := bufio.NewWriter(f)
+			for range tc.lines {
+				fmt.Fprintf(w, "2025-01-01T00:00:01Z %s\n", tc.text)
+			}
+			w.WriteString("no timestamp: past the limits, never read\n")
+			if err := w.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			f.Close()
+			b, err := ReadBundle(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(b.Logs) != 1 || len(b.Logs[0].Lines) != tc.want || !b.Logs[0].Cut {
+				t.Fatalf("logs: %d, lines %d, cut %v; want %d lines, cut", len(b.Logs), len(b.Logs[0].Lines), b.Logs[0].Cut, tc.want)
+			}
+			r, err := Analyze(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if notes := strings.Join(r.ColdStarts[0].Details.Notes, "\n"); !strings.Contains(notes, fmt.Sprintf("logs/x_a_c.log: only its first %d lines were read", tc.want)) {
+				t.Errorf("notes: %s", notes)
+			}
+		})
+	}
+}
+
 // TestParseLogLongLine: of a line over limits.MaxLogLineBytes, the text up
 // to the limit is kept and the next line is read as usual.
 func TestParseLogLongLine(t *testing.T) {

@@ -60,6 +60,14 @@ const MaxBundleItemBytes = 8 << 20
 // real cold start has tens of them.
 const MaxEventsPerPod = 10_000
 
+// MaxLogLines and MaxLogBytes bound what measure keeps of one container
+// log of a pod it measures: the lines up to either bound are kept, the rest
+// is not read. A vLLM start-up to Ready is a few hundred lines.
+const (
+	MaxLogLines = 100_000
+	MaxLogBytes = 64 << 20
+)
+
 // MaxLogLineBytes bounds what measure keeps of one line of a container log:
 // the rest of a longer line (a vLLM config dump) is dropped. Every line
 // measure reads is far shorter.
