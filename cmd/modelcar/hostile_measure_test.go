@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/modelcar/modelcar/measure"
 )
 
 // TestHostileMeasureNegativeSeconds: a report whose seconds are negative
@@ -82,7 +84,8 @@ const measureRSSBound = 128 << 20
 // TestHostileMeasureLargeBundle: measure --from a bundle with 512 MiB of
 // events.json (written streaming, about 750,000 events about other pods and
 // the nodes, around slow-pull's own) stays under measureRSSBound, and
-// reports exactly what it reports for slow-pull alone.
+// reports exactly what it reports for slow-pull alone; so it does with a
+// 512 MiB log of the measured pod besides.
 func TestHostileMeasureLargeBundle(t *testing.T) {
 	if testing.Short() {
 		t.Skip("writes and reads a 512 MiB bundle")
@@ -154,4 +157,33 @@ func TestHostileMeasureLargeBundle(t *testing.T) {
 		t.Fatalf("peak RSS %d MiB, over %d MiB", peak>>20, measureRSSBound>>20)
 	}
 	t.Logf("FAULT name=hostile/measure-512MiB-events outcome=survived bytes_lost=0 peak_rss=%d", peak)
+
+	// The same bundle with 512 MiB of health checks after Ready in the
+	// serving container's log: read up to the log limits, the same phases,
+	// and a note.
+	lf, err := os.OpenFile(filepath.Join(dir, "logs/llm_llama70b-vllm-0_vllm.log"), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w = bufio.NewWriterSize(lf, 1<<20)
+	for written := 0; written < size; {
+		n, _ := w.WriteString("2025-03-14T13:10:11.404412273Z INFO:     10.1.4.1:52318 - \"GET /health HTTP/1.1\" 200 OK\n")
+		written += n
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	lf.Close()
+	r, peak = runPeak(t, "measure", "--from", dir, "--format", "json")
+	t.Logf("measure of the bundle with a 512 MiB log too: peak RSS %d MiB (bound %d MiB)", peak>>20, measureRSSBound>>20)
+	var got, base measure.Report
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &got) != nil || json.Unmarshal([]byte(want.stdout), &base) != nil ||
+		got.ColdStarts[0].Phases != base.ColdStarts[0].Phases || got.ColdStarts[0].TotalSeconds != base.ColdStarts[0].TotalSeconds ||
+		!strings.Contains(r.stdout, "only its first 100000 lines were read") {
+		t.Errorf("measure with a 512 MiB log: exit %d, stderr %s\n%s", r.code, r.stderr, r.stdout)
+	}
+	if peak > measureRSSBound {
+		t.Fatalf("peak RSS %d MiB, over %d MiB", peak>>20, measureRSSBound>>20)
+	}
+	t.Logf("FAULT name=hostile/measure-512MiB-log outcome=survived bytes_lost=0 peak_rss=%d", peak)
 }

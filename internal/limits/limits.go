@@ -65,7 +65,7 @@ const MaxEventsPerPod = 10_000
 // is not read. A vLLM start-up to Ready is a few hundred lines.
 const (
 	MaxLogLines = 100_000
-	MaxLogBytes = 64 << 20
+	MaxLogBytes = 16 << 20
 )
 
 // MaxLogLineBytes bounds what measure keeps of one line of a container log:

@@ -372,7 +372,7 @@ var suites = []struct{ name, what string }{
 	{"extra", "registry restart mid-push, credential revoked mid-push, corrupt blob at the source"},
 	{"kill9", "kill -9 with a chunk in flight, then resume"},
 	{"crash", "kill -9 of pack, push, pull, mirror at seeded points, then re-run"},
-	{"hostile", "crafted inputs: model symlinks leading outside the model, deeply nested and oversized JSON, a registry that echoes credentials in its errors, reports with negative seconds for measure compare and plan, a measure bundle with 512 MiB of events (peak RSS measured)"},
+	{"hostile", "crafted inputs: model symlinks leading outside the model, deeply nested and oversized JSON, a registry that echoes credentials in its errors, reports with negative seconds for measure compare and plan, a measure bundle with 512 MiB of events, then a 512 MiB log (peak RSS measured)"},
 	{"untrusted", "sources that lie, read by pull, inspect, mirror, verify: zstd window bombs (peak RSS measured), manifests and configs over the limit, blobs streamed past or described with a wrong size, manifests whose media type lies, layout files that are pipes, devices or huge; layers with a name over NAME_MAX or a file where another layer made a directory"},
 }
 
