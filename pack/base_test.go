@@ -13,7 +13,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
-	"github.com/modelcar/modelcar/pack"
+	"github.com/modelcar/modelcar/push"
 )
 
 // baseImage builds an OCI image for pl with n random layers and cmd.
@@ -70,7 +70,7 @@ func TestPackOnBaseKeepsModelLayerDigests(t *testing.T) {
 	baseDir, baseImg := writeBase(t)
 	plain := packT(t, m.Dir, "oci:"+filepath.Join(t.TempDir(), "plain"))
 	out := filepath.Join(t.TempDir(), "onbase")
-	onBase := packT(t, m.Dir, "oci:"+out, pack.WithBase("oci:"+baseDir+":busybox"))
+	onBase := packBaseT(t, m.Dir, "oci:"+out, "oci:"+baseDir+":busybox")
 	if onBase.BaseLayers != 2 {
 		t.Fatalf("BaseLayers = %d", onBase.BaseLayers)
 	}
@@ -101,7 +101,7 @@ func TestPackOnBaseKeepsModelLayerDigests(t *testing.T) {
 	if strings.Join(cfg.Config.Cmd, " ") != "sh -c sleep infinity" || len(cfg.RootFS.DiffIDs) != len(layers) || len(cfg.History) != len(layers) {
 		t.Errorf("config: cmd %v, %d diffIDs, %d history entries for %d layers", cfg.Config.Cmd, len(cfg.RootFS.DiffIDs), len(cfg.History), len(layers))
 	}
-	if _, err := pack.Pack(context.Background(), m.Dir, "oci:"+filepath.Join(t.TempDir(), "x"), pack.WithBase("oci:"+baseDir+":nope")); err == nil || !strings.Contains(err.Error(), `no image tagged "nope"`) {
+	if _, err := push.Pack(context.Background(), m.Dir, "oci:"+filepath.Join(t.TempDir(), "x"), nil, push.WithBase("oci:"+baseDir+":nope")); err == nil || !strings.Contains(err.Error(), `no image tagged "nope"`) {
 		t.Errorf("missing base tag: %v", err)
 	}
 }

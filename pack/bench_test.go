@@ -8,6 +8,7 @@ import (
 
 	"github.com/modelcar/modelcar/internal/testmodel"
 	"github.com/modelcar/modelcar/pack"
+	"github.com/modelcar/modelcar/push"
 )
 
 // BenchmarkPack packs a generated 512 MiB model per format into a fresh
@@ -24,7 +25,7 @@ func BenchmarkPack(b *testing.B) {
 			b.SetBytes(m.Size)
 			for i := 0; b.Loop(); i++ {
 				out := filepath.Join(b.TempDir(), "oci")
-				if _, err := pack.Pack(context.Background(), dir, "oci:"+out, pack.WithFormat(f), pack.WithCacheDir("")); err != nil {
+				if _, err := push.Pack(context.Background(), dir, "oci:"+out, []pack.Option{pack.WithFormat(f), pack.WithCacheDir("")}); err != nil {
 					b.Fatal(err)
 				}
 				os.RemoveAll(out)

@@ -1,7 +1,6 @@
 package pack
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -9,10 +8,6 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
-
-	"github.com/modelcar/modelcar/internal/limits"
-	"github.com/modelcar/modelcar/internal/ocilayout"
-	"github.com/modelcar/modelcar/internal/ref"
 )
 
 // ImageInfo is what Inspect reports about a modelcar.
@@ -96,67 +91,6 @@ func (l *LayerInfo) SetFiles(files []string, truncated bool) {
 		l.ClaimedFiles = l.Files
 	}
 	l.Files, l.FilesClaimed, l.FilesTruncated = files, false, truncated
-}
-
-// Inspect reads the manifest and config of an image in an OCI layout or
-// archive without reading its layers: each layer's Files are what its title
-// annotation claims (FilesClaimed; push.ReadImage with push.WithListFiles
-// reads them from the layers, as the inspect command does). An image index is described with the
-// image it holds for platform.
-func Inspect(ctx context.Context, s string, platform v1.Platform) (*ImageInfo, error) {
-	r, err := ref.Parse(s)
-	if err != nil {
-		return nil, err
-	}
-	var rd ocilayout.Reader
-	switch r.Kind {
-	case ref.Layout:
-		l, err := ocilayout.Open(r.Path)
-		if err != nil {
-			return nil, err
-		}
-		rd = l
-	case ref.Archive:
-		a, err := ocilayout.OpenArchive(r.Path)
-		if err != nil {
-			return nil, err
-		}
-		defer a.Close()
-		rd = a
-	default:
-		return nil, fmt.Errorf("inspecting %s: pack reads only oci:PATH and oci-archive:FILE; registry images are read by push.ReadImage", s)
-	}
-	desc, err := ocilayout.Resolve(rd, s, r.Tag, r.Digest)
-	if err != nil {
-		return nil, err
-	}
-	var index *IndexInfo
-	if desc.MediaType.IsIndex() {
-		raw, err := rd.ReadBlob(desc.Digest, limits.MaxManifestBytes)
-		if err != nil {
-			return nil, err
-		}
-		if index, desc, err = ParseIndex(s, desc.Digest, raw, platform); err != nil {
-			return nil, err
-		}
-	}
-	mb, err := rd.ReadBlob(desc.Digest, limits.MaxManifestBytes)
-	if err != nil {
-		return nil, err
-	}
-	var m v1.Manifest
-	if err := json.Unmarshal(mb, &m); err != nil {
-		return nil, fmt.Errorf("%s: manifest %s: %w", s, desc.Digest, err)
-	}
-	cb, err := rd.ReadBlob(m.Config.Digest, limits.MaxManifestBytes)
-	if err != nil {
-		return nil, err
-	}
-	info, err := Describe(s, desc.Digest, mb, cb)
-	if info != nil {
-		info.Index = index
-	}
-	return info, err
 }
 
 // Describe builds the inspection of an image from its raw manifest and

@@ -1,6 +1,7 @@
 package pack
 
 import (
+	"context"
 	"fmt"
 	"path"
 	"runtime"
@@ -9,6 +10,8 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/modelcar/modelcar/internal/ref"
 )
 
 // DefaultMaxLayerSize stays below the smallest common registry cap for a
@@ -37,7 +40,8 @@ type options struct {
 	epoch        time.Time
 	annotations  map[string]string
 	tags         []string
-	base         string
+	base         *Base
+	defaultTag   string
 	platforms    []v1.Platform
 	jobs         int
 	cacheDir     string
@@ -201,10 +205,56 @@ func WithTags(tags ...string) Option {
 	return func(o *options) error { o.tags = append(o.tags, tags...); return nil }
 }
 
-// WithBase puts the model on top of a base image (a registry reference or
-// oci:PATH[:TAG]); the model layers stay byte-identical.
-func WithBase(ref string) Option {
-	return func(o *options) error { o.base = ref; return nil }
+// Base is the image a pack builds on, already opened by the caller (the
+// transfer layer, push.WithBase, opens any reference with its credentials
+// and transport): Name names it in errors, Image returns its image for a
+// platform (picked from an index).
+type Base struct {
+	Name  string
+	Image func(ctx context.Context, platform v1.Platform) (v1.Image, error)
+}
+
+// WithBase puts the model on top of base; the model layers stay
+// byte-identical.
+func WithBase(base Base) Option {
+	return func(o *options) error {
+		if base.Image == nil {
+			return fmt.Errorf("base %s: no image", base.Name)
+		}
+		o.base = &base
+		return nil
+	}
+}
+
+// WithDefaultTag is the tag an output gets when neither its reference nor
+// WithTags names one (layouts and archives: "latest"; a registry image may
+// be pushed by digest alone).
+func WithDefaultTag(tag string) Option {
+	return func(o *options) error { o.defaultTag = tag; return nil }
+}
+
+// Tags returns the tags an output named with tag (its reference's, or "")
+// gets under opts: tag, then WithTags's, else WithDefaultTag's; each
+// checked.
+func Tags(tag string, opts ...Option) ([]string, error) {
+	o, err := parseOptions(opts)
+	if err != nil {
+		return nil, err
+	}
+	var tags []string
+	if tag != "" {
+		tags = append(tags, tag)
+	}
+	tags = append(tags, o.tags...)
+	if len(tags) == 0 && o.defaultTag != "" {
+		tags = []string{o.defaultTag}
+	}
+	for _, t := range tags {
+		if !ref.ValidTag(t) {
+			return nil, fmt.Errorf("tag %q: not a valid tag", t)
+		}
+	}
+	return tags, nil
 }
 
 // ParsePlatform parses OS/ARCH[/VARIANT] and returns it in the names

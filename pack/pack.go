@@ -6,18 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
-	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
-
-	"github.com/modelcar/modelcar/internal/ocilayout"
-	"github.com/modelcar/modelcar/internal/ref"
 )
 
 // Result describes a packed modelcar.
@@ -67,53 +61,36 @@ type LayerResult struct {
 	Reused bool `json:"reused,omitempty"`
 }
 
-// Pack packs the model directory dir into the image reference dst
-// (oci:PATH[:TAG] or oci-archive:FILE[:TAG]). Nothing is written until the
-// model has been scanned and validated; a failed pack leaves no output that
-// looks complete.
-func Pack(ctx context.Context, dir string, dst string, opts ...Option) (*Result, error) {
-	o, err := parseOptions(opts)
-	if err != nil {
-		return nil, err
-	}
-	out, err := ref.Parse(dst)
-	if err != nil {
-		return nil, fmt.Errorf("--output: %w", err)
-	}
-	if out.Digest != nil {
-		return nil, fmt.Errorf("--output %s: an output is named by a tag, not a digest", dst)
-	}
-	tags := append([]string{}, o.tags...)
-	if out.Tag != "" {
-		tags = append([]string{out.Tag}, tags...)
-	}
-	if len(tags) == 0 {
-		tags = []string{"latest"}
-	}
-	for _, t := range tags {
-		if !ref.ValidTag(t) {
-			return nil, fmt.Errorf("--tag %q: not a valid tag", t)
-		}
-	}
-	if out.Kind == ref.Registry {
-		return nil, fmt.Errorf("--output %s: pack writes oci:PATH and oci-archive:FILE; a registry store comes from push.Pack", dst)
-	}
-	res, err := packTo(ctx, dir, out.Tagged(tags[0]), func() (Store, error) { return openTarget(out) }, tags, o)
-	if err != nil {
-		return nil, err
-	}
-	res.Reference, res.Tagged = out.Pinned(res.Digest.String()), out.Tagged(tags[0])
-	return res, nil
+// BaseError is a failure with the base image (WithBase): Base names it.
+type BaseError struct {
+	Base string
+	Err  error
 }
 
-// PackTo packs the model directory dir into store, publishing it under
-// tags; reference names the destination in the result.
-func PackTo(ctx context.Context, dir string, store Store, reference string, tags []string, opts ...Option) (*Result, error) {
+func (e *BaseError) Error() string {
+	msg := e.Err.Error()
+	if strings.HasPrefix(msg, "is ") {
+		return fmt.Sprintf("base %s %s", e.Base, msg) // "base X is an image for ..."
+	}
+	return fmt.Sprintf("base %s: %s", e.Base, msg)
+}
+func (e *BaseError) Unwrap() error { return e.Err }
+
+// PackTo packs the model directory dir into the store open returns
+// (called once the model is scanned and validated, so a bad model creates
+// nothing), publishing it under tags (see Tags); reference names the
+// destination in the result. Pack
+// reads the model and writes blobs: it parses no reference and dials no
+// registry (push.Pack opens the destination and the base for it). Nothing
+// is published until the model has been scanned, validated and every blob
+// stored; a failed pack aborts the store, leaving nothing that looks
+// complete.
+func PackTo(ctx context.Context, dir string, open func() (Store, error), reference string, tags []string, opts ...Option) (*Result, error) {
 	o, err := parseOptions(opts)
 	if err != nil {
 		return nil, err
 	}
-	return packTo(ctx, dir, reference, func() (Store, error) { return store, nil }, tags, o)
+	return packTo(ctx, dir, reference, open, tags, o)
 }
 
 // parseOptions applies opts over the defaults and checks them.
@@ -154,17 +131,17 @@ func packTo(ctx context.Context, dir, reference string, open func() (Store, erro
 	// One base per platform (nil without --base), resolved before anything
 	// is written so a missing platform fails early.
 	bases := make([]*baseParts, len(o.platforms))
-	if o.base != "" {
+	if o.base != nil {
 		for i, pl := range o.platforms {
-			img, err := resolveBase(ctx, o.base, pl)
+			img, err := o.base.Image(ctx, pl)
 			if err != nil {
-				return nil, err
+				return nil, &BaseError{Base: o.base.Name, Err: err}
 			}
 			if bases[i], err = loadBase(img); err != nil {
-				return nil, err
+				return nil, &BaseError{Base: o.base.Name, Err: err}
 			}
 			if bp := bases[i].config.Platform(); bp != nil && !PlatformMatches(*bp, pl) {
-				return nil, fmt.Errorf("--base %s is an image for %s, not %s; name a base index that has %s", o.base, bp, &pl, &pl)
+				return nil, &BaseError{Base: o.base.Name, Err: fmt.Errorf("is an image for %s, not %s; name a base index that has %s", bp, &pl, &pl)}
 			}
 		}
 	}
@@ -475,75 +452,4 @@ func buildLayerOnce(ctx context.Context, l Store, i int, p layerPlan, level int,
 		return builtLayer{}, fmt.Errorf("layer %d (%s): storing: %w", i, historyFiles(p.files()), err)
 	}
 	return bl, nil
-}
-
-// openTarget opens the layout store for an oci: or oci-archive: output.
-func openTarget(r ref.Ref) (*layoutStore, error) {
-	switch r.Kind {
-	case ref.Layout:
-		if l, err := ocilayout.Open(r.Path); err == nil {
-			// An existing layout is updated in place: blobs appear atomically
-			// under their digest and index.json is replaced last, so it is
-			// valid at every instant.
-			return &layoutStore{l: l, finish: func() error { return nil }, abort: l.Cleanup}, nil
-		} else if errors.Is(err, fs.ErrPermission) {
-			return nil, fmt.Errorf("--output %s: %w", r.Path, err)
-		}
-		if st, err := os.Lstat(r.Path); err == nil && !st.IsDir() {
-			return nil, fmt.Errorf("--output oci:%s: %s exists and is not a directory (an archive is written with oci-archive:%s)", r.Path, r.Path, r.Path)
-		}
-		if ents, err := os.ReadDir(r.Path); err == nil && len(ents) > 0 {
-			return nil, fmt.Errorf("--output %s: directory exists, is not empty and is not an OCI image layout", r.Path)
-		}
-		l, err := stage(r.Path)
-		if err != nil {
-			return nil, err
-		}
-		staging := l.Dir
-		return &layoutStore{l: l,
-			finish: func() error {
-				// An empty directory given as output makes way; anything
-				// else there now fails the rename below.
-				if st, err := os.Lstat(r.Path); err == nil && st.IsDir() {
-					os.Remove(r.Path)
-				}
-				if err := os.Rename(staging, r.Path); err != nil {
-					return fmt.Errorf("--output %s: %w", r.Path, err)
-				}
-				return nil
-			},
-			abort: func() { os.RemoveAll(staging) },
-		}, nil
-	case ref.Archive:
-		if err := ocilayout.CheckArchiveTarget(r.Path); err != nil {
-			return nil, fmt.Errorf("--output: %w", err)
-		}
-		l, err := stage(r.Path)
-		if err != nil {
-			return nil, err
-		}
-		staging := l.Dir
-		return &layoutStore{l: l,
-			finish: func() error {
-				defer os.RemoveAll(staging)
-				return ocilayout.WriteArchive(staging, r.Path)
-			},
-			abort: func() { os.RemoveAll(staging) },
-		}, nil
-	}
-	return nil, fmt.Errorf("unsupported output %s", r)
-}
-
-// stage makes the layout to build the output in, as a hidden sibling of
-// path, so the final rename is atomic and a crash leaves nothing under the
-// output name.
-func stage(path string) (*ocilayout.Layout, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, fmt.Errorf("--output %s: %w", path, err)
-	}
-	l, err := ocilayout.Stage(path)
-	if err != nil {
-		return nil, fmt.Errorf("--output %s: %w", path, err)
-	}
-	return l, nil
 }

@@ -24,6 +24,7 @@ import (
 
 	"github.com/modelcar/modelcar/internal/testmodel"
 	"github.com/modelcar/modelcar/pack"
+	"github.com/modelcar/modelcar/push"
 )
 
 // genModel writes a small generated model into a temp dir.
@@ -39,9 +40,21 @@ func genModel(t testing.TB, seed int64, size int64, shards int) *testmodel.Model
 func packT(t testing.TB, dir, out string, opts ...pack.Option) *pack.Result {
 	t.Helper()
 	opts = append([]pack.Option{pack.WithCacheDir(t.TempDir())}, opts...)
-	res, err := pack.Pack(context.Background(), dir, out, opts...)
+	res, err := push.Pack(context.Background(), dir, out, opts)
 	if err != nil {
 		t.Fatalf("Pack(%s, %s): %v", dir, out, err)
+	}
+	return res
+}
+
+// packBaseT packs dir onto the image base, as `modelcar pack --base` does
+// (the transfer layer opens the base).
+func packBaseT(t testing.TB, dir, out, base string, opts ...pack.Option) *pack.Result {
+	t.Helper()
+	opts = append([]pack.Option{pack.WithCacheDir(t.TempDir())}, opts...)
+	res, err := push.Pack(context.Background(), dir, out, opts, push.WithBase(base))
+	if err != nil {
+		t.Fatalf("Pack(%s, %s, base %s): %v", dir, out, base, err)
 	}
 	return res
 }
@@ -277,11 +290,11 @@ func TestPackPrefetchAll(t *testing.T) {
 			}
 		})
 	}
-	_, err := pack.Pack(context.Background(), m.Dir, "oci:"+filepath.Join(t.TempDir(), "x"), pack.WithPrefetch(pack.PrefetchAll))
+	_, err := push.Pack(context.Background(), m.Dir, "oci:"+filepath.Join(t.TempDir(), "x"), []pack.Option{pack.WithPrefetch(pack.PrefetchAll)})
 	if err == nil || !strings.Contains(err.Error(), "estargz or zstd-chunked") {
 		t.Fatalf("tar with PrefetchAll: %v", err)
 	}
-	if _, err := pack.Pack(context.Background(), m.Dir, "oci:"+filepath.Join(t.TempDir(), "y"), pack.WithPrefetch("most")); err == nil || !strings.Contains(err.Error(), `"most"`) {
+	if _, err := push.Pack(context.Background(), m.Dir, "oci:"+filepath.Join(t.TempDir(), "y"), []pack.Option{pack.WithPrefetch("most")}); err == nil || !strings.Contains(err.Error(), `"most"`) {
 		t.Fatalf("unknown prefetch: %v", err)
 	}
 }
@@ -340,12 +353,12 @@ func TestPackReusesLayersFromDigestCache(t *testing.T) {
 	m := genModel(t, 3, 4<<20, 2)
 	out := "oci:" + filepath.Join(t.TempDir(), "oci")
 	cache := pack.WithCacheDir(t.TempDir())
-	r1, err := pack.Pack(context.Background(), m.Dir, out, cache)
+	r1, err := push.Pack(context.Background(), m.Dir, out, []pack.Option{cache})
 	if err != nil {
 		t.Fatal(err)
 	}
 	var read int64
-	r2, err := pack.Pack(context.Background(), m.Dir, out, cache, pack.WithProgress(func(e pack.ProgressEvent) { read += e.Read }))
+	r2, err := push.Pack(context.Background(), m.Dir, out, []pack.Option{cache, pack.WithProgress(func(e pack.ProgressEvent) { read += e.Read })})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -365,7 +378,7 @@ func TestPackReusesLayersFromDigestCache(t *testing.T) {
 	if err := os.Chtimes(filepath.Join(m.Dir, m.Shards[0]), now, now); err != nil {
 		t.Fatal(err)
 	}
-	r3, err := pack.Pack(context.Background(), m.Dir, out, cache)
+	r3, err := push.Pack(context.Background(), m.Dir, out, []pack.Option{cache})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -482,7 +495,7 @@ func TestPackIncludeExclude(t *testing.T) {
 		t.Errorf("--include *.json packed %+v", res.Layers)
 	}
 	// Leaving out shards that the index names is caught by validation.
-	_, err := pack.Pack(context.Background(), m.Dir, "oci:"+filepath.Join(t.TempDir(), "c"), pack.WithInclude("*.json"))
+	_, err := push.Pack(context.Background(), m.Dir, "oci:"+filepath.Join(t.TempDir(), "c"), []pack.Option{pack.WithInclude("*.json")})
 	if err == nil || !strings.Contains(err.Error(), "model.safetensors.index.json") {
 		t.Errorf("--include *.json without shards: %v", err)
 	}
@@ -537,7 +550,7 @@ func TestPackBadInput(t *testing.T) {
 			tc.break_(t, m)
 			for _, out := range []string{"oci:%s/out", "oci-archive:%s/out.tar"} {
 				parent := t.TempDir()
-				_, err := pack.Pack(context.Background(), m.Dir, strings.ReplaceAll(out, "%s", parent), pack.WithCacheDir(""))
+				_, err := push.Pack(context.Background(), m.Dir, strings.ReplaceAll(out, "%s", parent), []pack.Option{pack.WithCacheDir("")})
 				if err == nil {
 					t.Fatal("pack succeeded")
 				}
@@ -557,7 +570,7 @@ func TestPackBadInput(t *testing.T) {
 func TestPackMaxLayerSizeFailsEarly(t *testing.T) {
 	m := genModel(t, 7, 2<<20, 2)
 	parent := t.TempDir()
-	_, err := pack.Pack(context.Background(), m.Dir, "oci:"+parent+"/out", pack.WithMaxLayerSize(512<<10), pack.WithCacheDir(""))
+	_, err := push.Pack(context.Background(), m.Dir, "oci:"+parent+"/out", []pack.Option{pack.WithMaxLayerSize(512 << 10), pack.WithCacheDir("")})
 	var ie *pack.InputError
 	if !errors.As(err, &ie) || !strings.Contains(ie.File, ".safetensors") || !strings.Contains(err.Error(), "max-layer-size") {
 		t.Fatalf("err = %v", err)
@@ -572,7 +585,7 @@ func TestPackUpdatesExistingLayoutKeepingOtherTags(t *testing.T) {
 	ra := packT(t, a.Dir, "oci:"+out+":a")
 	rb := packT(t, b.Dir, "oci:"+out+":b", pack.WithTags("b2"))
 	for tag, want := range map[string]v1.Hash{"a": ra.Digest, "b": rb.Digest, "b2": rb.Digest} {
-		info, err := pack.Inspect(context.Background(), "oci:"+out+":"+tag, v1.Platform{OS: "linux", Architecture: "amd64"})
+		info, err := push.Inspect(context.Background(), "oci:"+out+":"+tag, v1.Platform{OS: "linux", Architecture: "amd64"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -586,7 +599,7 @@ func TestPackUpdatesExistingLayoutKeepingOtherTags(t *testing.T) {
 	// A non-empty directory that is not a layout is refused.
 	junk := t.TempDir()
 	os.WriteFile(filepath.Join(junk, "keep.txt"), []byte("mine"), 0o644)
-	if _, err := pack.Pack(context.Background(), a.Dir, "oci:"+junk); err == nil || !strings.Contains(err.Error(), "not an OCI image layout") {
+	if _, err := push.Pack(context.Background(), a.Dir, "oci:"+junk, nil); err == nil || !strings.Contains(err.Error(), "not an OCI image layout") {
 		t.Errorf("packing into a non-layout dir: %v", err)
 	}
 }
@@ -599,7 +612,7 @@ func TestPackKeepsAFileAtTheLayoutPath(t *testing.T) {
 	if err := os.WriteFile(path, []byte("important"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	_, err := pack.Pack(context.Background(), m.Dir, "oci:"+path, pack.WithCacheDir(""))
+	_, err := push.Pack(context.Background(), m.Dir, "oci:"+path, []pack.Option{pack.WithCacheDir("")})
 	if err == nil || !strings.Contains(err.Error(), "exists and is not a directory (an archive is written with oci-archive:") {
 		t.Fatalf("pack onto a file: %v", err)
 	}

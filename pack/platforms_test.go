@@ -16,6 +16,7 @@ import (
 
 	"github.com/modelcar/modelcar/internal/testenv"
 	"github.com/modelcar/modelcar/pack"
+	"github.com/modelcar/modelcar/push"
 )
 
 var (
@@ -54,9 +55,9 @@ func layoutIndex(t *testing.T, dir string, h v1.Hash) v1.ImageIndex {
 func TestPackMultiPlatformIndexSharesModelLayers(t *testing.T) {
 	m := genModel(t, 21, 2<<20, 2)
 	baseDir, bases := writeMultiBase(t)
-	base := pack.WithBase("oci:" + baseDir + ":busybox")
+	base := "oci:" + baseDir + ":busybox"
 	out := filepath.Join(t.TempDir(), "multi")
-	res := packT(t, m.Dir, "oci:"+out+":v1", base, pack.WithPlatform("linux/arm64/v8, linux/amd64"))
+	res := packBaseT(t, m.Dir, "oci:"+out+":v1", base, pack.WithPlatform("linux/arm64/v8, linux/amd64"))
 
 	if res.MediaType != types.OCIImageIndex || len(res.Platforms) != 2 ||
 		res.Platforms[0].Platform != "linux/amd64" || res.Platforms[1].Platform != "linux/arm64/v8" {
@@ -107,17 +108,17 @@ func TestPackMultiPlatformIndexSharesModelLayers(t *testing.T) {
 
 	// The amd64 image is the very image a single-platform pack makes, and
 	// the index does not depend on the order platforms are named in.
-	single := packT(t, m.Dir, "oci:"+filepath.Join(t.TempDir(), "single"), base, pack.WithPlatform("linux/amd64"))
+	single := packBaseT(t, m.Dir, "oci:"+filepath.Join(t.TempDir(), "single"), base, pack.WithPlatform("linux/amd64"))
 	if single.MediaType != types.OCIManifestSchema1 || single.Digest != res.Platforms[0].Digest {
 		t.Errorf("single-platform pack: %s %s, index's amd64 image %s", single.MediaType, single.Digest, res.Platforms[0].Digest)
 	}
-	again := packT(t, m.Dir, "oci:"+filepath.Join(t.TempDir(), "again"), base, pack.WithPlatform("linux/amd64,linux/arm64/v8"))
+	again := packBaseT(t, m.Dir, "oci:"+filepath.Join(t.TempDir(), "again"), base, pack.WithPlatform("linux/amd64,linux/arm64/v8"))
 	if again.Digest != res.Digest {
 		t.Errorf("platforms in another order: index %s, want %s", again.Digest, res.Digest)
 	}
 
 	// Inspect picks the image by platform and lists the index.
-	info, err := pack.Inspect(context.Background(), "oci:"+out+":v1", arm64)
+	info, err := push.Inspect(context.Background(), "oci:"+out+":v1", arm64)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,7 +126,7 @@ func TestPackMultiPlatformIndexSharesModelLayers(t *testing.T) {
 		info.Index.Digest != res.Digest || len(info.Index.Images) != 2 {
 		t.Fatalf("inspect arm64: %s %s index %+v", info.Digest, info.Platform, info.Index)
 	}
-	if _, err := pack.Inspect(context.Background(), "oci:"+out+":v1", v1.Platform{OS: "linux", Architecture: "s390x"}); err == nil ||
+	if _, err := push.Inspect(context.Background(), "oci:"+out+":v1", v1.Platform{OS: "linux", Architecture: "s390x"}); err == nil ||
 		!strings.Contains(err.Error(), "no image for platform linux/s390x (have linux/amd64, linux/arm64/v8)") {
 		t.Errorf("inspect a platform the index lacks: %v", err)
 	}
@@ -173,10 +174,11 @@ func TestPackMultiPlatformBadInput(t *testing.T) {
 	} {
 		out := filepath.Join(t.TempDir(), "out")
 		opts := []pack.Option{pack.WithCacheDir(""), pack.WithPlatform(tc.platforms)}
+		var popts []push.Option
 		if tc.base != "" {
-			opts = append(opts, pack.WithBase(tc.base))
+			popts = append(popts, push.WithBase(tc.base))
 		}
-		_, err := pack.Pack(context.Background(), m.Dir, "oci:"+out, opts...)
+		_, err := push.Pack(context.Background(), m.Dir, "oci:"+out, opts, popts...)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("--platform %s: %v, want an error with %q", tc.platforms, err, tc.want)
 		}
@@ -195,7 +197,7 @@ func TestSkopeoReadsMultiPlatformLayout(t *testing.T) {
 	m := genModel(t, 24, 2<<20, 2)
 	baseDir, _ := writeMultiBase(t)
 	out := filepath.Join(t.TempDir(), "oci")
-	res := packT(t, m.Dir, "oci:"+out+":v1", pack.WithBase("oci:"+baseDir+":busybox"), pack.WithPlatform("linux/amd64,linux/arm64/v8"))
+	res := packBaseT(t, m.Dir, "oci:"+out+":v1", "oci:"+baseDir+":busybox", pack.WithPlatform("linux/amd64,linux/arm64/v8"))
 	baseLayer := map[string]string{}
 	for _, arch := range []string{"amd64", "arm64"} {
 		var got struct {
@@ -222,7 +224,7 @@ func TestSkopeoReadsMultiPlatformLayout(t *testing.T) {
 	}
 	cp := filepath.Join(t.TempDir(), "copy")
 	testenv.Skopeo(t, "copy", "--all", "--preserve-digests", "oci:"+out+":v1", "oci:"+cp+":v1")
-	info, err := pack.Inspect(context.Background(), "oci:"+cp+":v1", amd64)
+	info, err := push.Inspect(context.Background(), "oci:"+cp+":v1", amd64)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -241,11 +243,11 @@ func TestPackArm64V8IsArm64(t *testing.T) {
 	if a.Digest != b.Digest {
 		t.Errorf("linux/arm64 gives %s, linux/arm64/v8 gives %s", a.Digest, b.Digest)
 	}
-	info, err := pack.Inspect(context.Background(), "oci:"+out+":v1", arm64)
+	info, err := push.Inspect(context.Background(), "oci:"+out+":v1", arm64)
 	if err != nil || info.Platform != "linux/arm64" {
 		t.Errorf("inspect --platform linux/arm64/v8 of an index listing linux/arm64: %v, %v", info, err)
 	}
-	if _, err := pack.Pack(context.Background(), m.Dir, "oci:"+filepath.Join(t.TempDir(), "c"), pack.WithPlatform("linux/arm64,linux/arm64/v8")); err == nil ||
+	if _, err := push.Pack(context.Background(), m.Dir, "oci:"+filepath.Join(t.TempDir(), "c"), []pack.Option{pack.WithPlatform("linux/arm64,linux/arm64/v8")}); err == nil ||
 		!strings.Contains(err.Error(), "named twice") {
 		t.Errorf("linux/arm64 and linux/arm64/v8 together: %v", err)
 	}
@@ -261,7 +263,7 @@ func TestPackBaseByDigestInsideIndex(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := filepath.Join(t.TempDir(), "out")
-	res := packT(t, m.Dir, "oci:"+out, pack.WithBase("oci:"+baseDir+"@"+dg.String()), pack.WithPlatform("linux/arm64"))
+	res := packBaseT(t, m.Dir, "oci:"+out, "oci:"+baseDir+"@"+dg.String(), pack.WithPlatform("linux/arm64"))
 	_, _, layers := layoutImage(t, out, res.Digest)
 	baseLayers, _ := bases[arm64.String()].Layers()
 	want, _ := baseLayers[0].Digest()

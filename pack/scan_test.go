@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/modelcar/modelcar/pack"
+	"github.com/modelcar/modelcar/push"
 )
 
 // symlinkTree makes a model directory "model" beside a directory "outside"
@@ -175,7 +176,7 @@ func TestPackRefusesExternalSymlink(t *testing.T) {
 	os.WriteFile(secret, []byte("root:secret"), 0o600)
 	symlinkT(t, secret, filepath.Join(m.Dir, "tokenizer.model"))
 	parent := t.TempDir()
-	_, err := pack.Pack(context.Background(), m.Dir, "oci:"+parent+"/out", pack.WithCacheDir(""))
+	_, err := push.Pack(context.Background(), m.Dir, "oci:"+parent+"/out", []pack.Option{pack.WithCacheDir("")})
 	var ee *pack.ExternalSymlinkError
 	if !errors.As(err, &ee) || !strings.Contains(err.Error(), "tokenizer.model") || !strings.Contains(err.Error(), secret) {
 		t.Fatalf("pack of a link outside: %v", err)

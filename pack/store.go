@@ -43,6 +43,14 @@ type BlobWriter interface {
 	Abort()
 }
 
+// NewLayoutStore is a Store that writes into the OCI layout l; finish runs
+// after Publish (renaming a staged layout into place, writing an archive),
+// abort after a failure (removing a staged layout, or the layout's
+// temporary files). The transfer layer (push) decides where l lives.
+func NewLayoutStore(l *ocilayout.Layout, finish func() error, abort func()) Store {
+	return &layoutStore{l: l, finish: finish, abort: abort}
+}
+
 // layoutStore writes into an OCI layout directory; finish runs after
 // Publish (renaming a staged layout, or writing the archive).
 type layoutStore struct {

@@ -10,6 +10,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/modelcar/modelcar/pack"
+	"github.com/modelcar/modelcar/push"
 )
 
 // TestTitleRoundTrip: names with commas and percent signs read back as
@@ -47,7 +48,7 @@ func TestPackTitleKeepsCommaNames(t *testing.T) {
 	}
 	out := filepath.Join(t.TempDir(), "oci")
 	packT(t, m.Dir, "oci:"+out+":v1")
-	info, err := pack.Inspect(context.Background(), "oci:"+out+":v1", v1.Platform{OS: "linux", Architecture: "amd64"})
+	info, err := push.Inspect(context.Background(), "oci:"+out+":v1", v1.Platform{OS: "linux", Architecture: "amd64"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,7 +23,7 @@ func packed(t *testing.T, seed int64, size int64, f pack.Format) (*testmodel.Mod
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := pack.Pack(context.Background(), m.Dir, "oci:"+filepath.Join(t.TempDir(), "oci")+":v1", pack.WithFormat(f), pack.WithCacheDir(""))
+	res, err := push.Pack(context.Background(), m.Dir, "oci:"+filepath.Join(t.TempDir(), "oci")+":v1", []pack.Option{pack.WithFormat(f), pack.WithCacheDir("")})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,13 @@
 // survives every hop into an air gap; it also extracts a model back into a
 // directory and re-verifies stored images.
 //
+// It is modelcar's one OCI endpoint layer: every image reference, whatever
+// its kind (REGISTRY/REPO, oci:PATH, oci-archive:FILE), is opened here with
+// one set of transfer options (plain HTTP, TLS, credentials, idle timeout,
+// retries, jobs), one HTTP client and one staging policy for what is
+// written. Copy, Pull, Verify, ReadImage and Inspect read through it; Pack
+// opens pack's output store and its base image through it.
+//
 // oras-go walks the image graph (concurrency, skipping blobs the
 // destination has, cross-repository mounts, referrers) and speaks the
 // registry API for manifests and auth (docker config.json, credential

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -264,36 +266,27 @@ func openSource(ctx context.Context, r ref.Ref, o *options, client *registryClie
 	return nil, fmt.Errorf("unsupported source %s", r)
 }
 
-// openDest opens a ref for writing. Layouts are written in place (blobs
-// appear atomically under their digest; index.json last); archives are
-// staged as a layout next to the file and written out by finish.
+// openDest opens a ref for writing, with the one staging policy of every
+// writer (Copy, Pack): an existing layout is updated in place (blobs
+// appear atomically under their digest, index.json is replaced last, so it
+// is valid at every instant); a new layout is staged beside its path and
+// renamed into place by finish; an archive is staged the same way and
+// written out (in volumes with WithSplitSize) by finish. abort removes
+// what was staged. Nothing appears under a new name until it is complete.
 func openDest(ctx context.Context, r ref.Ref, o *options, client *registryClient) (*endpoint, error) {
 	switch r.Kind {
 	case ref.Registry:
 		return openRegistry(r, o, client)
 	case ref.Layout:
-		l, err := ocilayout.Init(r.Path)
-		if err != nil {
-			return nil, err
-		}
-		return &endpoint{ref: r, target: &layoutTarget{l: l}, finish: func() error { l.Cleanup(); return nil }, abort: l.Cleanup}, nil
+		return openLayoutDest(r)
 	case ref.Archive:
 		if err := ocilayout.CheckArchiveTarget(r.Path); err != nil {
 			return nil, err
 		}
-		l, err := ocilayout.Stage(r.Path)
-		if err != nil {
-			return nil, err
-		}
-		staging := l.Dir
-		return &endpoint{ref: r, target: &layoutTarget{l: l},
-			finish: func() error {
-				defer os.RemoveAll(staging)
-				l.Cleanup()
-				return ocilayout.WriteArchiveSplit(staging, r.Path, o.splitSize)
-			},
-			abort: func() { os.RemoveAll(staging) },
-		}, nil
+		return staged(r, func(staging string) error {
+			defer os.RemoveAll(staging)
+			return ocilayout.WriteArchiveSplit(staging, r.Path, o.splitSize)
+		})
 	}
 	return nil, fmt.Errorf("unsupported destination %s", r)
 }
@@ -437,4 +430,56 @@ func resolveLocal(r ocilayout.Reader, where, reference string, read func(v1.Hash
 	}
 	return ocispec.Descriptor{MediaType: string(d.MediaType), Digest: digest.Digest(d.Digest.String()), Size: d.Size,
 		ArtifactType: d.ArtifactType, Annotations: d.Annotations}, nil
+}
+
+// openLayoutDest opens the layout destination r (see openDest).
+func openLayoutDest(r ref.Ref) (*endpoint, error) {
+	if l, err := ocilayout.Open(r.Path); err == nil {
+		return &endpoint{ref: r, target: &layoutTarget{l: l}, finish: func() error { l.Cleanup(); return nil }, abort: l.Cleanup}, nil
+	} else if errors.Is(err, fs.ErrPermission) {
+		return nil, err
+	}
+	if st, err := os.Lstat(r.Path); err == nil && !st.IsDir() {
+		return nil, fmt.Errorf("%s exists and is not a directory (an archive is written with oci-archive:%s)", r.Path, r.Path)
+	}
+	if ents, err := os.ReadDir(r.Path); err == nil && len(ents) > 0 {
+		return nil, fmt.Errorf("%s: directory exists, is not empty and is not an OCI image layout", r.Path)
+	}
+	return staged(r, func(staging string) error {
+		// An empty directory given as the destination makes way; anything
+		// else there now fails the rename below.
+		if st, err := os.Lstat(r.Path); err == nil && st.IsDir() {
+			os.Remove(r.Path)
+		}
+		if err := os.Rename(staging, r.Path); err != nil {
+			os.RemoveAll(staging)
+			return err
+		}
+		return nil
+	})
+}
+
+// staged is a destination built in a staged layout (see stage) that
+// publish makes visible under r's name when it is complete; abort removes
+// it.
+func staged(r ref.Ref, publish func(staging string) error) (*endpoint, error) {
+	l, err := stage(r.Path)
+	if err != nil {
+		return nil, err
+	}
+	staging := l.Dir
+	return &endpoint{ref: r, target: &layoutTarget{l: l},
+		finish: func() error { l.Cleanup(); return publish(staging) },
+		abort:  func() { os.RemoveAll(staging) },
+	}, nil
+}
+
+// stage makes the layout a new destination is built in, as a hidden
+// sibling of path (its parent made if missing), so that the final rename
+// is atomic and a crash leaves nothing under the destination's name.
+func stage(path string) (*ocilayout.Layout, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, err
+	}
+	return ocilayout.Stage(path)
 }

@@ -53,7 +53,7 @@ func imageOf(ctx context.Context, e *endpoint, desc ocispec.Descriptor, platform
 			}
 		}
 		if !picked {
-			return nil, fmt.Errorf("index %s has no image for %s (have %s)", desc.Digest, platform.String(), strings.Join(have, ", "))
+			return nil, fmt.Errorf("index %s has no image for platform %s (have %s)", desc.Digest, platform.String(), strings.Join(have, ", "))
 		}
 	}
 }
@@ -224,6 +224,29 @@ func ReadImage(ctx context.Context, src string, platform v1.Platform, opts ...Op
 		}
 	}
 	return &out, nil
+}
+
+// Inspect reads the image src (any reference kind) as ReadImage does and
+// describes it (pack.Describe): an index first, then the image picked for
+// platform and its layers, with the files each layer holds when
+// WithListFiles is given (else the files its title claims).
+func Inspect(ctx context.Context, src string, platform v1.Platform, opts ...Option) (*pack.ImageInfo, error) {
+	raw, err := ReadImage(ctx, src, platform, opts...)
+	if err != nil {
+		return nil, err
+	}
+	info, err := pack.Describe(src, raw.Digest, raw.Manifest, raw.Config)
+	if err != nil {
+		return info, err
+	}
+	for i, l := range raw.Layers {
+		info.Layers[i].SetFiles(l.Files, l.Truncated)
+	}
+	if raw.Index == nil {
+		return info, nil
+	}
+	info.Index, _, err = pack.ParseIndex(src, raw.IndexDigest, raw.Index, platform)
+	return info, err
 }
 
 // checkStoredSizes compares what e holds of each layer with its

@@ -61,6 +61,8 @@ type options struct {
 	// being under listPrefix (see WithListFiles).
 	listFiles  bool
 	listPrefix string
+	// base is the image Pack builds on (see WithBase).
+	base string
 	// idleTimeout drops a registry connection on which nothing moved.
 	idleTimeout time.Duration
 }

@@ -4,10 +4,12 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"hash"
 	"io"
 	"net/http"
+	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/opencontainers/go-digest"
@@ -18,11 +20,21 @@ import (
 	"github.com/modelcar/modelcar/pack"
 )
 
-// Pack packs the model directory dir straight into the registry
-// repository dst: each layer streams to the registry while it is built and
-// hashed, in one read of the model and without touching local disk; the
-// manifest is pushed (and tagged) last. Layers the digest cache knows and
-// the registry has are not read at all.
+// Pack packs the model directory dir into dst, any kind of reference:
+//
+//   - REGISTRY/REPO[:TAG]: each layer streams to the registry while it is
+//     built and hashed, in one read of the model and without touching local
+//     disk; the manifest is pushed (and tagged) last. Layers the digest
+//     cache knows and the registry has are not read at all.
+//   - oci:PATH[:TAG], oci-archive:FILE[:TAG]: written as every layout or
+//     archive destination is (see openDest): an existing layout is updated
+//     in place, index.json last; a new one is staged beside PATH and renamed
+//     into place; an archive is staged and written out whole.
+//
+// With WithBase the base image is opened here too, with the same transfer
+// options (credentials, plain HTTP, TLS, idle timeout, retries) as dst. The
+// tags are dst's, then pack.WithTags's; a layout or archive without one
+// gets "latest", a registry image without one is pushed by digest.
 func Pack(ctx context.Context, dir, dst string, packOpts []pack.Option, opts ...Option) (*pack.Result, error) {
 	o, err := newOptions(opts)
 	if err != nil {
@@ -30,33 +42,107 @@ func Pack(ctx context.Context, dir, dst string, packOpts []pack.Option, opts ...
 	}
 	r, err := ref.Parse(dst)
 	if err != nil {
-		return nil, fmt.Errorf("--output: %w", err)
+		return nil, &ReferenceError{Role: "output", Ref: dst, Err: err}
 	}
-	if r.Kind != ref.Registry || r.Digest != nil {
-		return nil, fmt.Errorf("--output %s: want REGISTRY/REPO[:TAG]", dst)
+	if r.Digest != nil {
+		return nil, &ReferenceError{Role: "output", Ref: dst, Err: errors.New("an output is named by a tag, not a digest")}
 	}
-	if o.splitSize > 0 {
+	if r.Kind == ref.Registry && o.splitSize > 0 {
 		return nil, fmt.Errorf("--split-size applies only to an oci-archive: destination, not %s", dst)
+	}
+	if r.Kind != ref.Registry {
+		packOpts = append(packOpts[:len(packOpts):len(packOpts)], pack.WithDefaultTag("latest"))
+	}
+	tags, err := pack.Tags(r.Tag, packOpts...)
+	if err != nil {
+		return nil, err
 	}
 	client, err := o.httpClient()
 	if err != nil {
 		return nil, err
 	}
-	e, err := openRegistry(r, o, client)
+	if o.base != "" {
+		base, closeBase, err := openBase(ctx, o.base, o, client)
+		if err != nil {
+			return nil, err
+		}
+		defer closeBase()
+		packOpts = append(packOpts[:len(packOpts):len(packOpts)], pack.WithBase(base))
+	}
+	name := r.String()
+	var open func() (pack.Store, error)
+	switch r.Kind {
+	case ref.Registry:
+		name = r.Name.Context().Name()
+		open = func() (pack.Store, error) {
+			e, err := openRegistry(r, o, client)
+			if err != nil {
+				return nil, err
+			}
+			return &registryStore{e: e, up: e.target.(*registryTarget).up}, nil
+		}
+	default:
+		if len(tags) > 0 {
+			name = r.Tagged(tags[0])
+		}
+		open = func() (pack.Store, error) {
+			e, err := openDest(ctx, r, o, client)
+			if err != nil {
+				return nil, &ReferenceError{Role: "output", Ref: dst, Err: err}
+			}
+			return pack.NewLayoutStore(e.target.(*layoutTarget).l, e.finish, e.abort), nil
+		}
+	}
+	res, err := pack.PackTo(ctx, dir, open, name, tags, packOpts...)
 	if err != nil {
 		return nil, err
 	}
-	s := &registryStore{e: e, up: e.target.(*registryTarget).up}
-	var tags []string
-	if r.Tag != "" {
-		tags = []string{r.Tag}
+	first := ""
+	if len(tags) > 0 {
+		first = tags[0]
 	}
-	res, err := pack.PackTo(ctx, dir, s, r.Name.Context().Name(), tags, packOpts...)
-	if err != nil {
-		return nil, err
-	}
-	res.Reference, res.Tagged = pinned(r, res.Digest.String(), r.Tag)
+	res.Reference, res.Tagged = pinned(r, res.Digest.String(), first)
 	return res, nil
+}
+
+// ReferenceError is a reference that cannot serve in its role (the output
+// of a pack, a base): Role and Ref say which, Err why.
+type ReferenceError struct {
+	Role, Ref string
+	Err       error
+}
+
+func (e *ReferenceError) Error() string {
+	return fmt.Sprintf("%s %s: %s", e.Role, e.Ref, strings.TrimPrefix(e.Err.Error(), e.Ref+": "))
+}
+func (e *ReferenceError) Unwrap() error { return e.Err }
+
+// WithBase names the image Pack builds on: any reference kind, opened with
+// the same transfer options as the destination.
+func WithBase(src string) Option { return func(o *options) error { o.base = src; return nil } }
+
+// openBase opens src for reading as pack's base: its root is resolved at
+// once (a missing tag fails before anything is read from the model), and
+// each platform's image is picked from it and read through the same
+// hardened readers as pull (content-identified manifests, sizes and
+// digests checked, limits). close releases the source (an archive's file).
+func openBase(ctx context.Context, src string, o *options, client *registryClient) (pack.Base, func() error, error) {
+	r, err := ref.Parse(src)
+	if err != nil {
+		return pack.Base{}, nil, &ReferenceError{Role: "base", Ref: src, Err: err}
+	}
+	e, err := openSource(ctx, r, o, client)
+	if err != nil {
+		return pack.Base{}, nil, &ReferenceError{Role: "base", Ref: src, Err: err}
+	}
+	root, err := e.resolveRoot(ctx, src)
+	if err != nil {
+		e.abort()
+		return pack.Base{}, nil, &ReferenceError{Role: "base", Ref: src, Err: err}
+	}
+	return pack.Base{Name: src, Image: func(ctx context.Context, platform v1.Platform) (v1.Image, error) {
+		return imageOf(ctx, e, root, platform)
+	}}, e.finish, nil
 }
 
 // registryStore is a pack.Store that uploads to a registry repository.

@@ -29,7 +29,7 @@ func TestMultiPlatformThroughRegistry(t *testing.T) {
 		t.Fatal(err)
 	}
 	popts := []pack.Option{pack.WithCacheDir(""), pack.WithPlatform("linux/amd64,linux/arm64")}
-	local, err := pack.Pack(context.Background(), m.Dir, "oci:"+filepath.Join(t.TempDir(), "oci")+":v1", popts...)
+	local, err := push.Pack(context.Background(), m.Dir, "oci:"+filepath.Join(t.TempDir(), "oci")+":v1", popts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,13 +81,11 @@ func TestMultiPlatformThroughRegistry(t *testing.T) {
 	// As a --base, the index gives each platform its image, and a platform
 	// it lacks fails naming those it has.
 	base := reg.Ref("multi/direct") + ":v1"
-	_, err = pack.Pack(context.Background(), m.Dir, "oci:"+filepath.Join(t.TempDir(), "s390x"),
-		pack.WithCacheDir(""), pack.WithBase(base), pack.WithPlatform("linux/s390x"))
+	_, err = push.Pack(context.Background(), m.Dir, "oci:"+filepath.Join(t.TempDir(), "s390x"), []pack.Option{pack.WithCacheDir(""), pack.WithPlatform("linux/s390x")}, push.WithBase(base), push.WithPlainHTTP(true))
 	if err == nil || !strings.Contains(err.Error(), "no image for platform linux/s390x (have linux/amd64, linux/arm64)") {
 		t.Errorf("registry base without the platform: %v", err)
 	}
-	onBase, err := pack.Pack(context.Background(), m.Dir, "oci:"+filepath.Join(t.TempDir(), "onbase"),
-		pack.WithCacheDir(""), pack.WithBase(base), pack.WithPlatform("linux/arm64,linux/amd64"))
+	onBase, err := push.Pack(context.Background(), m.Dir, "oci:"+filepath.Join(t.TempDir(), "onbase"), []pack.Option{pack.WithCacheDir(""), pack.WithPlatform("linux/arm64,linux/amd64")}, push.WithBase(base), push.WithPlainHTTP(true))
 	if err != nil || len(onBase.Platforms) != 2 || onBase.Platforms[1].BaseLayers != len(local.Layers) {
 		t.Errorf("registry index as base: %+v, %v", onBase, err)
 	}

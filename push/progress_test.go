@@ -87,7 +87,7 @@ func TestProgressTotalIsTheWholeImageFromTheStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := filepath.Join(t.TempDir(), "oci")
-	p, err := pack.Pack(context.Background(), m.Dir, "oci:"+dir+":v1", pack.WithCacheDir(""), pack.WithPlatform("linux/amd64,linux/arm64"))
+	p, err := push.Pack(context.Background(), m.Dir, "oci:"+dir+":v1", []pack.Option{pack.WithCacheDir(""), pack.WithPlatform("linux/amd64,linux/arm64")})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -205,8 +205,7 @@ func TestPullArm64V8FromIndex(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	local, err := pack.Pack(context.Background(), m.Dir, "oci:"+filepath.Join(t.TempDir(), "oci")+":v1",
-		pack.WithCacheDir(""), pack.WithPlatform("linux/amd64,linux/arm64"))
+	local, err := push.Pack(context.Background(), m.Dir, "oci:"+filepath.Join(t.TempDir(), "oci")+":v1", []pack.Option{pack.WithCacheDir(""), pack.WithPlatform("linux/amd64,linux/arm64")})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -91,22 +91,7 @@ func inspect(cmd *cobra.Command, f *transferFlags, s string, platform v1.Platfor
 	if readLayers {
 		opts = append(opts, push.WithListFiles(prefix))
 	}
-	raw, err := push.ReadImage(cmd.Context(), s, platform, opts...)
-	if err != nil {
-		return nil, err
-	}
-	info, err := pack.Describe(s, raw.Digest, raw.Manifest, raw.Config)
-	if err != nil {
-		return info, err
-	}
-	for i, l := range raw.Layers {
-		info.Layers[i].SetFiles(l.Files, l.Truncated)
-	}
-	if raw.Index == nil {
-		return info, nil
-	}
-	info.Index, _, err = pack.ParseIndex(s, raw.IndexDigest, raw.Index, platform)
-	return info, err
+	return push.Inspect(cmd.Context(), s, platform, opts...)
 }
 
 // printInspect writes info as text. An index comes first, with the image

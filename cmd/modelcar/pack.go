@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -146,9 +147,6 @@ one read of the model, nothing written to local disk, the tag pushed last.`,
 				}
 				opts = append(opts, pack.WithLargeFileThreshold(n))
 			}
-			if base != "" {
-				opts = append(opts, pack.WithBase(base))
-			}
 			if followSymlinks {
 				opts = append(opts, pack.WithFollowExternalSymlinks())
 			}
@@ -186,23 +184,19 @@ one read of the model, nothing written to local disk, the tag pushed last.`,
 			}
 			prog := newPackProgress(cmd.ErrOrStderr(), quiet)
 			opts = append(opts, pack.WithProgress(prog.event))
-			var res *pack.Result
-			if r, err := ref.Parse(output); err == nil && r.Kind == ref.Registry {
-				popts, err := tf.options(cmd, output)
-				if err != nil {
-					return err
-				}
-				res, err = push.Pack(cmd.Context(), dir, output, opts, popts...)
-				prog.finish()
-				if err != nil {
-					return err
-				}
-			} else {
-				res, err = pack.Pack(cmd.Context(), dir, output, opts...)
-				prog.finish()
-				if err != nil {
-					return err
-				}
+			// The output and the base are opened by the transfer layer,
+			// with every transfer flag, whatever their kind.
+			popts, err := tf.options(cmd, output, base)
+			if err != nil {
+				return err
+			}
+			if base != "" {
+				popts = append(popts, push.WithBase(base))
+			}
+			res, err := push.Pack(cmd.Context(), dir, output, opts, popts...)
+			prog.finish()
+			if err != nil {
+				return packError(err)
 			}
 			if jsonOut {
 				enc := json.NewEncoder(cmd.OutOrStdout())
@@ -277,3 +271,33 @@ func parseSize(s string) (int64, error) {
 	}
 	return int64(f * mult), nil
 }
+
+// packError names the flag of the reference a library error is about
+// (the output, the base), keeping what it wraps for the hints.
+func packError(err error) error {
+	var re *push.ReferenceError
+	var be *pack.BaseError
+	switch {
+	case errors.As(err, &re) && (re.Role == "output" || re.Role == "base"):
+		return flagError{flag: "--" + re.Role, err: re}
+	case errors.As(err, &be):
+		return flagError{flag: "--base", err: be}
+	}
+	return err
+}
+
+// flagError is a library error about a value the user gave with flag: its
+// message starts with the flag instead of the field's name.
+type flagError struct {
+	flag string
+	err  error
+}
+
+func (e flagError) Error() string {
+	msg := e.err.Error()
+	if i := strings.IndexByte(msg, ' '); i > 0 {
+		msg = msg[i:] // "base REF: ..." → " REF: ..."
+	}
+	return e.flag + msg
+}
+func (e flagError) Unwrap() error { return e.err }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/modelcar/modelcar/internal/testenv"
+	"github.com/modelcar/modelcar/pack"
 )
 
 // runWith runs modelcar with extra environment and stdin.
@@ -207,5 +208,40 @@ func TestTransferCommandsPrintPinnedReference(t *testing.T) {
 		if !strings.Contains(r.stdout, `"mediaType"`) {
 			t.Errorf("%s --json is not camelCase: %s", args[0], r.stdout)
 		}
+	}
+}
+
+// TestPackBaseOverPlainHTTPWithCredentials: --base is opened by the same
+// transfer layer as every other reference, so --plain-http, -u and
+// --password-stdin apply to it: a base in a plain-HTTP registry behind
+// htpasswd is refused without credentials (saying how to log in) and packed
+// on with them, its layers first in the image.
+func TestPackBaseOverPlainHTTPWithCredentials(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end: real registry with htpasswd auth")
+	}
+	const user = "ci-bot"
+	secret := testenv.NewSecret(t, user)
+	reg := testenv.StartRegistry(t, testenv.WithHtpasswd(user, secret))
+	base := reg.Ref("base/busybox") + ":v1"
+	if p := runWith(t, []string{"DOCKER_CONFIG=" + t.TempDir()}, secret+"\n", "push", testenv.BusyboxBase(t), base, "--plain-http", "-u", user, "--password-stdin"); p.code != 0 {
+		t.Fatalf("pushing the base: %+v", p)
+	}
+	m := genModel(t)
+	out := "oci:" + filepath.Join(t.TempDir(), "out") + ":v1"
+	anon := runWith(t, []string{"DOCKER_CONFIG=" + t.TempDir()}, "", "pack", m.Dir, "--base", base, "--plain-http", "--output", out)
+	if anon.code == 0 || !strings.Contains(anon.stderr, "--base "+base) || !strings.Contains(anon.stderr, "modelcar login") {
+		t.Errorf("pack on a base without credentials: %+v", anon)
+	}
+	r := runWith(t, []string{"DOCKER_CONFIG=" + t.TempDir()}, secret+"\n", "pack", m.Dir, "--base", base, "--plain-http", "-u", user, "--password-stdin", "--output", out, "--json")
+	if r.code != 0 {
+		t.Fatalf("pack on a base with credentials: %+v", r)
+	}
+	var res pack.Result
+	if err := json.Unmarshal([]byte(r.stdout), &res); err != nil || res.BaseLayers == 0 {
+		t.Errorf("pack --json: %v, base layers %d\n%s", err, res.BaseLayers, r.stdout)
+	}
+	if strings.Contains(r.stdout+r.stderr+anon.stdout+anon.stderr, secret) {
+		t.Error("the password reached the output")
 	}
 }

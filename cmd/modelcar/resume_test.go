@@ -30,7 +30,7 @@ func TestPushResumesAfterKill9(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := pack.Pack(context.Background(), m.Dir, "oci:"+filepath.Join(t.TempDir(), "oci")+":v1", pack.WithCacheDir(""))
+	res, err := push.Pack(context.Background(), m.Dir, "oci:"+filepath.Join(t.TempDir(), "oci")+":v1", []pack.Option{pack.WithCacheDir("")})
 	if err != nil {
 		t.Fatal(err)
 	}

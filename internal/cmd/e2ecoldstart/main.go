@@ -26,6 +26,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"os"
 	"os/exec"
@@ -377,7 +378,36 @@ type results struct {
 	RepackedTotal             float64 `json:",omitempty"`
 	Levers                    []leverResult
 	Pulls                     []pullCheck
+	Loads                     []loadCheck
 	Seconds                   float64
+}
+
+// loadCheck sets measure's load phase beside the load the stand-in logged
+// ("Model loading took ... S seconds"), per cold start of one stage.
+type loadCheck struct {
+	Stage            string
+	Measured, Logged []float64
+	// WorstRatio is the measured / logged ratio furthest from 1.
+	WorstRatio float64
+}
+
+// loadChecks reads each cold start's load phase and its "model loading"
+// step (the server's own number) from a report.
+func loadChecks(stage string, r *measure.Report) loadCheck {
+	lc := loadCheck{Stage: stage, WorstRatio: 1}
+	for _, c := range r.ColdStarts {
+		for _, st := range c.Details.Load.Steps {
+			if st.Name != "model loading" || st.Seconds <= 0 {
+				continue
+			}
+			lc.Measured = append(lc.Measured, c.Phases.Load)
+			lc.Logged = append(lc.Logged, st.Seconds)
+			if q := c.Phases.Load / st.Seconds; math.Abs(q-1) > math.Abs(lc.WorstRatio-1) {
+				lc.WorstRatio = q
+			}
+		}
+	}
+	return lc
 }
 
 type leverResult struct {
@@ -420,6 +450,7 @@ func compare(beforePath, repackedPath, afterPath string, p *plan.Plan, applied [
 	r := &results{Applied: applied}
 	r.Before, r.BeforeTotal = typical(&b)
 	r.Now, r.AfterTotal = typical(&a)
+	r.Loads = append(r.Loads, loadChecks("baseline", &b))
 	if repackedPath != "" {
 		var rp measure.Report
 		if err := readJSON(repackedPath, &rp); err != nil {
@@ -427,7 +458,9 @@ func compare(beforePath, repackedPath, afterPath string, p *plan.Plan, applied [
 		}
 		ph, total := typical(&rp)
 		r.Repacked, r.RepackedTotal = &ph, total
+		r.Loads = append(r.Loads, loadChecks("repacked", &rp))
 	}
+	r.Loads = append(r.Loads, loadChecks("after", &a))
 	phase := func(ph measure.Phases, n string) float64 {
 		switch n {
 		case measure.Provision:
@@ -526,6 +559,19 @@ func (r *results) markdown() string {
 			fmt.Fprintf(&b, "| %s | %d | %.2f | %.2f | %.2f | %.2f | %s | %s |\n", p.Stage, p.Bytes, p.MeasuredPullSecondsP50, p.ContainerdSecondsMedian, p.LinkSeconds, p.LinkMeasuredSeconds, unzip, ratio)
 		}
 		fmt.Fprintf(&b, "\nThe measured limit is the fetch over the link plus the gzip decompression after it: containerd fetches a layer whole before it unpacks it, so for one gzip layer the two add up.\n")
+	}
+	if len(r.Loads) > 0 {
+		fmt.Fprintf(&b, "\n| load | measure's load, each start (s) | the stand-in logged, each start (s) | measured / logged, furthest from 1 |\n|---|---|---|---:|\n")
+		secs := func(v []float64) string {
+			var out []string
+			for _, x := range v {
+				out = append(out, fmt.Sprintf("%.3f", x))
+			}
+			return strings.Join(out, ", ")
+		}
+		for _, l := range r.Loads {
+			fmt.Fprintf(&b, "| %s | %s | %s | %.3f |\n", l.Stage, secs(l.Measured), secs(l.Logged), l.WorstRatio)
+		}
 	}
 	return b.String()
 }
