@@ -158,14 +158,14 @@ func ParseTolerations(specs []string) ([]corev1.Toleration, error) {
 // volume and returns its digest ("" for a tag when allowTag).
 func imageDigest(image string, allowTag bool) (string, error) {
 	if image == "" {
-		return "", errors.New("no image reference")
+		return "", ErrRequired
 	}
 	if strings.HasPrefix(image, "oci:") || strings.HasPrefix(image, "oci-archive:") {
-		return "", fmt.Errorf("image %q is a local OCI layout: push it to a registry the nodes can pull from first", image)
+		return "", errors.New("a local OCI layout: push it to a registry the nodes can pull from first")
 	}
 	ref, err := name.ParseReference(image, name.WeakValidation)
 	if err != nil {
-		return "", fmt.Errorf("parsing image reference %q: %w", image, err)
+		return "", fmt.Errorf("not an image reference: %w", err)
 	}
 	if d, ok := ref.(name.Digest); ok {
 		return d.DigestStr(), nil
@@ -173,7 +173,7 @@ func imageDigest(image string, allowTag bool) (string, error) {
 	if allowTag {
 		return "", nil
 	}
-	return "", fmt.Errorf("%w: %q", ErrNoDigest, image)
+	return "", ErrNoDigest
 }
 
 // tinyResources are the requests of containers that only idle.

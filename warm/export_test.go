@@ -8,3 +8,9 @@ func SetRetryBackoff(d time.Duration) (restore func()) {
 	retryBackoff = d
 	return func() { retryBackoff = old }
 }
+
+// The single-value checks behind Validate, for their own tests.
+var (
+	CheckCron     = checkCron
+	CheckTimeZone = checkTimeZone
+)

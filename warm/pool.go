@@ -2,7 +2,6 @@ package warm
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -16,7 +15,6 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/util/validation"
 	autoscalingv1ac "k8s.io/client-go/applyconfigurations/autoscaling/v1"
 	"k8s.io/client-go/kubernetes"
 
@@ -71,7 +69,7 @@ func ParseSchedule(s string) (Schedule, error) {
 	if err != nil || n < 0 {
 		return Schedule{}, fmt.Errorf("schedule %q: replicas %q is not a count", s, s[i+1:])
 	}
-	if err := CheckCron(cron); err != nil {
+	if err := checkCron(cron); err != nil {
 		return Schedule{}, fmt.Errorf("schedule %q: %q is not a five-field cron expression (minute hour day-of-month month day-of-week) or @hourly/@daily/@weekly/...: %w", s, cron, err)
 	}
 	return Schedule{Cron: cron, Replicas: int32(n)}, nil
@@ -112,82 +110,33 @@ type PoolOptions struct {
 	ModelcarImage string
 	// AllowTag accepts ModelcarImage and PauseImage without a digest.
 	AllowTag bool
-	// TimeZone of the schedules (an IANA name such as Europe/Paris, checked
-	// as the API server does: see CheckTimeZone); default the controller
-	// manager's.
+	// TimeZone of the schedules (an IANA name such as Europe/Paris, not
+	// Local, checked as the API server does, with the time zone database
+	// this package embeds); default the controller manager's.
 	TimeZone string
 	// ImagePullSecrets name Secrets in Namespace for private registries
 	// (a mirrored pause image, modelcar's image), used by every pod.
 	ImagePullSecrets []string
 }
 
-func (o PoolOptions) withDefaults() (PoolOptions, error) {
+// withDefaults fills the empty fields with their defaults (see Validate).
+func (o PoolOptions) withDefaults() PoolOptions {
 	if o.Name == "" {
 		o.Name = DefaultPoolName
-	}
-	if err := CheckPoolName(o.Name, len(o.Schedules)); err != nil {
-		return o, fmt.Errorf("pool name %q: %w", o.Name, err)
-	}
-	if o.Replicas < 0 {
-		return o, fmt.Errorf("pool replicas %d: must not be negative", o.Replicas)
-	}
-	if o.GPUsPerPod <= 0 {
-		return o, fmt.Errorf("pool GPUs per pod %d: must be at least 1", o.GPUsPerPod)
 	}
 	if o.GPUResource == "" {
 		o.GPUResource = DefaultGPUResource
 	}
-	if errs := validation.IsQualifiedName(o.GPUResource); len(errs) > 0 || !strings.Contains(o.GPUResource, "/") {
-		return o, fmt.Errorf("GPU resource %q: want an extended resource name such as nvidia.com/gpu", o.GPUResource)
-	}
 	if o.PauseImage == "" {
 		o.PauseImage = DefaultPauseImage
-	}
-	if _, err := imageDigest(o.PauseImage, o.AllowTag); err != nil {
-		return o, fmt.Errorf("pause image: %w", err)
 	}
 	if o.PriorityClass == "" {
 		o.PriorityClass = DefaultPlaceholderPriorityClass
 	}
-	if err := CheckPriorityClassName(o.PriorityClass); err != nil {
-		return o, fmt.Errorf("priority class %q: %w", o.PriorityClass, err)
-	}
-	if o.TimeZone != "" {
-		if err := CheckTimeZone(o.TimeZone); err != nil {
-			return o, fmt.Errorf("time zone %q: %w", o.TimeZone, err)
-		}
-	}
 	if o.Priority == 0 {
 		o.Priority = DefaultPlaceholderPriority
 	}
-	if o.Priority > 0 {
-		return o, fmt.Errorf("placeholder priority %d: must be negative, below the pods that should preempt them", o.Priority)
-	}
-	if len(o.Schedules) > 0 {
-		if o.Namespace == "" {
-			return o, errors.New("a pool with schedules needs its namespace (the scaler's RoleBinding and arguments name it)")
-		}
-		if o.ModelcarImage == "" {
-			return o, errors.New("a pool with schedules needs modelcar's own image (ModelcarImage, --modelcar-image) to run `modelcar warm scale`")
-		}
-		if _, err := imageDigest(o.ModelcarImage, o.AllowTag); err != nil {
-			return o, fmt.Errorf("modelcar image: %w", err)
-		}
-		seen := map[string]bool{}
-		for _, s := range o.Schedules {
-			if s.Replicas < 0 {
-				return o, fmt.Errorf("schedule %s: replicas must not be negative", s)
-			}
-			if err := CheckCron(s.Cron); err != nil {
-				return o, fmt.Errorf("schedule %s: %w", s, err)
-			}
-			if seen[s.Cron] {
-				return o, fmt.Errorf("schedule %s: two windows start at %q", s, s.Cron)
-			}
-			seen[s.Cron] = true
-		}
-	}
-	return o, nil
+	return o
 }
 
 func cronJobName(pool string, i int) string { return pool + scaleJobInfix + strconv.Itoa(i) }
@@ -217,11 +166,13 @@ func poolLabels(name, component string) map[string]string {
 //   - with Schedules: a ServiceAccount, a Role that allows get on this one
 //     Deployment and patch on its scale subresource (resourceNames), a
 //     RoleBinding, and one CronJob per window running `modelcar warm scale`.
+//
+// It refuses options that Validate refuses, with its *FieldError.
 func Pool(opts PoolOptions) ([]Object, error) {
-	o, err := opts.withDefaults()
-	if err != nil {
+	if err := opts.Validate(); err != nil {
 		return nil, err
 	}
+	o := opts.withDefaults()
 	pc := &schedulingv1.PriorityClass{
 		TypeMeta: metav1.TypeMeta{APIVersion: "scheduling.k8s.io/v1", Kind: "PriorityClass"},
 		ObjectMeta: metav1.ObjectMeta{
@@ -427,7 +378,7 @@ func ApplyPool(ctx context.Context, c *kube.Client, opts PoolOptions, ao ApplyOp
 	if err != nil {
 		return applied, nil, err
 	}
-	o, _ := opts.withDefaults()
+	o := opts.withDefaults()
 	stale, err := poolScalerObjects(ctx, c.Clientset, o.Namespace, o.Name)
 	if err != nil {
 		return applied, nil, err

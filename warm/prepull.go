@@ -129,35 +129,21 @@ func truncate(s string, n int) string {
 	return s
 }
 
-func (o PrepullOptions) withDefaults() (PrepullOptions, string, error) {
-	digest, err := imageDigest(o.Image, o.AllowTag)
-	if err != nil {
-		return o, "", err
-	}
+// withDefaults fills the empty fields with their defaults (see Validate).
+func (o PrepullOptions) withDefaults() PrepullOptions {
 	if o.Name == "" {
 		o.Name = PrepullName(o.Image)
 	}
-	if err := CheckPrepullName(o.Name); err != nil {
-		return o, "", fmt.Errorf("pre-pull name %q: %w", o.Name, err)
-	}
-	if o.Mode, err = ParsePrepullMode(string(o.Mode)); err != nil {
-		return o, "", err
+	if o.Mode == "" {
+		o.Mode = ImageVolumeMode
 	}
 	if o.PauseImage == "" {
 		o.PauseImage = DefaultPauseImage
 	}
-	if _, err := imageDigest(o.PauseImage, o.AllowTag); err != nil {
-		return o, "", fmt.Errorf("pause image: %w", err)
-	}
-	if o.PriorityClassName != "" {
-		if err := CheckPriorityClassName(o.PriorityClassName); err != nil {
-			return o, "", fmt.Errorf("priority class %q: %w", o.PriorityClassName, err)
-		}
-	}
 	if len(o.InitCommand) == 0 {
 		o.InitCommand = DefaultInitCommand
 	}
-	return o, digest, nil
+	return o
 }
 
 // prepullLabels are the labels of a pre-pull DaemonSet and its pods; the
@@ -182,11 +168,14 @@ func prepullSelector(name string) map[string]string {
 // token. A rollout to a new digest starts the new pods beside the old ones
 // on every node at once (maxSurge 100%), so all nodes pull in parallel and
 // each keeps the old image in use until the new one is there.
+//
+// It refuses options that Validate refuses, with its *FieldError.
 func Prepull(opts PrepullOptions) (*appsv1.DaemonSet, error) {
-	o, digest, err := opts.withDefaults()
-	if err != nil {
+	if err := opts.Validate(); err != nil {
 		return nil, err
 	}
+	o := opts.withDefaults()
+	digest, _ := imageDigest(o.Image, o.AllowTag) // checked by Validate
 	annotations := map[string]string{ImageAnnotation: o.Image}
 	if digest != "" {
 		annotations[ImageDigestAnnotation] = digest

@@ -190,29 +190,20 @@ type ProbeConfig struct {
 	Client *http.Client
 }
 
+// withDefaults validates c (Validate) and fills its empty fields with
+// their defaults.
 func (c ProbeConfig) withDefaults() (ProbeConfig, error) {
+	if err := c.Validate(); err != nil {
+		return c, err
+	}
 	if c.URL == "" {
 		c.URL = DefaultURL
 	}
-	if err := CheckURL(c.URL); err != nil {
-		return c, err
-	}
-	var err error
 	c.URL = strings.TrimRight(c.URL, "/")
 	if c.Workload == nil {
 		c.Workload = DefaultWorkload()
 	}
-	if len(c.Workload) == 0 {
-		return c, errors.New("empty warm-up workload")
-	}
-	for _, r := range c.Workload {
-		if err := r.validate(); err != nil {
-			return c, fmt.Errorf("workload step %s: %w", r, err)
-		}
-	}
-	if c.API, err = ParseAPI(string(c.API)); err != nil {
-		return c, err
-	}
+	c.API, _ = ParseAPI(string(c.API)) // checked by Validate
 	if c.Timeout <= 0 {
 		c.Timeout = DefaultTimeout
 	}

@@ -3,6 +3,7 @@ package warm_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
@@ -49,13 +50,16 @@ func TestCheckCron(t *testing.T) {
 		{"0 0 8 * * *", "expected exactly 5 fields, found 6"},
 		{"@fortnightly", "unrecognized descriptor"},
 		{"@every fortnight", "invalid duration"},
-		{"TZ=Europe/Paris 0 8 * * *", "--time-zone"},
+		{"TZ=Europe/Paris 0 8 * * *", "PoolOptions.TimeZone"},
 		{"CRON_TZ=UTC 0 8 * * *", "TZ"},
 	} {
 		err := warm.CheckCron(tc.cron)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("CheckCron(%q) = %v, want an error with %q", tc.cron, err, tc.want)
 		}
+	}
+	if err := warm.CheckCron("CRON_TZ=UTC 0 8 * * *"); !errors.Is(err, warm.ErrScheduleTimeZone) {
+		t.Errorf("CheckCron(CRON_TZ=...) = %v, want ErrScheduleTimeZone", err)
 	}
 	// ParseSchedule, which the CLI's --schedule uses, keeps its promise.
 	_, err := warm.ParseSchedule("61 8 * * *=4")
@@ -165,7 +169,7 @@ func TestPrepullName(t *testing.T) {
 // a pause image without a digest is refused like the modelcar unless
 // AllowTag.
 func TestPauseImagePinned(t *testing.T) {
-	if err := warm.CheckImage(warm.DefaultPauseImage, false); err != nil {
+	if err := (warm.PrepullOptions{Image: warm.DefaultPauseImage}).Validate(); err != nil {
 		t.Errorf("DefaultPauseImage %s: %v", warm.DefaultPauseImage, err)
 	}
 	if !regexp.MustCompile(`@sha256:[0-9a-f]{64}$`).MatchString(warm.DefaultPauseImage) {
@@ -174,7 +178,7 @@ func TestPauseImagePinned(t *testing.T) {
 	const tag = "registry.k8s.io/pause:3.10"
 	pp := gpuPrepull("team")
 	pp.PauseImage = tag
-	if _, err := warm.Prepull(pp); !errors.Is(err, warm.ErrNoDigest) || !strings.Contains(err.Error(), "pause image") || !strings.Contains(err.Error(), tag) {
+	if _, err := warm.Prepull(pp); !errors.Is(err, warm.ErrNoDigest) || !strings.Contains(err.Error(), "PauseImage") || !strings.Contains(err.Error(), tag) {
 		t.Errorf("prepull with pause image %s: %v", tag, err)
 	}
 	pp.AllowTag = true
@@ -182,7 +186,7 @@ func TestPauseImagePinned(t *testing.T) {
 		t.Errorf("prepull with pause image %s and AllowTag: %v", tag, err)
 	}
 	pool := warm.PoolOptions{Replicas: 1, GPUsPerPod: 1, PauseImage: tag}
-	if _, err := warm.Pool(pool); !errors.Is(err, warm.ErrNoDigest) || !strings.Contains(err.Error(), "pause image") {
+	if _, err := warm.Pool(pool); !errors.Is(err, warm.ErrNoDigest) || !strings.Contains(err.Error(), "PauseImage") {
 		t.Errorf("pool with pause image %s: %v", tag, err)
 	}
 	pool.AllowTag = true
@@ -191,24 +195,122 @@ func TestPauseImagePinned(t *testing.T) {
 	}
 }
 
-// TestCheckURL: vLLM's URL needs its scheme, and the error says the form.
-func TestCheckURL(t *testing.T) {
-	for _, ok := range []string{"http://127.0.0.1:8000", "https://vllm.svc:8443/", "http://localhost"} {
-		if err := warm.CheckURL(ok); err != nil {
-			t.Errorf("CheckURL(%q): %v", ok, err)
+// TestProbeURL: vLLM's URL needs its scheme, and the error says the form.
+func TestProbeURL(t *testing.T) {
+	for _, ok := range []string{"http://127.0.0.1:8000", "https://vllm.svc:8443/", "http://localhost", ""} {
+		if err := (warm.ProbeConfig{URL: ok}).Validate(); err != nil {
+			t.Errorf("URL %q: %v", ok, err)
 		}
 	}
 	for _, tc := range []struct{ url, want string }{
 		{"127.0.0.1:8000", "e.g. http://127.0.0.1:8000"},
 		{"localhost:8000", "e.g. http://localhost:8000"},
-		{"ftp://127.0.0.1:8000", "want http://HOST:PORT or https://HOST:PORT"},
-		{"http://", "want http://HOST:PORT"},
+		{"ftp://127.0.0.1:8000", "want vLLM's base URL as http://HOST:PORT or https://HOST:PORT"},
+		{"http://", "http://HOST:PORT"},
 	} {
-		if err := warm.CheckURL(tc.url); err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), tc.url) {
-			t.Errorf("CheckURL(%q) = %v, want an error with %q", tc.url, err, tc.want)
+		err := (warm.ProbeConfig{URL: tc.url}).Validate()
+		var fe *warm.FieldError
+		if !errors.As(err, &fe) || fe.Field != "URL" || fe.Value != tc.url || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), tc.url) {
+			t.Errorf("URL %q: %v, want a *FieldError for URL with %q", tc.url, err, tc.want)
 		}
 	}
 	if _, err := warm.Run(context.Background(), warm.ProbeConfig{URL: "127.0.0.1:8000"}); err == nil || !strings.Contains(err.Error(), "http://HOST:PORT") {
 		t.Errorf("Run with a URL without scheme: %v", err)
+	}
+}
+
+// TestValidateNamesTheField: each options type's Validate refuses a bad
+// field with a *FieldError naming the field (its Go name, with the index
+// of a list element) and its value, the renderers refuse it with the same
+// error, and valid options pass.
+func TestValidateNamesTheField(t *testing.T) {
+	const tag = "registry.modelcar.test/models/llama:v1"
+	prepull := func(mut func(*warm.PrepullOptions)) func() error {
+		return func() error {
+			o := gpuPrepull("team")
+			mut(&o)
+			err := o.Validate()
+			if _, rerr := warm.Prepull(o); fmt.Sprint(rerr) != fmt.Sprint(err) {
+				t.Errorf("Prepull(%+v) = %v, Validate = %v", o, rerr, err)
+			}
+			return err
+		}
+	}
+	pool := func(mut func(*warm.PoolOptions)) func() error {
+		return func() error {
+			o := scheduledPool("team")
+			mut(&o)
+			err := o.Validate()
+			if _, rerr := warm.Pool(o); fmt.Sprint(rerr) != fmt.Sprint(err) {
+				t.Errorf("Pool(%+v) = %v, Validate = %v", o, rerr, err)
+			}
+			return err
+		}
+	}
+	probe := func(mut func(*warm.ProbeConfig)) func() error {
+		return func() error {
+			var c warm.ProbeConfig
+			mut(&c)
+			return c.Validate()
+		}
+	}
+	for _, tc := range []struct {
+		name  string
+		check func() error
+		field string
+		value any
+		is    error
+	}{
+		{"prepull valid", prepull(func(o *warm.PrepullOptions) {}), "", nil, nil},
+		{"prepull no image", prepull(func(o *warm.PrepullOptions) { o.Image = "" }), "Image", nil, warm.ErrRequired},
+		{"prepull tag", prepull(func(o *warm.PrepullOptions) { o.Image = tag }), "Image", tag, warm.ErrNoDigest},
+		{"prepull layout", prepull(func(o *warm.PrepullOptions) { o.Image = "oci:./llama" }), "Image", "oci:./llama", nil},
+		{"prepull name", prepull(func(o *warm.PrepullOptions) { o.Name = "Bad_Name" }), "Name", "Bad_Name", nil},
+		{"prepull namespace", prepull(func(o *warm.PrepullOptions) { o.Namespace = "Bad_NS" }), "Namespace", "Bad_NS", nil},
+		{"prepull mode", prepull(func(o *warm.PrepullOptions) { o.Mode = "sidecar" }), "Mode", "sidecar", nil},
+		{"prepull pause tag", prepull(func(o *warm.PrepullOptions) { o.PauseImage = "registry.k8s.io/pause:3.10" }), "PauseImage", "registry.k8s.io/pause:3.10", warm.ErrNoDigest},
+		{"prepull priority class", prepull(func(o *warm.PrepullOptions) { o.PriorityClassName = "Bad_Class" }), "PriorityClassName", "Bad_Class", nil},
+		{"pool valid", pool(func(o *warm.PoolOptions) {}), "", nil, nil},
+		{"pool name", pool(func(o *warm.PoolOptions) { o.Name = "Bad_Name" }), "Name", "Bad_Name", nil},
+		{"pool long name", pool(func(o *warm.PoolOptions) { o.Name = strings.Repeat("p", 45) }), "Name", strings.Repeat("p", 45), nil},
+		{"pool namespace", pool(func(o *warm.PoolOptions) { o.Namespace = "Bad_NS" }), "Namespace", "Bad_NS", nil},
+		{"pool no namespace", pool(func(o *warm.PoolOptions) { o.Namespace = "" }), "Namespace", nil, warm.ErrRequired},
+		{"pool replicas", pool(func(o *warm.PoolOptions) { o.Replicas = -1 }), "Replicas", int32(-1), nil},
+		{"pool gpus", pool(func(o *warm.PoolOptions) { o.GPUsPerPod = 0 }), "GPUsPerPod", int64(0), nil},
+		{"pool gpu resource", pool(func(o *warm.PoolOptions) { o.GPUResource = "gpu" }), "GPUResource", "gpu", nil},
+		{"pool pause tag", pool(func(o *warm.PoolOptions) { o.PauseImage = "registry.k8s.io/pause:3.10" }), "PauseImage", "registry.k8s.io/pause:3.10", warm.ErrNoDigest},
+		{"pool priority class", pool(func(o *warm.PoolOptions) { o.PriorityClass = "Bad_Class" }), "PriorityClass", "Bad_Class", nil},
+		{"pool priority", pool(func(o *warm.PoolOptions) { o.Priority = 5 }), "Priority", int32(5), nil},
+		{"pool time zone", pool(func(o *warm.PoolOptions) { o.TimeZone = "Mars/Olympus" }), "TimeZone", "Mars/Olympus", nil},
+		{"pool no modelcar image", pool(func(o *warm.PoolOptions) { o.ModelcarImage = "" }), "ModelcarImage", nil, warm.ErrRequired},
+		{"pool modelcar tag", pool(func(o *warm.PoolOptions) { o.ModelcarImage = tag }), "ModelcarImage", tag, warm.ErrNoDigest},
+		{"pool cron", pool(func(o *warm.PoolOptions) { o.Schedules[1].Cron = "0 20 * * 7" }), "Schedules[1]", warm.Schedule{Cron: "0 20 * * 7", Replicas: 0}, nil},
+		{"pool same window", pool(func(o *warm.PoolOptions) { o.Schedules[1].Cron = o.Schedules[0].Cron }), "Schedules[1]", nil, nil},
+		{"probe valid", probe(func(c *warm.ProbeConfig) {}), "", nil, nil},
+		{"probe url", probe(func(c *warm.ProbeConfig) { c.URL = "localhost:8000" }), "URL", "localhost:8000", nil},
+		{"probe empty workload", probe(func(c *warm.ProbeConfig) { c.Workload = []warm.Request{} }), "Workload", nil, nil},
+		{"probe step", probe(func(c *warm.ProbeConfig) {
+			c.Workload = []warm.Request{{PromptTokens: 1, MaxTokens: 1, Concurrency: 1}, {PromptTokens: 0, MaxTokens: 1, Concurrency: 1}}
+		}), "Workload[1]", warm.Request{PromptTokens: 0, MaxTokens: 1, Concurrency: 1}, nil},
+		{"probe api", probe(func(c *warm.ProbeConfig) { c.API = "grpc" }), "API", "grpc", nil},
+	} {
+		err := tc.check()
+		if tc.field == "" {
+			if err != nil {
+				t.Errorf("%s: %v", tc.name, err)
+			}
+			continue
+		}
+		var fe *warm.FieldError
+		if !errors.As(err, &fe) || fe.Field != tc.field {
+			t.Errorf("%s: %v, want a *FieldError for %s", tc.name, err, tc.field)
+			continue
+		}
+		if tc.value != nil && fe.Value != tc.value {
+			t.Errorf("%s: Value %#v, want %#v", tc.name, fe.Value, tc.value)
+		}
+		if tc.is != nil && !errors.Is(err, tc.is) {
+			t.Errorf("%s: %v is not %v", tc.name, err, tc.is)
+		}
 	}
 }

@@ -115,6 +115,10 @@ and pack-flags.txt. It needs --image pinned by digest.`,
 	return cmd
 }
 
+// planEmitFlags are the flags of plan that set plan.EmitOptions fields.
+var planEmitFlags = fieldFlags{"Image": "--image", "Namespace": "--namespace", "PoolReplicas": "--pool-replicas",
+	"NodeSelector": "--node-selector", "Tolerations": "--toleration"}
+
 // planFormat is the plan's format: --format, else -o's extension, else
 // text. Its errors list only the formats a plan renders.
 func planFormat(cmd *cobra.Command, format, output string) (measure.Format, error) {
@@ -150,8 +154,9 @@ func runPlan(cmd *cobra.Command, f *planFlags) error {
 		if f.image == "" {
 			return usageError{errors.New("--emit needs --image, the modelcar to pre-pull and serve, REPO@sha256:...")}
 		}
-		if _, err := warm.Prepull(warm.PrepullOptions{Image: f.image}); err != nil {
-			return imageRefError("--image", err, false)
+		eo.Image = f.image
+		if err := eo.Validate(); err != nil {
+			return planEmitFlags.usage(err)
 		}
 	}
 	facts, sources := plan.Facts{}, plan.Sources{}

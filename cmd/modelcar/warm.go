@@ -32,6 +32,13 @@ placeholder pods that real pods preempt, 'warm status' reports per node, and
 	return cmd
 }
 
+// probeFlags are the flags of 'warm probe' that set warm.ProbeConfig fields.
+var probeFlags = fieldFlags{
+	"URL": "--url", "Model": "--model", "Workload": "--workload", "API": "--api",
+	"Timeout": "--timeout", "RequestTimeout": "--request-timeout", "Interval": "--interval",
+	"RecheckInterval": "--recheck-interval", "APIKey": "--api-key-env",
+}
+
 func newWarmProbeCmd() *cobra.Command {
 	var (
 		cfg                    warm.ProbeConfig
@@ -82,9 +89,6 @@ without an answer within --request-timeout, a non-2xx answer.`,
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := warm.CheckURL(cfg.URL); err != nil {
-				return usageError{fmt.Errorf("--url: %w", err)}
-			}
 			var err error
 			if cfg.Workload, err = warm.ParseWorkload(spec); err != nil {
 				return usageError{fmt.Errorf("--workload: %w", err)}
@@ -96,6 +100,9 @@ without an answer within --request-timeout, a non-2xx answer.`,
 				if cfg.APIKey = os.Getenv(key); cfg.APIKey == "" {
 					return usageError{fmt.Errorf("--api-key-env: environment variable %s is empty or unset", key)}
 				}
+			}
+			if err := cfg.Validate(); err != nil {
+				return probeFlags.usage(err)
 			}
 			cfg.Log = cmd.ErrOrStderr()
 			if !exec {

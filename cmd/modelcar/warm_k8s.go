@@ -150,36 +150,23 @@ func printWarmDeleted(w io.Writer, res []kube.Deleted) {
 	}
 }
 
-// warmImageError turns the library's image errors into flag errors with the
-// fix, which for a tag includes passing --allow-tag: for commands that have
-// that flag (warm's).
-func warmImageError(flag string, err error) error { return imageRefError(flag, err, true) }
-
-// imageRefError turns the library's image errors (warm.ErrNoDigest, a bad
-// reference) into usage errors for flag that say how to fix them. Only a
-// command with an --allow-tag flag passes allowTagHint, so that the hint
-// for a tag ends "or pass --allow-tag".
-func imageRefError(flag string, err error, allowTagHint bool) error {
-	if errors.Is(err, warm.ErrNoDigest) {
-		fix := "pin the image as REPO@sha256:... ('modelcar push' prints the digest)"
-		if allowTagHint {
-			fix += " or pass --allow-tag"
-		}
-		return usageError{fmt.Errorf("%s: %w: a tag can move, and each node would pull whatever it names when it pulls; %s", flag, err, fix)}
+// prepullFlags are the flags of 'warm prepull' that set warm.PrepullOptions
+// fields, poolFlags those of 'warm pool' for warm.PoolOptions.
+var (
+	prepullFlags = fieldFlags{
+		"Image": "--image", "AllowTag": "--allow-tag", "Name": "--name", "Namespace": "--namespace",
+		"Mode": "--mode", "PauseImage": "--pause-image", "InitCommand": "--init-command",
+		"PriorityClassName": "--priority-class", "ImagePullSecrets": "--image-pull-secret",
+		"NodeSelector": "--node-selector", "Tolerations": "--toleration",
 	}
-	return usageError{fmt.Errorf("%s: %w", flag, err)}
-}
-
-// checkWarmImages checks image flags (flag name to reference) in order,
-// each pinned by digest unless allowTag.
-func checkWarmImages(allowTag bool, flags ...[2]string) error {
-	for _, f := range flags {
-		if err := warm.CheckImage(f[1], allowTag); err != nil {
-			return warmImageError(f[0], err)
-		}
+	poolFlags = fieldFlags{
+		"Name": "--name", "Namespace": "--namespace", "Replicas": "--replicas", "GPUsPerPod": "--gpus-per-pod",
+		"GPUResource": "--gpu-resource", "NodeSelector": "--node-selector", "Tolerations": "--toleration",
+		"PauseImage": "--pause-image", "PriorityClass": "--priority-class", "Priority": "--priority",
+		"Schedules": "--schedule", "ModelcarImage": "--modelcar-image", "AllowTag": "--allow-tag",
+		"TimeZone": "--time-zone", "ImagePullSecrets": "--image-pull-secret",
 	}
-	return nil
-}
+)
 
 func newWarmPrepullCmd() *cobra.Command {
 	var (
@@ -247,30 +234,18 @@ DaemonSet.`,
 			if opts.Tolerations, err = warm.ParseTolerations(tols); err != nil {
 				return usageError{fmt.Errorf("--toleration: %w", err)}
 			}
-			if opts.Name != "" {
+			switch {
+			case mode == "yaml" || mode == "apply":
+				if err := opts.Validate(); err != nil {
+					return prepullFlags.usage(err)
+				}
+			case opts.Name != "":
 				if err := warm.CheckPrepullName(opts.Name); err != nil {
 					return usageError{fmt.Errorf("--name %q: %w", opts.Name, err)}
 				}
-			}
-			switch {
-			case mode == "yaml" || mode == "apply":
-				if opts.Image == "" {
-					return usageError{errors.New("--image is required: the modelcar to pull, REPO@sha256:...")}
-				}
-				if err := checkWarmImages(opts.AllowTag, [2]string{"--image", opts.Image}, [2]string{"--pause-image", opts.PauseImage}); err != nil {
-					return err
-				}
-				if opts.PriorityClassName != "" {
-					if err := warm.CheckPriorityClassName(opts.PriorityClassName); err != nil {
-						return usageError{fmt.Errorf("--priority-class %q: %w", opts.PriorityClassName, err)}
-					}
-				}
-				if _, err := warm.Prepull(opts); err != nil {
-					return usageError{err}
-				}
-			case opts.Name == "" && opts.Image == "":
+			case opts.Image == "":
 				return usageError{errors.New("--name or --image is required to find the DaemonSet")}
-			case opts.Name == "":
+			default:
 				opts.Name = warm.PrepullName(opts.Image)
 			}
 			return runWarmPrepull(cmd, &kf, &of, opts, mode, waitFor, warm.WaitOptions{Timeout: timeout, Interval: interval})
@@ -468,6 +443,9 @@ PriorityClass is shared by all pools and stays.`,
 			}
 			for _, s := range schedules {
 				sch, err := warm.ParseSchedule(s)
+				if errors.Is(err, warm.ErrScheduleTimeZone) {
+					return usageError{fmt.Errorf("--schedule %q: %w: give the time zone apart, with --time-zone", s, warm.ErrScheduleTimeZone)}
+				}
 				if err != nil {
 					return usageError{fmt.Errorf("--schedule: %w", err)}
 				}
@@ -484,34 +462,18 @@ PriorityClass is shared by all pools and stays.`,
 				if !cmd.Flags().Changed("replicas") || !cmd.Flags().Changed("gpus-per-pod") {
 					return usageError{errors.New("--replicas and --gpus-per-pod are required")}
 				}
-				if len(opts.Schedules) > 0 && opts.ModelcarImage == "" {
-					return usageError{errors.New("--schedule needs --modelcar-image REF@sha256:..., modelcar's own image ('make image'), to run the scaler")}
-				}
 				if opts.ModelcarImage != "" && len(opts.Schedules) == 0 {
 					return usageError{errors.New("--modelcar-image is only used with --schedule")}
 				}
-				if err := warm.CheckPoolName(opts.Name, len(opts.Schedules)); err != nil {
-					return usageError{fmt.Errorf("--name %q: %w", opts.Name, err)}
-				}
-				if opts.TimeZone != "" {
-					if err := warm.CheckTimeZone(opts.TimeZone); err != nil {
-						return usageError{fmt.Errorf("--time-zone %q: %w", opts.TimeZone, err)}
+				// What the manifests will carry; --apply resolves it again
+				// when it connects.
+				opts.Namespace = kf.renderNamespace()
+				if err := opts.Validate(); err != nil {
+					var fe *warm.FieldError
+					if errors.As(err, &fe) && fe.Field == "ModelcarImage" && errors.Is(err, warm.ErrRequired) {
+						return usageError{errors.New("--schedule needs --modelcar-image REF@sha256:..., modelcar's own image ('make image'), to run the scaler")}
 					}
-				}
-				if err := warm.CheckPriorityClassName(opts.PriorityClass); err != nil {
-					return usageError{fmt.Errorf("--priority-class %q: %w", opts.PriorityClass, err)}
-				}
-				images := [][2]string{{"--pause-image", opts.PauseImage}}
-				if opts.ModelcarImage != "" {
-					images = append(images, [2]string{"--modelcar-image", opts.ModelcarImage})
-				}
-				if err := checkWarmImages(opts.AllowTag, images...); err != nil {
-					return err
-				}
-				check := opts
-				check.Namespace = "check"
-				if _, err := warm.Pool(check); err != nil {
-					return usageError{err}
+					return poolFlags.usage(err)
 				}
 			}
 			out := cmd.OutOrStdout()

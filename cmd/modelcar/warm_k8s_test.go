@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"regexp"
@@ -278,6 +279,7 @@ func TestWarmRefusesWhatTheAPIServerRefuses(t *testing.T) {
 		{with(sched, "--schedule", "0 8 * * 7=4"), []string{"--schedule", "0 8 * * 7", "day-of-week", "0-6"}},
 		{with(sched, "--schedule", "0 8 * * mon-fry=4"), []string{"--schedule", "fry"}},
 		{with(sched, "--schedule", "*/0 8 * * *=4"), []string{"--schedule", "*/0"}},
+		{with(sched, "--schedule", "TZ=UTC @daily=4"), []string{`--schedule "TZ=UTC @daily=4"`, "--time-zone"}},
 		{with(sched, "--schedule", "@daily=1", "--time-zone", "Mars/Olympus"), []string{"--time-zone", "Mars/Olympus"}},
 		{with(sched, "--schedule", "@daily=1", "--time-zone", "Local"), []string{"--time-zone", "Local"}},
 		{with(pool, "--name", "Bad_Name"), []string{"--name", "Bad_Name"}},
@@ -371,21 +373,51 @@ func TestWarmPauseImageRefusesTag(t *testing.T) {
 	}
 }
 
-// TestImageRefErrorHint: the tag hint mentions --allow-tag only when the
-// caller has that flag (plan reuses the helper without it).
-func TestImageRefErrorHint(t *testing.T) {
-	noDigest := fmt.Errorf("%w: %q", warm.ErrNoDigest, "r.test/m:v1")
-	with, without := imageRefError("--image", noDigest, true), imageRefError("--image", noDigest, false)
-	for _, err := range []error{with, without, warmImageError("--image", noDigest)} {
-		if exitCode(err) != 2 || !strings.Contains(err.Error(), "--image: image reference has no digest") ||
-			!strings.Contains(err.Error(), "pin the image as REPO@sha256:... ('modelcar push' prints the digest)") {
+// TestFieldFlagsImageHint: a *FieldError for an image without a digest
+// becomes a usage error naming the flag, the value and the fix, which
+// mentions --allow-tag only when the command has that flag (plan has
+// none).
+func TestFieldFlagsImageHint(t *testing.T) {
+	const tag = "r.test/m:v1"
+	refused := (warm.PrepullOptions{Image: tag}).Validate()
+	with, without := prepullFlags.usage(refused), planEmitFlags.usage(refused)
+	for _, err := range []error{with, without} {
+		if exitCode(err) != 2 || !strings.Contains(err.Error(), `--image "`+tag+`": image reference has no digest`) ||
+			!strings.Contains(err.Error(), "pin the image as REPO@sha256:... ('modelcar push' prints the digest)") || !errors.Is(err, warm.ErrNoDigest) {
 			t.Errorf("%v", err)
 		}
 	}
-	if !strings.HasSuffix(with.Error(), " or pass --allow-tag") || warmImageError("--image", noDigest).Error() != with.Error() {
+	if !strings.HasSuffix(with.Error(), " or pass --allow-tag") {
 		t.Errorf("with the hint: %v", with)
 	}
 	if strings.Contains(without.Error(), "allow-tag") || !strings.HasSuffix(without.Error(), "prints the digest)") {
 		t.Errorf("without the hint: %v", without)
+	}
+}
+
+// TestFieldFlagsNameTheFlag: each field the library's Validate names is
+// written as the flag that sets it, with its value; a field no flag sets,
+// and an error that is no *FieldError, pass as they are.
+func TestFieldFlagsNameTheFlag(t *testing.T) {
+	for _, tc := range []struct {
+		flags fieldFlags
+		err   error
+		want  string
+	}{
+		{prepullFlags, (warm.PrepullOptions{Image: k8sTestImage, Name: "Bad_Name"}).Validate(), `--name "Bad_Name": `},
+		{prepullFlags, (warm.PrepullOptions{Image: k8sTestImage, Namespace: "Bad_NS"}).Validate(), `--namespace "Bad_NS": `},
+		{prepullFlags, (warm.PrepullOptions{}).Validate(), "--image is required: the modelcar to pull"},
+		{poolFlags, (warm.PoolOptions{GPUsPerPod: 1, Priority: 3}).Validate(), "--priority 3: must be negative"},
+		{poolFlags, (warm.PoolOptions{GPUsPerPod: 1, Namespace: "x", ModelcarImage: k8sModelcar,
+			Schedules: []warm.Schedule{{Cron: "@daily", Replicas: 1}, {Cron: "@daily", Replicas: 2}}}).Validate(), `--schedule "@daily=2": two windows start at "@daily"`},
+		{probeFlags, (warm.ProbeConfig{API: "grpc"}).Validate(), `--api "grpc": unknown API`},
+		{probeFlags, (warm.ProbeConfig{Workload: []warm.Request{{PromptTokens: 1, MaxTokens: 1, Concurrency: 1}, {PromptTokens: 1, MaxTokens: 1, Concurrency: 0}}}).Validate(), `--workload "1x1@0": concurrency 0 out of range`},
+		{fieldFlags{}, (warm.PrepullOptions{Image: k8sTestImage, Name: "Bad_Name"}).Validate(), `Name "Bad_Name": `},
+		{prepullFlags, errors.New("not a field"), "not a field"},
+	} {
+		got := tc.flags.usage(tc.err)
+		if exitCode(got) != 2 || !strings.HasPrefix(got.Error(), tc.want) {
+			t.Errorf("usage(%v) = %v, want a usage error starting %q", tc.err, got, tc.want)
+		}
 	}
 }

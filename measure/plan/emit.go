@@ -54,15 +54,28 @@ type EmitOptions struct {
 	GPUsPerPod   int64
 }
 
-// Files returns what Emit writes, by file name.
-func Files(p *Plan, o EmitOptions) (map[string][]byte, error) {
-	if o.Image == "" {
-		return nil, errors.New("no image: the modelcar to pre-pull and serve, REPO@sha256:...")
+// Validate checks the options as Files uses them: Image is required and
+// pinned by digest, Namespace a namespace name, and PoolReplicas and
+// GPUsPerPod not negative. It returns a *warm.FieldError naming the field
+// (the pre-pull's image and namespace are checked as warm checks them).
+func (o EmitOptions) Validate() error {
+	if err := (warm.PrepullOptions{Image: o.Image, Namespace: o.Namespace}).Validate(); err != nil {
+		return err
 	}
-	if _, err := name.ParseReference(o.Image, name.WeakValidation); err != nil {
-		return nil, fmt.Errorf("image %q: %w", o.Image, err)
-	} else if !isDigest(o.Image) {
-		return nil, fmt.Errorf("%w: %q", warm.ErrNoDigest, o.Image)
+	if o.PoolReplicas < 0 {
+		return &warm.FieldError{Field: "PoolReplicas", Value: o.PoolReplicas, Err: errors.New("must not be negative")}
+	}
+	if o.GPUsPerPod < 0 {
+		return &warm.FieldError{Field: "GPUsPerPod", Value: o.GPUsPerPod, Err: errors.New("must not be negative")}
+	}
+	return nil
+}
+
+// Files returns what Emit writes, by file name. It refuses options that
+// Validate refuses.
+func Files(p *Plan, o EmitOptions) (map[string][]byte, error) {
+	if err := o.Validate(); err != nil {
+		return nil, err
 	}
 	files := map[string][]byte{}
 	if l := p.Lever(LeverPrepull); l != nil && l.Status == Apply {
