@@ -23,6 +23,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/yaml"
 
+	"github.com/modelcar/modelcar/internal/fielderr"
 	"github.com/modelcar/modelcar/internal/kube"
 	"github.com/modelcar/modelcar/warm"
 )
@@ -110,16 +111,23 @@ func LoadChart() (*chart.Chart, error) {
 // headed by "# Source: ..."; NOTES.txt left out) and the same objects
 // decoded, in that order.
 //
-// values.schema.json is checked first: a value it rejects fails Render
-// with an error naming the field ("at '/model/image': ...", helm's
-// message), as do the templates' own checks (required, fail).
+// The options are checked first (Validate: the release name, the Kubernetes
+// version, the images in the values, as typed errors); then
+// values.schema.json: a value it rejects fails Render with an error naming
+// the field ("at '/replicas': ...", helm's message), as do the templates'
+// own checks (required, fail).
 func Render(ctx context.Context, opts RenderOptions) ([]byte, []*unstructured.Unstructured, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, nil, err
 	}
-	if opts.ReleaseName == "" {
-		return nil, nil, errors.New("render: no release name")
+	if err := opts.Validate(); err != nil {
+		return nil, nil, err
 	}
+	return renderChart(opts)
+}
+
+// renderChart is Render of options already validated.
+func renderChart(opts RenderOptions) ([]byte, []*unstructured.Unstructured, error) {
 	if opts.Namespace == "" {
 		opts.Namespace = "default"
 	}
@@ -128,8 +136,8 @@ func Render(ctx context.Context, opts RenderOptions) ([]byte, []*unstructured.Un
 		kv = DefaultKubeVersion
 	}
 	kubeVersion, err := chartutil.ParseKubeVersion(kv)
-	if err != nil {
-		return nil, nil, fmt.Errorf("render: invalid kube version %q: %w", kv, err)
+	if err != nil { // checked by Validate
+		return nil, nil, fielderr.New("KubeVersion", kv, err)
 	}
 	ch, err := LoadChart()
 	if err != nil {
@@ -343,9 +351,16 @@ type WarmPool struct {
 func PoolName(release string) string { return release + "-pool" }
 
 // NewRelease renders the chart (Render) and builds the warm objects
-// opts asks for.
+// opts asks for. It refuses options that Validate refuses; a warm object
+// that cannot be built is a *FieldError for Prepull or WarmPool.
 func NewRelease(ctx context.Context, opts ReleaseOptions) (*Release, error) {
-	out, objs, err := Render(ctx, opts.RenderOptions)
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	out, objs, err := renderChart(opts.RenderOptions)
 	if err != nil {
 		return nil, err
 	}
@@ -364,10 +379,7 @@ func NewRelease(ctx context.Context, opts ReleaseOptions) (*Release, error) {
 	pod := dep.Spec.Template.Spec
 	place := placement(pod)
 	if opts.Prepull {
-		mode, err := prepullMode(opts.Values)
-		if err != nil {
-			return nil, err
-		}
+		mode, _ := prepullMode(opts.Values) // checked by Validate
 		image, _ := Lookup(opts.Values, "model.image")
 		allowTag, _ := Lookup(opts.Values, "model.allowTag")
 		img, _ := image.(string)
@@ -377,7 +389,7 @@ func NewRelease(ctx context.Context, opts ReleaseOptions) (*Release, error) {
 			NodeSelector: place.nodeSelector, Tolerations: pod.Tolerations,
 		})
 		if err != nil {
-			return nil, fmt.Errorf("--prepull: %w", err)
+			return nil, fielderr.New("Prepull", nil, err)
 		}
 		ds.Spec.Template.Spec.Affinity = place.affinity()
 		r.Warm = append(r.Warm, ds)
@@ -387,7 +399,7 @@ func NewRelease(ctx context.Context, opts ReleaseOptions) (*Release, error) {
 		if gpus == 0 {
 			gpus = gpuLimit(pod)
 			if gpus == 0 {
-				return nil, errors.New("--warm-pool: the vLLM container requests no nvidia.com/gpu; give --gpus-per-pod")
+				return nil, fielderr.Required("WarmPool.GPUsPerPod", "the vLLM container requests no nvidia.com/gpu to take it from")
 			}
 		}
 		objs, err := warm.Pool(warm.PoolOptions{
@@ -395,7 +407,7 @@ func NewRelease(ctx context.Context, opts ReleaseOptions) (*Release, error) {
 			NodeSelector: pod.NodeSelector, Tolerations: pod.Tolerations,
 		})
 		if err != nil {
-			return nil, fmt.Errorf("--warm-pool: %w", err)
+			return nil, fielderr.New("WarmPool", nil, err)
 		}
 		// The placeholders hold GPUs, so they land on GPU nodes by
 		// themselves; the chart pods' node affinity narrows them further.
@@ -423,7 +435,7 @@ func prepullMode(values map[string]any) (warm.PrepullMode, error) {
 	case "modelcar":
 		return warm.InitContainerMode, nil
 	}
-	return "", fmt.Errorf("--prepull: model.delivery %v does not pull the model image through the kubelet (initCopy runs modelcar pull), so there is nothing to pre-pull", d)
+	return "", &ValueError{Key: "model.delivery", Value: d, Err: errors.New("does not pull the model image through the kubelet (initCopy runs modelcar pull), so there is nothing to pre-pull")}
 }
 
 // deployment returns the chart's Deployment, typed.
@@ -529,48 +541,4 @@ func (r *Release) WriteYAML(w io.Writer) error {
 	}
 	_, err := w.Write(b.Bytes())
 	return err
-}
-
-// ExplainRenderError adds what to do to the chart schema's refusal of a
-// model image (--image, model.image) or of modelcar's own image
-// (--modelcar-image, modelcar.image) without a digest, naming
-// modelcar deploy's flags; other errors are returned as they are.
-func ExplainRenderError(err error) error {
-	if err == nil {
-		return nil
-	}
-	msg := err.Error()
-	var hints []string
-	for _, c := range []struct{ field, flag, value, how string }{
-		{"/model/image", "--image", "model.allowTag", "as 'modelcar push' prints it"},
-		{"/modelcar/image", "--modelcar-image", "modelcar.allowTag", "as 'crane digest REPO:TAG' gives it"},
-	} {
-		if refusedTag(msg, c.field) {
-			hints = append(hints, fmt.Sprintf("%s must be pinned by digest, REPO@sha256:<64 hex>, %s; for development, --set %s=true accepts a tag", c.flag, c.how, c.value))
-		}
-	}
-	if strings.Contains(msg, "modelcar.image is required") {
-		hints = append(hints, "pass --modelcar-image REPO@sha256:...: build modelcar's own image with 'make image', push it "+
-			"(modelcar push oci:.work/image:VERSION REGISTRY/modelcar:VERSION prints the pinned reference); "+
-			"or run without the warm-up sidecar: --set warmProbe.enabled=false")
-	}
-	if len(hints) == 0 {
-		return err
-	}
-	sep := ""
-	if !strings.HasSuffix(msg, "\n") {
-		sep = " "
-	}
-	return fmt.Errorf("%w%s(%s)", err, sep, strings.Join(hints, "; "))
-}
-
-// refusedTag reports whether msg, a schema validation error, refuses the
-// value at field for not matching its digest pattern.
-func refusedTag(msg, field string) bool {
-	for _, line := range strings.Split(msg, "\n") {
-		if strings.Contains(line, "at '"+field+"'") && strings.Contains(line, "does not match pattern") && strings.Contains(line, "@sha256:") {
-			return true
-		}
-	}
-	return false
 }

@@ -148,15 +148,14 @@ func TestRenderMatchesHelmTemplate(t *testing.T) {
 }
 
 // TestRenderRejects: values.schema.json and the templates' own checks fail
-// Render with helm's messages, naming the field.
+// Render with helm's messages, naming the field (the images, which
+// Validate checks first, are TestValidateValues's).
 func TestRenderRejects(t *testing.T) {
 	for _, c := range []struct {
 		name string
 		sets []string
 		want []string
 	}{
-		{"tag-only model image", []string{"model.image=registry.modelcar.test/models/tiny-llama:v1"},
-			[]string{"at '/model/image'", "'registry.modelcar.test/models/tiny-llama:v1' does not match pattern '@sha256:[a-f0-9]{64}$'"}},
 		{"negative replicas", []string{"replicas=-1"}, []string{"at '/replicas'", "minimum: got -1, want 0"}},
 		{"unknown top-level key", []string{"replica=2"}, []string{"additional properties 'replica' not allowed"}},
 		{"unknown delivery", []string{"model.delivery=hostCopy"}, []string{"at '/model/delivery'"}},
@@ -185,8 +184,9 @@ func TestRenderRejects(t *testing.T) {
 	})
 	t.Run("no values", func(t *testing.T) {
 		_, _, err := Render(context.Background(), RenderOptions{ReleaseName: releaseName})
-		if err == nil || !strings.Contains(err.Error(), "/model") {
-			t.Errorf("err = %v", err)
+		var ve *ValueError
+		if !errors.As(err, &ve) || ve.Key != "model.image" || !errors.Is(err, warm.ErrRequired) {
+			t.Errorf("err = %v, want a *ValueError for model.image", err)
 		}
 	})
 }
@@ -265,9 +265,12 @@ func TestNewReleaseWarm(t *testing.T) {
 	if ds, ok := rel.Warm[0].(*appsv1.DaemonSet); !ok || len(ds.Spec.Template.Spec.InitContainers) != 1 || ds.Spec.Template.Spec.InitContainers[0].Image != modelImage {
 		t.Errorf("modelcar delivery pre-pull: %#v", rel.Warm[0])
 	}
-	if _, err := NewRelease(context.Background(), ReleaseOptions{RenderOptions: RenderOptions{ReleaseName: releaseName, Values: caseValues(t, "init-copy")}, Prepull: true}); err == nil ||
+	_, err = NewRelease(context.Background(), ReleaseOptions{RenderOptions: RenderOptions{ReleaseName: releaseName, Values: caseValues(t, "init-copy")}, Prepull: true})
+	var fe *FieldError
+	var ve *ValueError
+	if !errors.As(err, &fe) || fe.Field != "Prepull" || !errors.As(err, &ve) || ve.Key != "model.delivery" || ve.Value != "initCopy" ||
 		!strings.Contains(err.Error(), "nothing to pre-pull") {
-		t.Errorf("initCopy --prepull: %v", err)
+		t.Errorf("initCopy --prepull: %v, want a *FieldError for Prepull about model.delivery", err)
 	}
 }
 
@@ -907,47 +910,78 @@ func TestRenderImageVolumeKubeVersion(t *testing.T) {
 	}
 }
 
-// TestExplainRenderError: a model image or a modelcar image without a
-// digest is refused with the flag to fix and the value that accepts a tag,
-// for each of them; other errors pass as they are.
-func TestExplainRenderError(t *testing.T) {
+// TestValidateValues: a model image or a modelcar image without a digest,
+// and a modelcar image missing where the chart runs it, are *ValueErrors
+// naming the value's key (all of them, joined), before anything renders;
+// allowTag accepts a tag, and the options' own fields are *FieldErrors.
+func TestValidateValues(t *testing.T) {
 	const tag = "registry.modelcar.test/models/tiny-llama:v1"
 	const mcTag = "registry.modelcar.test/modelcar:v1"
-	imageHint := "--image must be pinned by digest, REPO@sha256:<64 hex>, as 'modelcar push' prints it; for development, --set model.allowTag=true accepts a tag"
-	modelcarHint := "--modelcar-image must be pinned by digest, REPO@sha256:<64 hex>"
-	modelcarAllow := "--set modelcar.allowTag=true accepts a tag"
+	type want struct {
+		key   string
+		value any
+		is    error
+	}
 	for _, c := range []struct {
-		name      string
-		sets      []string
-		want, not []string
+		name string
+		sets []string
+		want []want
 	}{
-		{"model image", []string{"model.image=" + tag}, []string{"at '/model/image'", imageHint}, []string{modelcarHint}},
-		{"modelcar image", []string{"modelcar.image=" + mcTag}, []string{"at '/modelcar/image'", modelcarHint, modelcarAllow}, []string{imageHint}},
-		{"both", []string{"model.image=" + tag, "modelcar.image=" + mcTag}, []string{imageHint, modelcarHint, modelcarAllow}, nil},
+		{"model image", []string{"model.image=" + tag}, []want{{"model.image", tag, warm.ErrNoDigest}}},
+		{"modelcar image", []string{"modelcar.image=" + mcTag}, []want{{"modelcar.image", mcTag, warm.ErrNoDigest}}},
+		{"both", []string{"model.image=" + tag, "modelcar.image=" + mcTag}, []want{{"model.image", tag, warm.ErrNoDigest}, {"modelcar.image", mcTag, warm.ErrNoDigest}}},
+		{"no model image", []string{"model.image="}, []want{{"model.image", nil, warm.ErrRequired}}},
+		{"no modelcar image", []string{"modelcar.image="}, []want{{"modelcar.image", nil, warm.ErrRequired}}},
+		{"no modelcar image, no warm-up", []string{"modelcar.image=", "warmProbe.enabled=false"}, nil},
+		{"tags allowed", []string{"model.image=" + tag, "model.allowTag=true", "modelcar.image=" + mcTag, "modelcar.allowTag=true"}, nil},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			_, _, err := Render(context.Background(), RenderOptions{ReleaseName: releaseName, Values: caseValues(t, "image-volume", c.sets...)})
-			if err == nil {
-				t.Fatal("rendered")
+			opts := RenderOptions{ReleaseName: releaseName, Values: caseValues(t, "image-volume", c.sets...)}
+			err := opts.Validate()
+			if _, _, rerr := Render(context.Background(), opts); c.want != nil && fmt.Sprint(rerr) != fmt.Sprint(err) {
+				t.Errorf("Render: %v, Validate: %v", rerr, err)
 			}
-			err = ExplainRenderError(err)
-			for _, w := range c.want {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("error does not say %q:\n%v", w, err)
+			var got []*ValueError
+			errs := []error{err}
+			if j, ok := err.(interface{ Unwrap() []error }); ok {
+				errs = j.Unwrap()
+			}
+			for _, e := range errs {
+				var ve *ValueError
+				if errors.As(e, &ve) {
+					got = append(got, ve)
 				}
 			}
-			for _, w := range c.not {
-				if strings.Contains(err.Error(), w) {
-					t.Errorf("error says %q:\n%v", w, err)
+			if len(got) != len(c.want) {
+				t.Fatalf("Validate: %v, want %d *ValueErrors", err, len(c.want))
+			}
+			for i, w := range c.want {
+				if got[i].Key != w.key || got[i].Value != w.value || !errors.Is(got[i], w.is) {
+					t.Errorf("error %d: %#v (%v), want %s %v: %v", i, got[i], got[i], w.key, w.value, w.is)
 				}
 			}
 		})
 	}
-	other := fmt.Errorf("chart vllm-modelcar: something else")
-	if got := ExplainRenderError(other); got != other {
-		t.Errorf("ExplainRenderError(%v) = %v", other, got)
+	for _, c := range []struct {
+		opts  RenderOptions
+		field string
+	}{
+		{RenderOptions{Values: caseValues(t, "image-volume")}, "ReleaseName"},
+		{RenderOptions{ReleaseName: releaseName, KubeVersion: "one", Values: caseValues(t, "image-volume")}, "KubeVersion"},
+	} {
+		var fe *FieldError
+		if err := c.opts.Validate(); !errors.As(err, &fe) || fe.Field != c.field {
+			t.Errorf("%+v: %v, want a *FieldError for %s", c.opts, err, c.field)
+		}
 	}
-	if ExplainRenderError(nil) != nil {
-		t.Error("ExplainRenderError(nil) != nil")
+	for _, c := range []struct {
+		pool  WarmPool
+		field string
+	}{{WarmPool{Replicas: -1}, "WarmPool.Replicas"}, {WarmPool{GPUsPerPod: -1}, "WarmPool.GPUsPerPod"}} {
+		var fe *FieldError
+		opts := ReleaseOptions{RenderOptions: RenderOptions{ReleaseName: releaseName, Values: caseValues(t, "image-volume")}, WarmPool: &c.pool}
+		if _, err := NewRelease(context.Background(), opts); !errors.As(err, &fe) || fe.Field != c.field {
+			t.Errorf("%+v: %v, want a *FieldError for %s", c.pool, err, c.field)
+		}
 	}
 }

@@ -8,6 +8,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/modelcar/modelcar/deploy"
+	"github.com/modelcar/modelcar/internal/fielderr"
+	"github.com/modelcar/modelcar/warm"
 )
 
 // deployFlags are the flags of `modelcar deploy`.
@@ -175,7 +177,7 @@ func runDeploy(cmd *cobra.Command, f deployFlags) error {
 	}
 	rel, err := deploy.NewRelease(cmd.Context(), opts)
 	if err != nil {
-		return deploy.ExplainRenderError(err)
+		return f.explain(err)
 	}
 	if f.output == "yaml" {
 		return rel.WriteYAML(cmd.OutOrStdout())
@@ -191,6 +193,74 @@ func runDeploy(cmd *cobra.Command, f deployFlags) error {
 		return fmt.Errorf("namespace %q not found, so nothing was applied: add --create-namespace to create it, or create it first (kubectl create namespace %s)", nf.Namespace, nf.Namespace)
 	}
 	return err
+}
+
+// deployFieldFlags are the flags of deploy that set deploy.ReleaseOptions
+// fields.
+var deployFieldFlags = fieldFlags{
+	"ReleaseName": "--name", "KubeVersion": "--kube-version", "Prepull": "--prepull",
+	"WarmPool": "--warm-pool", "WarmPool.Replicas": "--warm-pool", "WarmPool.GPUsPerPod": "--gpus-per-pod",
+}
+
+// explain writes the errors of deploy.NewRelease in the command's terms:
+// a refused option or chart value (each of several joined) names the
+// flag that set it, or the value when -f or --set did, and what to do.
+// Other errors pass as they are.
+func (f *deployFlags) explain(err error) error {
+	errs := []error{err}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		errs = j.Unwrap()
+	}
+	var out []error
+	changed := false
+	for _, e := range errs {
+		// An option's error first: it may wrap the value that makes it
+		// fail (--prepull with model.delivery=initCopy).
+		if x := deployFieldFlags.explain(e); x != e {
+			out, changed = append(out, x), true
+			continue
+		}
+		var ve *deploy.ValueError
+		if errors.As(e, &ve) {
+			out, changed = append(out, f.valueError(ve)), true
+			continue
+		}
+		out = append(out, e)
+	}
+	if !changed {
+		return err
+	}
+	return errors.Join(out...)
+}
+
+// valueError writes a refused chart value as the flag that set it
+// (--image, --modelcar-image) or, when -f or --set did, as the value's
+// key, with what to do.
+func (f *deployFlags) valueError(ve *deploy.ValueError) error {
+	name := ve.Key
+	switch {
+	case ve.Key == "model.image" && f.image != "":
+		name = "--image"
+	case ve.Key == "modelcar.image" && f.modelcarImage != "":
+		name = "--modelcar-image"
+	}
+	v := fielderr.FormatValue(ve.Value)
+	if v != "" {
+		v = " " + v
+	}
+	switch {
+	case ve.Key == "model.image" && errors.Is(ve, warm.ErrNoDigest):
+		return fmt.Errorf("%s%s: %w: it must be pinned by digest, REPO@sha256:<64 hex>, as 'modelcar push' prints it; for development, --set model.allowTag=true accepts a tag", name, v, warm.ErrNoDigest)
+	case ve.Key == "modelcar.image" && errors.Is(ve, warm.ErrNoDigest):
+		return fmt.Errorf("%s%s: %w: it must be pinned by digest, REPO@sha256:<64 hex>, as 'crane digest REPO:TAG' gives it; for development, --set modelcar.allowTag=true accepts a tag", name, v, warm.ErrNoDigest)
+	case ve.Key == "model.image" && errors.Is(ve, warm.ErrRequired):
+		return fmt.Errorf("--image is %w: the modelcar, REPO@sha256:... (or model.image in -f or --set)", warm.ErrRequired)
+	case ve.Key == "modelcar.image" && errors.Is(ve, warm.ErrRequired):
+		return fmt.Errorf("--modelcar-image is %w: the warm-up sidecar (warmProbe.enabled) and initCopy's pull run modelcar's own image; "+
+			"build it with 'make image', push it (modelcar push oci:.work/image:VERSION REGISTRY/modelcar:VERSION prints the pinned reference) "+
+			"and pass --modelcar-image REPO@sha256:...; or run without the warm-up sidecar: --set warmProbe.enabled=false", warm.ErrRequired)
+	}
+	return fmt.Errorf("%s%s: %w", name, v, ve.Err)
 }
 
 func printLines(w io.Writer, res *deploy.ReleaseApplied) {

@@ -155,17 +155,25 @@ func TestDeployYAMLDefaults(t *testing.T) {
 	}
 }
 
-// TestDeployRejectsTag: the chart's schema refuses a model image without a
-// digest; the command exits 1 naming the field, and allowTag accepts it.
+// TestDeployRejectsTag: a model image without a digest is refused; the
+// command exits 1 naming the flag, the value and the fix, and allowTag
+// accepts it. Set by --set instead, the error names the value's key.
 func TestDeployRejectsTag(t *testing.T) {
 	tag := "registry.modelcar.test/models/tiny-llama:v1"
 	_, code, err := runDeployCmd(t, "--image", tag, "--name", "tiny", "--modelcar-image", testModelcar, "-o", "yaml")
 	if code != 1 || err == nil {
 		t.Fatalf("exit %d (%v), want 1", code, err)
 	}
-	for _, w := range []string{"at '/model/image'", "'" + tag + "' does not match pattern '@sha256:[a-f0-9]{64}$'", "model.allowTag=true"} {
+	for _, w := range []string{`--image "` + tag + `": image reference has no digest`, "pinned by digest, REPO@sha256:<64 hex>, as 'modelcar push' prints it", "--set model.allowTag=true"} {
 		if !strings.Contains(err.Error(), w) {
 			t.Errorf("error does not say %q:\n%v", w, err)
+		}
+	}
+	const mcTag = "registry.modelcar.test/modelcar:v1"
+	_, code, err = runDeployCmd(t, "--set", "model.image="+tag, "--name", "tiny", "--modelcar-image", mcTag, "-o", "yaml")
+	for _, w := range []string{`model.image "` + tag + `": image reference has no digest`, `--modelcar-image "` + mcTag + `": image reference has no digest`, "'crane digest REPO:TAG'", "--set modelcar.allowTag=true"} {
+		if code != 1 || err == nil || !strings.Contains(err.Error(), w) {
+			t.Errorf("--set model.image=TAG and a bad --modelcar-image: exit %d, error does not say %q:\n%v", code, w, err)
 		}
 	}
 	if _, code, err := runDeployCmd(t, "--image", tag, "--name", "tiny", "--modelcar-image", testModelcar, "--set", "model.allowTag=true", "-o", "yaml"); code != 0 {
@@ -178,7 +186,7 @@ func TestDeployRejectsTag(t *testing.T) {
 		t.Logf("the modelcar binary has no deploy command yet (main.go): checked in-process only")
 		return
 	}
-	if r.code != 1 || !strings.Contains(r.stderr, "at '/model/image'") || r.stdout != "" {
+	if r.code != 1 || !strings.Contains(r.stderr, `--image "`+tag+`"`) || r.stdout != "" {
 		t.Errorf("modelcar deploy with a tag: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 	}
 }
@@ -209,7 +217,7 @@ func TestDeployUsage(t *testing.T) {
 	}
 	// initCopy has nothing for the kubelet to pre-pull.
 	_, code, err := runDeployCmd(t, append(base, "--name", "x", "-o", "yaml", "--set", "model.delivery=initCopy", "--prepull")...)
-	if code != 1 || !strings.Contains(err.Error(), "nothing to pre-pull") {
+	if code != 1 || !strings.Contains(err.Error(), `--prepull: model.delivery "initCopy"`) || !strings.Contains(err.Error(), "nothing to pre-pull") {
 		t.Errorf("initCopy --prepull: exit %d, %v", code, err)
 	}
 	// --apply without a kubeconfig says so.
