@@ -21,6 +21,12 @@
 // and packages with `helm package`. README.md in this directory documents
 // the values.
 //
+// RenderOptions and ReleaseOptions validate themselves before anything
+// renders: an option is a *FieldError ("ReleaseName", "WarmPool.GPUsPerPod",
+// the same type as warm.FieldError), a chart value deploy checks in Go (the
+// images: model.image, modelcar.image) a *ValueError naming its key. Errors
+// speak of options and values, never of modelcar deploy's flags.
+//
 // The tests render the chart with the pinned helm binary (golden files in
 // testdata/deploy, regenerated with `go test ./deploy -update`), lint it,
 // check the schema's rejections, validate every rendered object with

@@ -7,6 +7,13 @@
 // node-by-node status, and the vLLM warm-up probe (Run, Serve). Rendering,
 // applying and connecting belong to internal/kube.
 //
+// PrepullOptions, PoolOptions and ProbeConfig validate themselves: Validate
+// returns a *FieldError naming the first field it refuses (its Go name,
+// "Image", "Schedules[1]"), its value and why (ErrNoDigest, ErrRequired),
+// and Prepull, Pool, Run and Serve refuse the same options with the same
+// error, before anything is rendered or sent. The errors speak of fields,
+// never of a CLI's flags: a CLI maps Field to its flag with errors.As.
+//
 // # Probe
 //
 // Run waits for vLLM's GET /health to answer 200 (it answers 503 while the
