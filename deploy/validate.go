@@ -63,39 +63,33 @@ func (o RenderOptions) Validate() error {
 	if err != nil {
 		return err
 	}
-	vals := o.Values
-	if vals == nil {
-		vals = map[string]any{}
+	// The values as the templates see them, for the few keys checked here
+	// (chartutil.CoalesceValues would do, but it logs the conflicts it
+	// finds, which Render's own coalescing logs again).
+	get := func(key string) any {
+		if v, ok := Lookup(o.Values, key); ok {
+			return v
+		}
+		v, _ := Lookup(ch.Values, key)
+		return v
 	}
-	merged, err := chartutil.CoalesceValues(ch, vals)
-	if err != nil {
-		return fmt.Errorf("chart %s: %w", ChartName, err)
-	}
-	return checkImageValues(merged)
-}
-
-// checkImageValues checks model.image and modelcar.image in the merged
-// values.
-func checkImageValues(vals map[string]any) error {
 	var errs []error
-	if err := checkImageValue(vals, "model", true); err != nil {
+	if err := checkImageValue(get, "model", true); err != nil {
 		errs = append(errs, err)
 	}
-	delivery, _ := Lookup(vals, "model.delivery")
-	probe, _ := Lookup(vals, "warmProbe.enabled")
-	if err := checkImageValue(vals, "modelcar", probe == true || delivery == "initCopy"); err != nil {
+	needed := get("warmProbe.enabled") == true || get("model.delivery") == "initCopy"
+	if err := checkImageValue(get, "modelcar", needed); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
 
-// checkImageValue checks PREFIX.image: set if required, pinned by digest
+// checkImageValue checks PREFIX.image, with get the values: set if required, pinned by digest
 // unless PREFIX.allowTag is true.
-func checkImageValue(vals map[string]any, prefix string, required bool) error {
+func checkImageValue(get func(key string) any, prefix string, required bool) error {
 	key := prefix + ".image"
-	v, _ := Lookup(vals, key)
-	image, _ := v.(string)
-	allowTag, _ := Lookup(vals, prefix+".allowTag")
+	image, _ := get(key).(string)
+	allowTag := get(prefix + ".allowTag")
 	switch {
 	case image == "" && required:
 		return &ValueError{Key: key, Err: warm.ErrRequired}
