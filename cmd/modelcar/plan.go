@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -115,9 +114,10 @@ and pack-flags.txt. It needs --image pinned by digest.`,
 	return cmd
 }
 
-// planEmitFlags are the flags of plan that set plan.EmitOptions fields.
-var planEmitFlags = fieldFlags{"Image": "--image", "Namespace": "--namespace", "PoolReplicas": "--pool-replicas",
-	"NodeSelector": "--node-selector", "Tolerations": "--toleration"}
+// planFieldFlags are the flags of plan that set plan.Options and
+// plan.EmitOptions fields (the same names in both).
+var planFieldFlags = fieldFlags{"CurrentFormat": "--current-format", "Image": "--image", "Namespace": "--namespace",
+	"PoolReplicas": "--pool-replicas", "NodeSelector": "--node-selector", "Tolerations": "--toleration"}
 
 // planFormat is the plan's format: --format, else -o's extension, else
 // text. Its errors list only the formats a plan renders.
@@ -137,9 +137,6 @@ func runPlan(cmd *cobra.Command, f *planFlags) error {
 	if err != nil {
 		return err
 	}
-	if f.currentFormat != "" && !slices.Contains(plan.Formats(), f.currentFormat) {
-		return usageError{fmt.Errorf("--current-format %q: want one of %s", f.currentFormat, strings.Join(plan.Formats(), ", "))}
-	}
 	var eo plan.EmitOptions
 	if eo.NodeSelector, err = warm.ParseNodeSelector(f.selectors); err != nil {
 		return usageError{fmt.Errorf("--node-selector: %w", err)}
@@ -150,13 +147,20 @@ func runPlan(cmd *cobra.Command, f *planFlags) error {
 	if f.poolReplicas < 1 {
 		return usageError{fmt.Errorf("--pool-replicas %d: want 1 or more", f.poolReplicas)}
 	}
+	// The warm commands the plan prints carry what the emitted files do.
+	eo.Image, eo.PoolReplicas = f.image, f.poolReplicas
+	eo.Namespace = f.kube.renderNamespace()
+	opts := plan.Options{From: f.from, Image: f.image, CurrentFormat: f.currentFormat,
+		Namespace: eo.Namespace, NodeSelector: eo.NodeSelector, Tolerations: eo.Tolerations, PoolReplicas: eo.PoolReplicas}
+	if err := opts.Validate(); err != nil {
+		return planFieldFlags.usage(err)
+	}
 	if f.emit != "" {
 		if f.image == "" {
 			return usageError{errors.New("--emit needs --image, the modelcar to pre-pull and serve, REPO@sha256:...")}
 		}
-		eo.Image = f.image
 		if err := eo.Validate(); err != nil {
-			return planEmitFlags.usage(err)
+			return planFieldFlags.usage(err)
 		}
 	}
 	facts, sources := plan.Facts{}, plan.Sources{}
@@ -171,11 +175,6 @@ func runPlan(cmd *cobra.Command, f *planFlags) error {
 	if err != nil {
 		return err
 	}
-	// The warm commands the plan prints carry what the emitted files do.
-	eo.Image, eo.PoolReplicas = f.image, f.poolReplicas
-	eo.Namespace = f.kube.renderNamespace()
-	opts := plan.Options{From: f.from, Image: f.image, CurrentFormat: f.currentFormat,
-		Namespace: eo.Namespace, NodeSelector: eo.NodeSelector, Tolerations: eo.Tolerations, PoolReplicas: eo.PoolReplicas}
 	if f.discover || f.kube.f.Explicit() {
 		cs, _, err := measureKubeClient(f.kube.f)
 		if err != nil {

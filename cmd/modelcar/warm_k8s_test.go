@@ -380,7 +380,7 @@ func TestWarmPauseImageRefusesTag(t *testing.T) {
 func TestFieldFlagsImageHint(t *testing.T) {
 	const tag = "r.test/m:v1"
 	refused := (warm.PrepullOptions{Image: tag}).Validate()
-	with, without := prepullFlags.usage(refused), planEmitFlags.usage(refused)
+	with, without := prepullFlags.usage(refused), planFieldFlags.usage(refused)
 	for _, err := range []error{with, without} {
 		if exitCode(err) != 2 || !strings.Contains(err.Error(), `--image "`+tag+`": image reference has no digest`) ||
 			!strings.Contains(err.Error(), "pin the image as REPO@sha256:... ('modelcar push' prints the digest)") || !errors.Is(err, warm.ErrNoDigest) {

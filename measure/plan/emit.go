@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/modelcar/modelcar/deploy"
+	"github.com/modelcar/modelcar/internal/fielderr"
 	"github.com/modelcar/modelcar/internal/kube"
 	"github.com/modelcar/modelcar/warm"
 )
@@ -56,17 +57,17 @@ type EmitOptions struct {
 
 // Validate checks the options as Files uses them: Image is required and
 // pinned by digest, Namespace a namespace name, and PoolReplicas and
-// GPUsPerPod not negative. It returns a *warm.FieldError naming the field
-// (the pre-pull's image and namespace are checked as warm checks them).
+// GPUsPerPod not negative. It returns a *FieldError naming the field (the
+// pre-pull's image and namespace are checked as warm checks them).
 func (o EmitOptions) Validate() error {
 	if err := (warm.PrepullOptions{Image: o.Image, Namespace: o.Namespace}).Validate(); err != nil {
 		return err
 	}
 	if o.PoolReplicas < 0 {
-		return &warm.FieldError{Field: "PoolReplicas", Value: o.PoolReplicas, Err: errors.New("must not be negative")}
+		return fielderr.New("PoolReplicas", o.PoolReplicas, errors.New("must not be negative"))
 	}
 	if o.GPUsPerPod < 0 {
-		return &warm.FieldError{Field: "GPUsPerPod", Value: o.GPUsPerPod, Err: errors.New("must not be negative")}
+		return fielderr.New("GPUsPerPod", o.GPUsPerPod, errors.New("must not be negative"))
 	}
 	return nil
 }

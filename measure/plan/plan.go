@@ -11,6 +11,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/modelcar/modelcar/internal/fielderr"
 	"github.com/modelcar/modelcar/measure"
 )
 
@@ -180,6 +181,23 @@ type Options struct {
 	PoolReplicas int32
 }
 
+// FieldError is an Options or EmitOptions field that Validate refuses: the
+// field's Go name, its value and why. It is the type of warm.FieldError.
+type FieldError = fielderr.Error
+
+// Validate checks the options as Compute uses them: CurrentFormat one of
+// Formats (or empty) and PoolReplicas not negative. It returns a
+// *FieldError.
+func (o Options) Validate() error {
+	if o.CurrentFormat != "" && !slices.Contains(formats, o.CurrentFormat) {
+		return fielderr.New("CurrentFormat", o.CurrentFormat, fmt.Errorf("want one of %s", strings.Join(formats, ", ")))
+	}
+	if o.PoolReplicas < 0 {
+		return fielderr.New("PoolReplicas", o.PoolReplicas, errors.New("must not be negative"))
+	}
+	return nil
+}
+
 // Formats lists the values of Options.CurrentFormat.
 func Formats() []string { return slices.Clone(formats) }
 
@@ -191,8 +209,8 @@ func Compute(rep *measure.Report, o Options) (*Plan, error) {
 	if len(rep.ColdStarts) == 0 {
 		return nil, ErrNoColdStarts
 	}
-	if o.CurrentFormat != "" && !slices.Contains(formats, o.CurrentFormat) {
-		return nil, fmt.Errorf("current format %q: want one of %s", o.CurrentFormat, strings.Join(formats, ", "))
+	if err := o.Validate(); err != nil {
+		return nil, err
 	}
 	src := Sources{}
 	for k, v := range o.Sources {

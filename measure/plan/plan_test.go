@@ -1,6 +1,7 @@
 package plan
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -309,6 +310,27 @@ func TestPlanBasis(t *testing.T) {
 	}
 	if _, err := Compute(rep, Options{CurrentFormat: "lz4"}); err == nil || !strings.Contains(err.Error(), `"lz4"`) {
 		t.Errorf("bad current format: %v", err)
+	}
+	// Validate names the field, as Compute and Files refuse it.
+	for _, c := range []struct {
+		err   error
+		field string
+	}{
+		{Options{CurrentFormat: "lz4"}.Validate(), "CurrentFormat"},
+		{Options{PoolReplicas: -1}.Validate(), "PoolReplicas"},
+		{EmitOptions{}.Validate(), "Image"},
+		{EmitOptions{Image: "r.test/m:v1"}.Validate(), "Image"},
+		{EmitOptions{Image: testImage, Namespace: "Bad_NS"}.Validate(), "Namespace"},
+		{EmitOptions{Image: testImage, PoolReplicas: -1}.Validate(), "PoolReplicas"},
+		{EmitOptions{Image: testImage, GPUsPerPod: -1}.Validate(), "GPUsPerPod"},
+	} {
+		var fe *FieldError
+		if !errors.As(c.err, &fe) || fe.Field != c.field {
+			t.Errorf("%v: want a *FieldError for %s", c.err, c.field)
+		}
+	}
+	if err := (Options{CurrentFormat: "tar"}).Validate(); err != nil {
+		t.Errorf("tar: %v", err)
 	}
 }
 
