@@ -113,7 +113,7 @@ func Run(ctx context.Context, client kubernetes.Interface, opts RunOptions) (*Re
 	}
 	r.replicas = max(replicas, 1)
 	if replicas == 0 && opts.Mode == ModeDelete {
-		return nil, fmt.Errorf("run: deployment %s/%s has no replicas to delete: scale it up first, or use --mode scale", ns, dep.Name)
+		return nil, fmt.Errorf("run: deployment %s/%s has no replicas to delete: scale it up first, or measure it in %s mode", ns, dep.Name, ModeScale)
 	}
 	defer func() {
 		// Leave the cluster as found, even when ctx was cancelled.
