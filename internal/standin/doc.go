@@ -13,7 +13,9 @@
 // config.json, picks the weight files as vLLM's loader does (WeightFiles),
 // parses and checks each safetensors header and reads every byte of every
 // weight file through a memory map (ReadWeights), so the load takes what the
-// disk and the page cache give. torch.compile and CUDA graph capture are
+// disk and the page cache give; with --load-format runai_streamer it reads
+// as the Run:ai model streamer does, RUNAI_STREAMER_CONCURRENCY (default 16)
+// readers at once, so plan's streaming-load lever can be measured. torch.compile and CUDA graph capture are
 // simulated for the durations Settings give (STANDIN_COMPILE_SECONDS,
 // STANDIN_GRAPH_SECONDS), with vLLM's compile cache under VLLM_CACHE_ROOT
 // turning a compile into a cache load on the next start. Each step is

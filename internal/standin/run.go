@@ -162,7 +162,7 @@ func startUp(ctx context.Context, l *logger, args Args, cfg ModelConfig, set Set
 	} else {
 		weightsStart := time.Now()
 		done := 0
-		files, err = ReadWeights(ctx, args.Model, names, func(WeightFile) {
+		files, err = ReadWeights(ctx, args.Model, names, streams(args.LoadFormat), func(WeightFile) {
 			done++
 			el := time.Since(weightsStart)
 			l.write(fmt.Sprintf("Loading %s checkpoint shards: %3d%% Completed | %d/%d [%s<%s, %5.2fs/it]\n", kind(names[0]),
@@ -328,4 +328,22 @@ func (w *statusWriter) WriteHeader(code int) {
 		w.status, w.wrote = code, true
 	}
 	w.ResponseWriter.WriteHeader(code)
+}
+
+// DefaultStreamerConcurrency is how many readers the Run:ai model streamer
+// runs at once unless RUNAI_STREAMER_CONCURRENCY says otherwise (its
+// default).
+const DefaultStreamerConcurrency = 16
+
+// streams is how many readers load the weights: one (safetensors' mmap) but
+// for --load-format runai_streamer, which reads with
+// RUNAI_STREAMER_CONCURRENCY (default 16) readers at once.
+func streams(loadFormat string) int {
+	if loadFormat != "runai_streamer" {
+		return 1
+	}
+	if n, err := strconv.Atoi(os.Getenv("RUNAI_STREAMER_CONCURRENCY")); err == nil && n > 0 && n <= 256 {
+		return n
+	}
+	return DefaultStreamerConcurrency
 }

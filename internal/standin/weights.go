@@ -14,6 +14,8 @@ import (
 	"strings"
 	"sync/atomic"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/modelcar/modelcar/pack"
 )
 
@@ -165,10 +167,10 @@ type WeightFile struct {
 // byte read from the mapping, faulting it in from the page cache or the
 // disk. Files are read one after the other; done, when set, is called after
 // each. It stops early when ctx ends.
-func ReadWeights(ctx context.Context, dir string, names []string, done func(WeightFile)) ([]WeightFile, error) {
+func ReadWeights(ctx context.Context, dir string, names []string, streams int, done func(WeightFile)) ([]WeightFile, error) {
 	var read []WeightFile
 	for _, name := range names {
-		wf, err := readWeightFile(ctx, filepath.Join(dir, name))
+		wf, err := readWeightFile(ctx, filepath.Join(dir, name), streams)
 		if err != nil {
 			return read, fmt.Errorf("%s: %w", name, err)
 		}
@@ -181,7 +183,7 @@ func ReadWeights(ctx context.Context, dir string, names []string, done func(Weig
 	return read, nil
 }
 
-func readWeightFile(ctx context.Context, path string) (WeightFile, error) {
+func readWeightFile(ctx context.Context, path string, streams int) (WeightFile, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return WeightFile{}, err
@@ -199,10 +201,54 @@ func readWeightFile(ctx context.Context, path string) (WeightFile, error) {
 			return WeightFile{}, fmt.Errorf("safetensors header: %w", err)
 		}
 	}
-	if err := touchAll(ctx, f, st.Size()); err != nil {
+	read := touchAll
+	if streams > 1 {
+		read = func(ctx context.Context, f *os.File, size int64) error { return readStreamed(ctx, f, size, streams) }
+	}
+	if err := read(ctx, f, st.Size()); err != nil {
 		return WeightFile{}, err
 	}
 	return WeightFile{Size: st.Size()}, nil
+}
+
+// streamChunk is how much one stream reads at a time (--load-format
+// runai_streamer).
+const streamChunk = 8 << 20
+
+// readStreamed reads f's first size bytes as the Run:ai model streamer
+// does (vLLM --load-format runai_streamer): streams readers at once, each
+// reading whole chunks into its own buffer, instead of faulting pages in
+// one at a time through a mapping. A file that shrinks while read is an
+// error.
+func readStreamed(ctx context.Context, f *os.File, size int64, streams int) error {
+	g, ctx := errgroup.WithContext(ctx)
+	var next atomic.Int64
+	for range streams {
+		g.Go(func() error {
+			buf := make([]byte, streamChunk)
+			var s uint64
+			defer func() { sink.Add(s) }()
+			for {
+				off := next.Add(streamChunk) - streamChunk
+				if off >= size {
+					return nil
+				}
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+				want := min(int64(streamChunk), size-off)
+				n, err := f.ReadAt(buf[:want], off)
+				s += sum(buf[:n])
+				if int64(n) < want {
+					if err == nil || err == io.EOF {
+						return fmt.Errorf("file shrank to %d bytes while read (%d expected)", off+int64(n), size)
+					}
+					return err
+				}
+			}
+		})
+	}
+	return g.Wait()
 }
 
 // sink keeps the sum of the bytes read, so reading them is not optimised
