@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/renameio/v2"
 )
 
 // cacheVersion changes whenever the bytes pack writes for the same input
@@ -88,15 +89,9 @@ func (c *layerCache) put(k cacheKey, v cacheValue) {
 	if err != nil {
 		return
 	}
-	f, err := os.CreateTemp(c.dir, ".entry-*")
-	if err != nil {
-		return
-	}
-	_, werr := f.Write(b)
-	cerr := f.Close()
-	if werr != nil || cerr != nil || os.Rename(f.Name(), c.file(k)) != nil {
-		os.Remove(f.Name())
-	}
+	// Written with renameio (a temporary file beside it, fsynced, renamed
+	// over it); a failed write only costs the entry.
+	_ = renameio.WriteFile(c.file(k), b, 0o600, renameio.WithTempDir(c.dir))
 }
 
 // DefaultCacheDir is where the layer digest cache lives unless set:

@@ -961,6 +961,11 @@ func (l stateAt) load() (extractState, error) {
 
 // save replaces the file with b atomically (a temporary file, synced,
 // renamed over it).
+//
+// Not renameio.WriteFile with WithRoot, though it would do the same
+// write: its temporary name is random, and a killed extract must leave
+// only NAME.tmp, a name remove and the next run know, not stray hidden
+// files in the user's model directory.
 func (l stateAt) save(b []byte) error {
 	tmp := l.name + ".tmp"
 	if err := l.root.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/renameio/v2"
 	"golang.org/x/crypto/bcrypt"
 	"oras.land/oras-go/v2/registry/remote/auth"
 
@@ -138,11 +139,7 @@ func writeHtpasswd(t *testing.T, reg *testenv.Registry, user, password string) e
 	if err != nil {
 		return err
 	}
-	tmp := path + ".new"
-	if err := os.WriteFile(tmp, []byte(user+":"+string(hash)+"\n"), 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return renameio.WriteFile(path, []byte(user+":"+string(hash)+"\n"), 0o600, renameio.WithTempDir(filepath.Dir(path)))
 }
 
 // basicAuthOK reports whether reg accepts user:password on GET /v2/.

@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+
+	"github.com/google/renameio/v2"
 )
 
 // uploadState remembers open upload sessions, one small file each, so a
@@ -56,15 +58,9 @@ func (s *uploadState) save(u savedUpload) {
 		return
 	}
 	b, _ := json.Marshal(u)
-	f, err := os.CreateTemp(s.dir, ".upload-*")
-	if err != nil {
-		return
-	}
-	_, werr := f.Write(b)
-	cerr := f.Close()
-	if werr != nil || cerr != nil || os.Rename(f.Name(), s.file(u.Registry, u.Repo, u.Digest)) != nil {
-		os.Remove(f.Name())
-	}
+	// Written with renameio (a temporary file beside it, fsynced, renamed
+	// over it); a failed write only costs the entry.
+	_ = renameio.WriteFile(s.file(u.Registry, u.Repo, u.Digest), b, 0o600, renameio.WithTempDir(s.dir))
 }
 
 func (s *uploadState) drop(registry, repo, dg string) {

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/google/renameio/v2"
 	"github.com/spf13/cobra"
 
 	"github.com/modelcar/modelcar/measure"
@@ -299,20 +300,15 @@ func writeOutput(cmd *cobra.Command, output string, data []byte) error {
 		}
 		return fmt.Errorf("-o %s: %w", output, err)
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(output), ".modelcar-output-*")
+	// renameio: a temporary file beside output, mode 0644 whatever the
+	// umask (as a report others read should be), fsynced, renamed over it.
+	f, err := renameio.NewPendingFile(output, renameio.WithTempDir(filepath.Dir(output)), renameio.WithStaticPermissions(0o644))
 	if err != nil {
 		return fail(err)
 	}
-	defer os.Remove(tmp.Name())
-	_, err = tmp.Write(data)
-	if err == nil {
-		err = tmp.Chmod(0o644)
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), output)
+	defer f.Cleanup()
+	if _, err = f.Write(data); err == nil {
+		err = f.CloseAtomicallyReplace()
 	}
 	if err != nil {
 		var le *os.LinkError
