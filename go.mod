@@ -4,6 +4,7 @@ go 1.26.0
 
 require (
 	github.com/containerd/stargz-snapshotter/estargz v0.19.1
+	github.com/docker/go-units v0.5.0
 	github.com/google/go-containerregistry v0.22.1
 	github.com/google/renameio/v2 v2.0.2
 	github.com/klauspost/compress v1.20.4

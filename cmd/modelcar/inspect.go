@@ -149,16 +149,3 @@ func printAnnotations(w io.Writer, ann map[string]string) {
 		fmt.Fprintf(w, "Annotation: %s=%s\n", k, ann[k])
 	}
 }
-
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}

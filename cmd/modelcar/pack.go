@@ -252,6 +252,8 @@ func parseKV(kvs []string, flag string) (map[string]string, error) {
 }
 
 // parseSize parses sizes like 512MiB, 10GiB, 1.5GB or plain bytes.
+// Not go-units: its RAMInBytes reads GB as GiB and its FromHumanSize GiB as
+// GB, and --max-layer-size needs both (registry caps are given in either).
 func parseSize(s string) (int64, error) {
 	units := []struct {
 		suffix string

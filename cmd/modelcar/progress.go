@@ -9,8 +9,13 @@ import (
 	"github.com/schollz/progressbar/v3"
 	"golang.org/x/term"
 
+	"github.com/modelcar/modelcar/internal/human"
 	"github.com/modelcar/modelcar/pack"
 )
+
+// humanBytes is how the CLI prints a size to people ("1.5 GiB"): the one
+// format internal/human owns.
+func humanBytes(n int64) string { return human.Bytes(n) }
 
 // isTerminal reports whether w (or the writer a redacting writer wraps)
 // is a terminal.

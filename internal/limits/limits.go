@@ -99,6 +99,11 @@ func (e *TooLargeError) Error() string {
 }
 
 // Bytes formats n as the limits are written: 8 MiB, 512 KiB, 100 B.
+//
+// Kept rather than go-units' CustomSize: a limit prints as a whole number
+// of its unit when it is one ("8 MiB", not "8.0 MiB"), which no single
+// format string of CustomSize does. Sizes that are not limits are printed
+// by internal/human.
 func Bytes(n int64) string {
 	switch {
 	case n >= 1<<30 && n%(1<<30) == 0:

@@ -18,7 +18,9 @@ var sizeUnits = map[string]float64{
 // ParseSize parses a byte count such as "1000000", "512MiB", "2GiB",
 // "1.5GB" or "64k". KiB, MiB, GiB and TiB (and the bare K, M, G, T) are
 // powers of 1024; KB, MB, GB and TB powers of 1000. Units are
-// case-insensitive; fractions are rounded down to a whole byte.
+// case-insensitive; fractions are rounded down to a whole byte. (go-units'
+// parsers cannot tell GiB from GB: RAMInBytes reads both as 1024-based,
+// FromHumanSize both as 1000-based.)
 func ParseSize(s string) (int64, error) {
 	t := strings.TrimSpace(s)
 	i := strings.IndexFunc(t, func(r rune) bool { return (r < '0' || r > '9') && r != '.' })

@@ -41,6 +41,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/modelcar/modelcar/internal/human"
 )
 
 func main() {
@@ -578,21 +580,9 @@ func resentCell(r row) string {
 	case r.resentMeasured == 0:
 		return "n/m"
 	case r.resentMeasured < r.survived+r.clearly:
-		return fmt.Sprintf("%s (%d of %d measured)", human(r.resent), r.resentMeasured, r.survived+r.clearly)
+		return fmt.Sprintf("%s (%d of %d measured)", human.Bytes(r.resent), r.resentMeasured, r.survived+r.clearly)
 	}
-	return human(r.resent)
-}
-
-func human(n int64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", n)
+	return human.Bytes(r.resent)
 }
 
 func shortPkg(p string) string {
