@@ -11,6 +11,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/modelcar/modelcar/internal/limits"
 	"github.com/modelcar/modelcar/internal/ref"
 )
 
@@ -373,13 +374,7 @@ func ParsePlatforms(list string) ([]v1.Platform, error) {
 
 // WithJobs sets how many layers are built at once (default GOMAXPROCS).
 func WithJobs(n int) Option {
-	return func(o *options) error {
-		if n < 1 {
-			return fmt.Errorf("--jobs must be at least 1")
-		}
-		o.jobs = n
-		return nil
-	}
+	return func(o *options) error { o.jobs = n; return limits.CheckJobs(n) }
 }
 
 // WithCacheDir sets the layer digest cache directory; "" disables it.

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"oras.land/oras-go/v2/registry/remote/credentials"
+
+	"github.com/modelcar/modelcar/internal/limits"
 )
 
 // DefaultChunkSize is the size of each PATCH of a chunked blob upload: an
@@ -105,13 +107,7 @@ func WithInsecure(b bool) Option { return func(o *options) error { o.insecure = 
 
 // WithJobs sets how many blobs move at once (default: CPUs, 4 to 8).
 func WithJobs(n int) Option {
-	return func(o *options) error {
-		if n < 1 {
-			return fmt.Errorf("--jobs must be at least 1")
-		}
-		o.jobs = n
-		return nil
-	}
+	return func(o *options) error { o.jobs = n; return limits.CheckJobs(n) }
 }
 
 // WithChunkSize sets the PATCH size of blob uploads (default

@@ -98,6 +98,15 @@ func (e *TooLargeError) Error() string {
 	return fmt.Sprintf("%s is %d bytes, over the %s limit", e.What, e.Size, Bytes(e.Limit))
 }
 
+// CheckJobs refuses a parallelism under 1, for pack's WithJobs (layers
+// built at once) and push's (blobs moved at once) alike.
+func CheckJobs(n int) error {
+	if n < 1 {
+		return fmt.Errorf("--jobs must be at least 1")
+	}
+	return nil
+}
+
 // Bytes formats n as the limits are written: 8 MiB, 512 KiB, 100 B.
 //
 // Kept rather than go-units' CustomSize: a limit prints as a whole number
