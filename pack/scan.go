@@ -11,6 +11,8 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+
+	"github.com/bmatcuk/doublestar/v4"
 )
 
 // DefaultExcludes are the patterns left out of every model unless an
@@ -266,20 +268,43 @@ func describeMode(m fs.FileMode) string {
 // Patterns follow .gitignore's main rules: a pattern without a slash matches
 // a name at any depth, one with a slash matches the path from the model
 // root, a trailing slash matches a directory and everything below it, and
-// "**" matches any number of directories.
+// "**" matches any number of directories. The globbing is doublestar's
+// (github.com/bmatcuk/doublestar/v4), less its two additions to path.Match
+// (see literalGlob), so that a pattern keeps the meaning it had.
 func checkPattern(p string) error {
 	if p == "" {
 		return fmt.Errorf("empty include/exclude pattern")
 	}
-	for _, part := range strings.Split(strings.Trim(p, "/"), "/") {
-		if part == "**" {
-			continue
-		}
-		if _, err := path.Match(part, ""); err != nil {
-			return fmt.Errorf("include/exclude pattern %q: %w", p, err)
-		}
+	if !doublestar.ValidatePattern(literalGlob(strings.Trim(p, "/"))) {
+		return fmt.Errorf("include/exclude pattern %q: %w", p, path.ErrBadPattern)
 	}
 	return nil
+}
+
+// literalGlob escapes what doublestar reads and path.Match does not, so
+// that it stays literal: braces ({a,b} is no list of alternatives) and a
+// "!" opening a class ([!a] holds "!" and "a"; [^a] negates).
+func literalGlob(p string) string {
+	if !strings.ContainsAny(p, "{}") && !strings.Contains(p, "[!") {
+		return p
+	}
+	var b strings.Builder
+	for i := 0; i < len(p); i++ {
+		switch c := p[i]; {
+		case c == '\\' && i+1 < len(p):
+			b.WriteString(p[i : i+2])
+			i++
+		case c == '{' || c == '}':
+			b.WriteByte('\\')
+			b.WriteByte(c)
+		case c == '[' && i+1 < len(p) && p[i+1] == '!':
+			b.WriteString(`[\!`)
+			i++
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
 }
 
 func matchAny(patterns []string, rel string) bool {
@@ -295,15 +320,15 @@ func matchAny(patterns []string, rel string) bool {
 // matches p.
 func matchPattern(p, rel string) bool {
 	dirOnly := strings.HasSuffix(p, "/")
-	p = strings.Trim(p, "/")
+	p = literalGlob(strings.Trim(p, "/"))
 	isDir := strings.HasSuffix(rel, "/")
 	rel = strings.TrimSuffix(rel, "/")
-	segs := strings.Split(rel, "/")
 	if !strings.Contains(p, "/") {
 		// Any single segment: a directory segment matches everything below it.
+		segs := strings.Split(rel, "/")
 		for i, s := range segs {
 			last := i == len(segs)-1
-			if ok, _ := path.Match(p, s); ok {
+			if ok, _ := doublestar.Match(p, s); ok {
 				if !last || isDir || !dirOnly {
 					return true
 				}
@@ -311,37 +336,18 @@ func matchPattern(p, rel string) bool {
 		}
 		return false
 	}
-	pp := strings.Split(p, "/")
 	// A pattern with a slash matches the path or one of its parent directories.
-	for n := 1; n <= len(segs); n++ {
-		last := n == len(segs)
+	for i := 0; i <= len(rel); i++ {
+		if i < len(rel) && rel[i] != '/' {
+			continue
+		}
+		last := i == len(rel)
 		if dirOnly && last && !isDir {
 			continue
 		}
-		if matchSegs(pp, segs[:n]) {
+		if ok, _ := doublestar.Match(p, rel[:i]); ok {
 			return true
 		}
 	}
 	return false
-}
-
-func matchSegs(p, s []string) bool {
-	if len(p) == 0 {
-		return len(s) == 0
-	}
-	if p[0] == "**" {
-		for i := 0; i <= len(s); i++ {
-			if matchSegs(p[1:], s[i:]) {
-				return true
-			}
-		}
-		return false
-	}
-	if len(s) == 0 {
-		return false
-	}
-	if ok, _ := path.Match(p[0], s[0]); !ok {
-		return false
-	}
-	return matchSegs(p[1:], s[1:])
 }
