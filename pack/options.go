@@ -258,6 +258,22 @@ func Tags(tag string, opts ...Option) ([]string, error) {
 	return tags, nil
 }
 
+// Platforms: parsing, normalizing and matching stay ours, not
+// github.com/containerd/platforms (v1.0.0-rc.5 compared case by case):
+// its answers would change what pack records in configs and indexes, and
+// so the digests, and which base manifest --base picks.
+//   - platforms.Parse("linux/arm64/v8") keeps v8 (we record linux/arm64, as
+//     for "linux/arm64"); Normalize turns linux/arm into linux/arm/v7 and
+//     drops amd64's v1, which we record as given.
+//   - Parse takes "linux" or "amd64" alone and fills in the host's half,
+//     and takes any OS or architecture ("linux/bogus"), where ours refuses
+//     a platform no node reports, with its own error text.
+//   - NewMatcher(linux/amd64) does not match an index entry linux/amd64/v3,
+//     nor NewMatcher(linux/arm) linux/arm/v6; ours, like
+//     go-containerregistry's Satisfies, leaves a variant not asked for
+//     uncompared. Only(linux/amd64/v3) matches linux/amd64, which ours does
+//     not.
+
 // ParsePlatform parses OS/ARCH[/VARIANT] and returns it in the names
 // images use (NormalizePlatform). OS and architecture must be ones Go and
 // container runtimes know: a platform no node reports would give an image

@@ -50,6 +50,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/modelcar/modelcar/internal/ref"
+	"github.com/modelcar/modelcar/pack"
 )
 
 const (
@@ -144,20 +145,22 @@ func fail(err error) {
 	os.Exit(1)
 }
 
+// parsePlatforms reads -platforms with pack's parser (the one modelcar's
+// --platform uses: names normalized, each once, sorted), keeps to the two
+// platforms modelcar is built for, and records arm64 as arm64/v8, as Go
+// images commonly are (pack drops that default variant instead).
 func parsePlatforms(s string) ([]v1.Platform, error) {
-	var ps []v1.Platform
-	for _, f := range strings.Split(s, ",") {
-		p, err := v1.ParsePlatform(strings.TrimSpace(f))
-		if err != nil {
-			return nil, err
-		}
+	ps, err := pack.ParsePlatforms(s)
+	if err != nil {
+		return nil, err
+	}
+	for i, p := range ps {
 		if p.OS != "linux" || (p.Architecture != "amd64" && p.Architecture != "arm64") {
-			return nil, fmt.Errorf("platform %q: want linux/amd64 or linux/arm64", f)
+			return nil, fmt.Errorf("platform %q: want linux/amd64 or linux/arm64", p.String())
 		}
 		if p.Architecture == "arm64" && p.Variant == "" {
-			p.Variant = "v8"
+			ps[i].Variant = "v8"
 		}
-		ps = append(ps, *p)
 	}
 	return ps, nil
 }
