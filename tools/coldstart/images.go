@@ -274,6 +274,9 @@ func pushNaive(ctx context.Context, c config, ref string, m *model) error {
 	return remote.Write(r, img, remote.WithContext(ctx))
 }
 
+// writeNaiveLayer streams the one-gzip-layer image's layer to a temporary
+// file and renames it into place, without renameio: that would fsync the
+// whole multi-GB layer, a benchmark's cache the page cache keeps anyway.
 func writeNaiveLayer(path string, m *model) (err error) {
 	tmp := path + ".tmp"
 	f, err := os.Create(tmp)

@@ -18,6 +18,9 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	units "github.com/docker/go-units"
+	"github.com/google/renameio/v2"
 )
 
 // process is a daemon this program started; it is stopped by its PID only.
@@ -488,26 +491,21 @@ func utsString(b []int8) string {
 	return string(s)
 }
 
+// writeFileAtomic writes a report whole: renameio (a temporary file
+// beside path, fsynced, renamed over it), in a directory made if missing.
 func writeFileAtomic(path string, data []byte) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return renameio.WriteFile(path, data, 0o644, renameio.WithTempDir(filepath.Dir(path)))
 }
 
+// humanBytes formats n for the report as it has always read ("1.50 GiB",
+// "512 B"): go-units' binary units, two decimals and a space, where its
+// BytesSize would print "1.5GiB".
 func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
+	if n < units.KiB {
 		return fmt.Sprintf("%d B", n)
 	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.2f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+	return units.CustomSize("%.2f %s", float64(n), units.KiB, []string{"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"})
 }
