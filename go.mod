@@ -3,6 +3,7 @@ module github.com/modelcar/modelcar
 go 1.26.0
 
 require (
+	github.com/Shopify/toxiproxy/v2 v2.12.0
 	github.com/bmatcuk/doublestar/v4 v4.10.4
 	github.com/containerd/stargz-snapshotter/estargz v0.19.1
 	github.com/docker/go-units v0.5.0

@@ -1,14 +1,9 @@
 package testenv
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	toxiproxy "github.com/Shopify/toxiproxy/v2/client"
 )
 
 // Toxiproxy (github.com/Shopify/toxiproxy) is a TCP proxy whose faults
@@ -41,9 +38,6 @@ const (
 
 // toxiproxyStartTimeout bounds the wait for the API to answer.
 const toxiproxyStartTimeout = 30 * time.Second
-
-// toxiproxyAPITimeout bounds one API request.
-const toxiproxyAPITimeout = 15 * time.Second
 
 var toxiproxyBuild peerBuild
 
@@ -98,10 +92,13 @@ type Toxiproxy struct {
 	// LogFile receives the server's log (JSON lines).
 	LogFile string
 
-	bin    string
-	dir    string
-	proc   *process
-	client *http.Client
+	bin  string
+	dir  string
+	proc *process
+	// client is the API's own Go client, at the server's version. Its
+	// requests go to 127.0.0.1, which Go never sends through an environment
+	// proxy.
+	client *toxiproxy.Client
 }
 
 // StartToxiproxy starts toxiproxy-server with its API on a free 127.0.0.1
@@ -116,7 +113,6 @@ func StartToxiproxy(t testing.TB) *Toxiproxy {
 		LogFile: filepath.Join(dir, "toxiproxy.log"),
 		bin:     bin,
 		dir:     dir,
-		client:  &http.Client{Timeout: toxiproxyAPITimeout, Transport: &http.Transport{Proxy: nil}},
 	}
 	cleanupServiceDir(t, "toxiproxy", dir, s.LogFile, 40)
 	t.Cleanup(func() { s.stop(t) })
@@ -147,13 +143,13 @@ func (s *Toxiproxy) start(t testing.TB, port int) error {
 	p.quiet = true
 	s.proc = p
 	s.API = "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	s.client = toxiproxy.NewClient(s.API)
 	begin := time.Now()
 	for {
 		if p.exited() {
 			return fmt.Errorf("toxiproxy-server (pid %d) exited during startup: %v", p.pid, p.err)
 		}
-		var v json.RawMessage
-		err := s.call(http.MethodGet, "/version", nil, &v)
+		v, err := s.client.Version()
 		if err == nil {
 			t.Logf("testenv: toxiproxy-server %s pid %d, API %s (ready in %v)", strings.TrimSpace(string(v)), p.pid, s.API, time.Since(begin).Round(time.Millisecond))
 			return nil
@@ -176,53 +172,6 @@ func (s *Toxiproxy) stop(t testing.TB) {
 	p.stop(t, 10*time.Second)
 }
 
-// APIError is a non-2xx answer of the toxiproxy API.
-type APIError struct {
-	Method, Path string
-	Status       int
-	Body         string
-}
-
-func (e *APIError) Error() string {
-	return fmt.Sprintf("toxiproxy %s %s: %d %s: %s", e.Method, e.Path, e.Status, http.StatusText(e.Status), e.Body)
-}
-
-// call sends one API request (body marshalled as JSON unless nil) and
-// decodes a JSON answer into out unless nil. Safe for concurrent use.
-func (s *Toxiproxy) call(method, path string, body, out any) error {
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return err
-		}
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequest(method, s.API+path, rd)
-	if err != nil {
-		return err
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := s.client.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode/100 != 2 {
-		return &APIError{Method: method, Path: path, Status: resp.StatusCode, Body: strings.TrimSpace(string(b))}
-	}
-	if out != nil {
-		return json.Unmarshal(b, out)
-	}
-	return nil
-}
-
 // ToxicProxy is one proxy of a Toxiproxy: a listener on 127.0.0.1 whose
 // connections are piped to Upstream through the proxy's toxics.
 type ToxicProxy struct {
@@ -232,14 +181,7 @@ type ToxicProxy struct {
 	// Upstream is what connections are piped to (a Registry's Addr).
 	Upstream string
 
-	s *Toxiproxy
-}
-
-type toxiproxyProxy struct {
-	Name     string `json:"name"`
-	Listen   string `json:"listen"`
-	Upstream string `json:"upstream"`
-	Enabled  bool   `json:"enabled"`
+	p *toxiproxy.Proxy
 }
 
 // Proxy opens a proxy named name on a free 127.0.0.1 port to upstream
@@ -250,25 +192,21 @@ func (s *Toxiproxy) Proxy(t testing.TB, name, upstream string) *ToxicProxy {
 	if _, _, err := net.SplitHostPort(upstream); err != nil {
 		t.Fatalf("testenv: toxiproxy: upstream %q is not host:port: %v", upstream, err)
 	}
-	var got toxiproxyProxy
-	if err := s.call(http.MethodPost, "/proxies", toxiproxyProxy{Name: name, Listen: "127.0.0.1:0", Upstream: upstream, Enabled: true}, &got); err != nil {
+	got, err := s.client.CreateProxy(name, "127.0.0.1:0", upstream)
+	if err != nil {
 		t.Fatalf("testenv: creating toxiproxy proxy %s: %v", name, err)
 	}
 	host, port, err := net.SplitHostPort(got.Listen)
 	if err != nil || host != "127.0.0.1" || port == "0" {
 		t.Fatalf("testenv: toxiproxy proxy %s listens on %q, want 127.0.0.1:PORT", name, got.Listen)
 	}
-	p := &ToxicProxy{Name: name, Addr: got.Listen, Upstream: upstream, s: s}
+	p := &ToxicProxy{Name: name, Addr: got.Listen, Upstream: upstream, p: got}
 	t.Cleanup(func() {
 		if s.proc != nil {
-			s.call(http.MethodDelete, p.path(""), nil, nil)
+			got.Delete()
 		}
 	})
 	return p
-}
-
-func (p *ToxicProxy) path(rest string) string {
-	return "/proxies/" + url.PathEscape(p.Name) + rest
 }
 
 // Ref returns the reference of repo through the proxy: "127.0.0.1:PORT/repo".
@@ -279,10 +217,14 @@ func (p *ToxicProxy) Ref(repo string) string {
 // SetEnabled enables or disables the proxy. Disabling closes every
 // connection and refuses new ones (the registry seems gone).
 func (p *ToxicProxy) SetEnabled(on bool) error {
-	return p.s.call(http.MethodPatch, p.path(""), map[string]bool{"enabled": on}, nil)
+	if on {
+		return p.p.Enable()
+	}
+	return p.p.Disable()
 }
 
-// Toxic is one fault of a ToxicProxy, as the toxiproxy API describes it.
+// Toxic is one fault of a ToxicProxy, as the toxiproxy API describes it
+// (the client's Toxic with typed attributes).
 type Toxic struct {
 	// Name identifies the toxic in its proxy; "" lets toxiproxy name it
 	// TYPE_STREAM.
@@ -343,28 +285,43 @@ func LimitData(stream string, n int64) Toxic {
 
 // Add adds a toxic; it applies to open connections too.
 func (p *ToxicProxy) Add(tx Toxic) error {
-	if tx.Attributes == nil {
-		tx.Attributes = map[string]int64{}
+	attrs := toxiproxy.Attributes{}
+	for k, v := range tx.Attributes {
+		attrs[k] = v
 	}
-	return p.s.call(http.MethodPost, p.path("/toxics"), tx, nil)
+	_, err := p.p.AddToxic(tx.Name, tx.Type, tx.Stream, tx.Toxicity, attrs)
+	return err
 }
 
 // SetToxicity changes the toxicity of the toxic name (0: inert, 1: always).
 // Connections draw again whether they are affected.
 func (p *ToxicProxy) SetToxicity(name string, v float32) error {
-	return p.s.call(http.MethodPatch, p.path("/toxics/"+url.PathEscape(name)), map[string]float32{"toxicity": v}, nil)
+	_, err := p.p.UpdateToxic(name, v, nil) // nil attributes: the server keeps the toxic's own
+	return err
 }
 
 // Remove removes the toxic name.
 func (p *ToxicProxy) Remove(name string) error {
-	return p.s.call(http.MethodDelete, p.path("/toxics/"+url.PathEscape(name)), nil, nil)
+	return p.p.RemoveToxic(name)
 }
 
 // Toxics lists the proxy's toxics.
 func (p *ToxicProxy) Toxics() ([]Toxic, error) {
-	var out []Toxic
-	err := p.s.call(http.MethodGet, p.path("/toxics"), nil, &out)
-	return out, err
+	txs, err := p.p.Toxics()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Toxic, 0, len(txs))
+	for _, tx := range txs {
+		attrs := map[string]int64{}
+		for k, v := range tx.Attributes {
+			if f, ok := v.(float64); ok { // JSON numbers
+				attrs[k] = int64(f)
+			}
+		}
+		out = append(out, Toxic{Name: tx.Name, Type: tx.Type, Stream: tx.Stream, Toxicity: tx.Toxicity, Attributes: attrs})
+	}
+	return out, nil
 }
 
 // RemoveAll removes every toxic of the proxy.
