@@ -249,6 +249,10 @@ func MergeValues(files, sets, stringSets []string) (map[string]any, error) {
 }
 
 // mergeMaps is helm's (pkg/cli/values): b over a, maps merged recursively.
+// helm does not export it, and MergeValues is not values.Options.MergeValues
+// because that changes what users see: a missing -f file's error loses its
+// "values file:" prefix, a bad --set no longer quotes its value ("failed
+// parsing --set data: ..."), and "-f -" would read standard input.
 func mergeMaps(a, b map[string]any) map[string]any {
 	out := make(map[string]any, len(a))
 	for k, v := range a {
