@@ -8,15 +8,19 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"net/http/httputil"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
 
 // Proxy is an in-process HTTP/1.1 reverse proxy in front of a registry
-// (usually one from StartRegistry), started by StartProxy. It counts the
+// (usually one from StartRegistry), started by StartProxy: an
+// httputil.ReverseProxy behind a handler that takes the faults that answer
+// instead of the registry, with hooks for the rest. It counts the
 // bytes that go through it, logs every request, and injects faults on
 // demand (error statuses, stalls, connections cut mid-upload), so that tests
 // can watch and disturb what a client sends to a registry.
@@ -34,6 +38,7 @@ type Proxy struct {
 	target    string // the registry, host:port
 	srv       *http.Server
 	transport *http.Transport
+	rp        *httputil.ReverseProxy
 	logw      *proxyLogWriter
 	ctx       context.Context // canceled when the proxy closes
 	cancel    context.CancelFunc
@@ -177,20 +182,6 @@ var proxyBufPool = sync.Pool{New: func() any { b := make([]byte, proxyCopyBufSiz
 // proxyCloseTimeout bounds the wait for handlers when the proxy closes.
 const proxyCloseTimeout = 10 * time.Second
 
-// hopHeaders are the hop-by-hop headers a proxy must not pass on (RFC 9110
-// section 7.6.1, plus the legacy ones httputil.ReverseProxy drops).
-var hopHeaders = []string{
-	"Connection",
-	"Proxy-Connection",
-	"Keep-Alive",
-	"Proxy-Authenticate",
-	"Proxy-Authorization",
-	"Te",
-	"Trailer",
-	"Transfer-Encoding",
-	"Upgrade",
-}
-
 // StartProxy starts a reverse proxy on 127.0.0.1 (a free port) to target,
 // a registry's "127.0.0.1:PORT" (Registry.Addr). It is closed in
 // t.Cleanup: requests still running are aborted and waited for.
@@ -224,6 +215,7 @@ func StartProxy(t testing.TB, target string) *Proxy {
 		sessionDigest: map[string]string{},
 		digestBytes:   map[string]int64{},
 	}
+	p.rp = p.newReverseProxy()
 	p.srv = &http.Server{
 		Handler:           p,
 		Protocols:         &http1,
@@ -478,30 +470,15 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	out := r.Clone(ctx)
-	out.RequestURI = ""
-	out.URL.Scheme = "http"
-	out.URL.Host = p.target
-	out.Host = ""
-	out.Close = false
-	out.TransferEncoding = nil
-	removeHopHeaders(out.Header)
-	// Go's server answers Expect: 100-continue itself when the body is
-	// first read; the registry need not see it.
-	out.Header.Del("Expect")
-
+	in := r.WithContext(context.WithValue(ctx, forwardKey{}, &forward{e: e, f: f}))
 	var body *upBody
-	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
-		out.Body = nil
-		out.ContentLength = 0
-	} else {
+	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
 		body = &upBody{
 			p:       p,
 			r:       r.Body,
 			entry:   e,
 			session: e.Session,
 			ctx:     ctx,
-			closed:  make(chan struct{}),
 		}
 		if e.Session == "" && r.Method == http.MethodPost {
 			body.digest = e.Digest
@@ -510,85 +487,107 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			body.limit = f.ResetAfterBytes
 			body.cut = make(chan struct{})
 		}
-		out.Body = body
-		out.GetBody = nil
+		in.Body = body
 	}
-	// The transport may go on reading the body after RoundTrip returns
-	// (a registry that answers before reading it all); Go's server must not
-	// close the body under it, so wait until the transport has closed it.
-	defer func() {
-		if body != nil {
-			cancel(errProxyDone)
-			<-body.closed
-		}
-	}()
+	// The transport may go on reading the body after RoundTrip returns (a
+	// registry that answers before reading it all): ReverseProxy hands it
+	// a body that refuses reads once the handler is done, and the ctx
+	// upBody reads under ends then too.
 
-	// A connection cut happens on another goroutine while RoundTrip waits
-	// for a response that will never come.
+	// A connection cut happens on another goroutine while the round trip
+	// waits for a response that will never come.
+	fw := in.Context().Value(forwardKey{}).(*forward)
 	var cutDone, rtDone chan struct{}
-	hijacked := false
 	if body != nil && body.cut != nil {
 		cutDone, rtDone = make(chan struct{}), make(chan struct{})
 		go func() {
 			defer close(cutDone)
 			select {
 			case <-body.cut:
-				hijacked = p.cutClient(w, e)
+				fw.hijacked.Store(p.cutClient(w, e))
 				cancel(errCut)
 			case <-rtDone:
 			}
 		}()
+		defer func() {
+			close(rtDone)
+			<-cutDone
+		}()
 	}
-	resp, err := p.transport.RoundTrip(out)
-	if cutDone != nil {
-		close(rtDone)
-		<-cutDone
-	}
-	if hijacked {
-		if err == nil {
-			resp.Body.Close()
+	// ReverseProxy aborts the handler (panic(http.ErrAbortHandler), which
+	// Go's server takes quietly) when the response body cannot be copied.
+	defer func() {
+		if v := recover(); v != nil {
+			if v == http.ErrAbortHandler {
+				p.setErr(e, "response body: copy failed, client connection aborted")
+			}
+			panic(v)
 		}
-		return
-	}
-	if err != nil {
-		if ctx.Err() != nil {
-			p.setErr(e, "upstream request aborted: %v (%v)", context.Cause(ctx), err)
-			return
-		}
-		p.setErr(e, "upstream: %v", err)
-		p.update(e, func(e *RequestLog) { e.Status = http.StatusBadGateway })
-		http.Error(w, "testenv proxy: "+err.Error(), http.StatusBadGateway)
-		return
-	}
-	defer resp.Body.Close()
+	}()
+	p.rp.ServeHTTP(&countResponseWriter{ResponseWriter: w, c: countWriter{w: w, p: p, e: e}}, in)
+}
 
-	h := w.Header()
-	for k, vv := range resp.Header {
-		h[k] = append([]string(nil), vv...)
-	}
-	removeHopHeaders(h)
-	if f != nil {
-		for k, v := range f.Header {
-			h[http.CanonicalHeaderKey(k)] = v
-		}
-	}
-	for _, k := range []string{"Location", "Content-Location", "Docker-Upload-Uuid"} {
-		for i, v := range h[k] {
-			h[k][i] = p.rewriteURL(v)
-		}
-	}
-	w.WriteHeader(resp.StatusCode)
-	p.update(e, func(e *RequestLog) { e.Status = resp.StatusCode })
+// forward is what the ReverseProxy's hooks need to know of one request:
+// its log entry, its fault, and whether the fault took its connection.
+type forward struct {
+	e        *RequestLog
+	f        *Fault
+	hijacked atomic.Bool
+}
 
-	bufp := proxyBufPool.Get().(*[]byte)
-	defer proxyBufPool.Put(bufp)
-	// countWriter hides the ResponseWriter's ReadFrom, so the copy goes
-	// through the buffer, and counts what reached the client.
-	_, err = io.CopyBuffer(&countWriter{w: w, p: p, e: e}, resp.Body, *bufp)
-	if err != nil {
-		p.setErr(e, "response body: %v", err)
+type forwardKey struct{}
+
+// newReverseProxy is httputil.ReverseProxy to p.target over p.transport,
+// with the hooks that log and disturb what it forwards: the request body
+// is counted (and cut, for ResetAfterBytes) by upBody, the response body
+// by countResponseWriter; redirects to the registry are pointed at the
+// proxy, and a fault's Header replaces the registry's.
+func (p *Proxy) newReverseProxy() *httputil.ReverseProxy {
+	return &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.Out.URL.Scheme = "http"
+			pr.Out.URL.Host = p.target
+			pr.Out.Host = ""
+			// Go's server answers Expect: 100-continue itself when the
+			// body is first read; the registry need not see it.
+			pr.Out.Header.Del("Expect")
+		},
+		Transport:  p.transport,
+		BufferPool: proxyBuffers{},
+		ErrorLog:   log.New(p.logw, "testenv: proxy: ", 0),
+		ModifyResponse: func(resp *http.Response) error {
+			fw := resp.Request.Context().Value(forwardKey{}).(*forward)
+			if fw.f != nil {
+				for k, v := range fw.f.Header {
+					resp.Header[http.CanonicalHeaderKey(k)] = v
+				}
+			}
+			for _, k := range []string{"Location", "Content-Location", "Docker-Upload-Uuid"} {
+				for i, v := range resp.Header[k] {
+					resp.Header[k][i] = p.rewriteURL(v)
+				}
+			}
+			return nil
+		},
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			fw := r.Context().Value(forwardKey{}).(*forward)
+			switch {
+			case fw.hijacked.Load():
+			case r.Context().Err() != nil:
+				p.setErr(fw.e, "upstream request aborted: %v (%v)", context.Cause(r.Context()), err)
+			default:
+				p.setErr(fw.e, "upstream: %v", err)
+				http.Error(w, "testenv proxy: "+err.Error(), http.StatusBadGateway)
+			}
+		},
 	}
 }
+
+// proxyBuffers lends the ReverseProxy proxyBufPool's buffers.
+type proxyBuffers struct{}
+
+func (proxyBuffers) Get() []byte  { return *proxyBufPool.Get().(*[]byte) }
+func (proxyBuffers) Put(b []byte) { proxyBufPool.Put(&b) }
 
 // respondFault answers r with f.Status without forwarding it.
 func (p *Proxy) respondFault(w http.ResponseWriter, e *RequestLog, f *Fault) {
@@ -655,21 +654,6 @@ func (p *Proxy) rewriteURL(v string) string {
 	return v
 }
 
-// removeHopHeaders deletes hop-by-hop headers, including those the
-// Connection header names.
-func removeHopHeaders(h http.Header) {
-	for _, v := range h.Values("Connection") {
-		for _, name := range strings.Split(v, ",") {
-			if name = strings.TrimSpace(name); name != "" {
-				h.Del(name)
-			}
-		}
-	}
-	for _, k := range hopHeaders {
-		h.Del(k)
-	}
-}
-
 // upBody is the request body sent upstream: it reads the client's body,
 // counts what the transport takes, and implements ResetAfterBytes.
 type upBody struct {
@@ -686,9 +670,6 @@ type upBody struct {
 	limit   int64
 	cut     chan struct{}
 	cutOnce sync.Once
-
-	closed    chan struct{}
-	closeOnce sync.Once
 }
 
 func (b *upBody) Read(buf []byte) (int, error) {
@@ -717,12 +698,9 @@ func (b *upBody) Read(buf []byte) (int, error) {
 	return n, err
 }
 
-// Close only records that the transport is done with the body: Go's server
-// closes the client's body itself when the handler returns.
-func (b *upBody) Close() error {
-	b.closeOnce.Do(func() { close(b.closed) })
-	return nil
-}
+// Close does nothing: Go's server closes the client's body itself when
+// the handler returns.
+func (b *upBody) Close() error { return nil }
 
 // countWriter counts response body bytes written to the client.
 type countWriter struct {
@@ -751,6 +729,9 @@ func (w *countResponseWriter) WriteHeader(code int) {
 }
 
 func (w *countResponseWriter) Write(b []byte) (int, error) { return w.c.Write(b) }
+
+// Unwrap lets http.ResponseController reach the connection's writer.
+func (w *countResponseWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // Flush sends what was written so far (a streamed body has no Content-Length).
 func (w *countResponseWriter) Flush() { http.NewResponseController(w.ResponseWriter).Flush() }
