@@ -53,6 +53,10 @@ const (
 	// this share of a single gzip stream's time (parallel layers, no
 	// decompression), on a link faster than one core's gunzip.
 	DefaultTarRatio = 0.5
+	// DefaultGzipRatio: gzip's output over its input for model weights
+	// (bf16 safetensors compress to about 0.78); with linkMbit known, the
+	// tar image's bytes are the gzip image's over this.
+	DefaultGzipRatio = 0.78
 	// DefaultLazyFirstRead: with lazy pulling, the first file (config,
 	// tokenizer) is readable after this share of the full pull.
 	DefaultLazyFirstRead = 0.02

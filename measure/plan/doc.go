@@ -41,7 +41,12 @@
 //     (Options.CurrentFormat), else a single gzip stream when it pulled no
 //     faster than DefaultSingleStreamMBps (faster: no gain). The ratio comes
 //     from the benchmark (all_weights_read_s), else DefaultTarRatio, which
-//     exists only for a single gzip stream.
+//     exists only for a single gzip stream. The ratio holds on the
+//     benchmark's link: with the node's link known (fact linkMbit), the
+//     saving is at most the pull time less the time the tar image (the
+//     gzip image's bytes over DefaultGzipRatio) takes to cross that link, so
+//     a slow link, where uncompressed bytes cost more than gunzip saves,
+//     gets none.
 //   - lazy-pull (pull): zstd-chunked --prefetch all (containerd's stargz
 //     snapshotter with prefetch_async_size, or CRI-O): bench-coldstart
 //     measured it ahead of estargz. With P the model image's pull and b vLLM's

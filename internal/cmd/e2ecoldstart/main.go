@@ -160,10 +160,15 @@ func run(ctx context.Context, c config) (err error) {
 	}
 
 	// The plan, and everything it emitted.
+	bits, err := testcluster.ParseRate(c.rate)
+	if err != nil {
+		return err
+	}
 	planDir := filepath.Join(work, "plan")
 	planJSON := filepath.Join(work, "plan.json")
 	if _, err := mc(ctx, c, "plan", "--from", before, "--kubeconfig", kc, "--bench", c.bench, "--image", baseline, "-n", ns,
 		"--node-selector", "modelcar.test/real-node=true", "--toleration", "nvidia.com/gpu:NoSchedule",
+		"--fact", fmt.Sprintf("linkMbit=%g", bits/1e6), // the node's link, as a user states it
 		"--emit", planDir, "--format", "json", "-o", planJSON); err != nil {
 		return err
 	}
@@ -225,10 +230,6 @@ func run(ctx context.Context, c config) (err error) {
 	}
 
 	res, err := compare(before, repacked, after, &p, applied)
-	if err != nil {
-		return err
-	}
-	bits, err := testcluster.ParseRate(c.rate)
 	if err != nil {
 		return err
 	}
@@ -583,7 +584,7 @@ func containerdPulls(logPath string, stages map[string]string, rate float64) []p
 	if err != nil {
 		return nil
 	}
-	re := regexp.MustCompile(`Pulled image \\"([^"\\]+)\\".* size \\"([0-9]+)\\" in ([0-9.]+[a-zµ]+)`)
+	re := regexp.MustCompile(`Pulled image \\"([^"\\]+)\\".* size \\"([0-9]+)\\" in ((?:[0-9.]+[a-zµ]+)+)`)
 	var out []pullCheck
 	for _, stage := range []string{"baseline", "repacked"} {
 		ref, ok := stages[stage]
