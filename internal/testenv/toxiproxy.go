@@ -324,8 +324,21 @@ func (p *ToxicProxy) Toxics() ([]Toxic, error) {
 	return out, nil
 }
 
-// RemoveAll removes every toxic of the proxy.
+// RemoveAll removes every toxic of the proxy. toxiproxy's control API can
+// give up on a call after its 25 s handler timeout while a toxic holds a
+// link (Shopify/toxiproxy#558: an HTML "Timeout" page, or a 503); the links
+// drain meanwhile, so the call is made again, three times at most.
 func (p *ToxicProxy) RemoveAll() error {
+	var err error
+	for range 3 {
+		if err = p.removeAll(); err == nil {
+			return nil
+		}
+	}
+	return err
+}
+
+func (p *ToxicProxy) removeAll() error {
 	txs, err := p.Toxics()
 	if err != nil {
 		return err
