@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -67,14 +68,27 @@ func startProcessExe(dir, name, bin, exe string, args, env []string, detach bool
 	} else {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting %s: %w", name, err)
-	}
-	p := &process{name: name, pid: cmd.Process.Pid, exe: exe, log: logPath, done: make(chan struct{})}
+	p := &process{name: name, exe: exe, log: logPath, done: make(chan struct{})}
+	started := make(chan error, 1)
 	go func() {
+		// Pdeathsig follows the thread that forked the child, not the
+		// process: started from any thread, the child was SIGKILLed when
+		// that thread exited, which the runtime does when another goroutine
+		// locked to it ends (testenv starts its daemons so). This thread
+		// stays locked, the child's parent, until Wait returns.
+		runtime.LockOSThread()
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
 		p.err = cmd.Wait()
 		close(p.done)
 	}()
+	if err := <-started; err != nil {
+		return nil, fmt.Errorf("starting %s: %w", name, err)
+	}
+	p.pid = cmd.Process.Pid
 	if err := appendPID(dir, p); err != nil {
 		_ = cmd.Process.Kill()
 		<-p.done
