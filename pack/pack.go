@@ -12,6 +12,8 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/modelcar/modelcar/internal/fielderr"
 )
 
 // Result describes a packed modelcar.
@@ -60,21 +62,6 @@ type LayerResult struct {
 	// Reused says the layer came from the digest cache without reading files.
 	Reused bool `json:"reused,omitempty"`
 }
-
-// BaseError is a failure with the base image (WithBase): Base names it.
-type BaseError struct {
-	Base string
-	Err  error
-}
-
-func (e *BaseError) Error() string {
-	msg := e.Err.Error()
-	if strings.HasPrefix(msg, "is ") {
-		return fmt.Sprintf("base %s %s", e.Base, msg) // "base X is an image for ..."
-	}
-	return fmt.Sprintf("base %s: %s", e.Base, msg)
-}
-func (e *BaseError) Unwrap() error { return e.Err }
 
 // PackTo packs the model directory dir into the store open returns
 // (called once the model is scanned and validated, so a bad model creates
@@ -135,13 +122,13 @@ func packTo(ctx context.Context, dir, reference string, open func() (Store, erro
 		for i, pl := range o.platforms {
 			img, err := o.base.Image(ctx, pl)
 			if err != nil {
-				return nil, &BaseError{Base: o.base.Name, Err: err}
+				return nil, fielderr.New("Base", o.base.Name, err)
 			}
 			if bases[i], err = loadBase(img); err != nil {
-				return nil, &BaseError{Base: o.base.Name, Err: err}
+				return nil, fielderr.New("Base", o.base.Name, err)
 			}
 			if bp := bases[i].config.Platform(); bp != nil && !PlatformMatches(*bp, pl) {
-				return nil, &BaseError{Base: o.base.Name, Err: fmt.Errorf("is an image for %s, not %s; name a base index that has %s", bp, &pl, &pl)}
+				return nil, fielderr.New("Base", o.base.Name, fmt.Errorf("it is an image for %s, not %s; name a base index that has %s", bp, &pl, &pl))
 			}
 		}
 	}

@@ -16,6 +16,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2/registry/remote/auth"
 
+	"github.com/modelcar/modelcar/internal/fielderr"
 	"github.com/modelcar/modelcar/internal/ref"
 	"github.com/modelcar/modelcar/pack"
 )
@@ -42,10 +43,10 @@ func Pack(ctx context.Context, dir, dst string, packOpts []pack.Option, opts ...
 	}
 	r, err := ref.Parse(dst)
 	if err != nil {
-		return nil, &ReferenceError{Role: "output", Ref: dst, Err: err}
+		return nil, refError("Output", dst, err)
 	}
 	if r.Digest != nil {
-		return nil, &ReferenceError{Role: "output", Ref: dst, Err: errors.New("an output is named by a tag, not a digest")}
+		return nil, refError("Output", dst, errors.New("an output is named by a tag, not a digest"))
 	}
 	if r.Kind == ref.Registry && o.splitSize > 0 {
 		return nil, fmt.Errorf("--split-size applies only to an oci-archive: destination, not %s", dst)
@@ -88,7 +89,7 @@ func Pack(ctx context.Context, dir, dst string, packOpts []pack.Option, opts ...
 		open = func() (pack.Store, error) {
 			e, err := openDest(ctx, r, o, client)
 			if err != nil {
-				return nil, &ReferenceError{Role: "output", Ref: dst, Err: err}
+				return nil, refError("Output", dst, err)
 			}
 			return pack.NewLayoutStore(e.target.(*layoutTarget).l, e.finish, e.abort), nil
 		}
@@ -105,17 +106,12 @@ func Pack(ctx context.Context, dir, dst string, packOpts []pack.Option, opts ...
 	return res, nil
 }
 
-// ReferenceError is a reference that cannot serve in its role (the output
-// of a pack, a base): Role and Ref say which, Err why.
-type ReferenceError struct {
-	Role, Ref string
-	Err       error
+// refError is err about the reference ref that the option field names
+// (Output, Base): a *fielderr.Error, which the CLI writes with its flag.
+// Its message does not repeat ref, which the endpoint's errors start with.
+func refError(field, ref string, err error) error {
+	return fielderr.New(field, ref, &labeledError{msg: strings.TrimPrefix(err.Error(), ref+": "), err: err})
 }
-
-func (e *ReferenceError) Error() string {
-	return fmt.Sprintf("%s %s: %s", e.Role, e.Ref, strings.TrimPrefix(e.Err.Error(), e.Ref+": "))
-}
-func (e *ReferenceError) Unwrap() error { return e.Err }
 
 // WithBase names the image Pack builds on: any reference kind, opened with
 // the same transfer options as the destination.
@@ -129,16 +125,16 @@ func WithBase(src string) Option { return func(o *options) error { o.base = src;
 func openBase(ctx context.Context, src string, o *options, client *registryClient) (pack.Base, func() error, error) {
 	r, err := ref.Parse(src)
 	if err != nil {
-		return pack.Base{}, nil, &ReferenceError{Role: "base", Ref: src, Err: err}
+		return pack.Base{}, nil, refError("Base", src, err)
 	}
 	e, err := openSource(ctx, r, o, client)
 	if err != nil {
-		return pack.Base{}, nil, &ReferenceError{Role: "base", Ref: src, Err: err}
+		return pack.Base{}, nil, refError("Base", src, err)
 	}
 	root, err := e.resolveRoot(ctx, src)
 	if err != nil {
 		e.abort()
-		return pack.Base{}, nil, &ReferenceError{Role: "base", Ref: src, Err: err}
+		return pack.Base{}, nil, refError("Base", src, err)
 	}
 	return pack.Base{Name: src, Image: func(ctx context.Context, platform v1.Platform) (v1.Image, error) {
 		return imageOf(ctx, e, root, platform)

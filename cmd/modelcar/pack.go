@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -196,7 +195,7 @@ one read of the model, nothing written to local disk, the tag pushed last.`,
 			res, err := push.Pack(cmd.Context(), dir, output, opts, popts...)
 			prog.finish()
 			if err != nil {
-				return packError(err)
+				return packFields.explain(err)
 			}
 			if jsonOut {
 				enc := json.NewEncoder(cmd.OutOrStdout())
@@ -274,32 +273,6 @@ func parseSize(s string) (int64, error) {
 	return int64(f * mult), nil
 }
 
-// packError names the flag of the reference a library error is about
-// (the output, the base), keeping what it wraps for the hints.
-func packError(err error) error {
-	var re *push.ReferenceError
-	var be *pack.BaseError
-	switch {
-	case errors.As(err, &re) && (re.Role == "output" || re.Role == "base"):
-		return flagError{flag: "--" + re.Role, err: re}
-	case errors.As(err, &be):
-		return flagError{flag: "--base", err: be}
-	}
-	return err
-}
-
-// flagError is a library error about a value the user gave with flag: its
-// message starts with the flag instead of the field's name.
-type flagError struct {
-	flag string
-	err  error
-}
-
-func (e flagError) Error() string {
-	msg := e.err.Error()
-	if i := strings.IndexByte(msg, ' '); i > 0 {
-		msg = msg[i:] // "base REF: ..." → " REF: ..."
-	}
-	return e.flag + msg
-}
-func (e flagError) Unwrap() error { return e.err }
+// packFields are the pack options a flag sets whose errors name the
+// value: the output and the base, opened by push.Pack.
+var packFields = fieldFlags{"Output": "--output", "Base": "--base"}

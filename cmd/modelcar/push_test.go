@@ -230,7 +230,7 @@ func TestPackBaseOverPlainHTTPWithCredentials(t *testing.T) {
 	m := genModel(t)
 	out := "oci:" + filepath.Join(t.TempDir(), "out") + ":v1"
 	anon := runWith(t, []string{"DOCKER_CONFIG=" + t.TempDir()}, "", "pack", m.Dir, "--base", base, "--plain-http", "--output", out)
-	if anon.code == 0 || !strings.Contains(anon.stderr, "--base "+base) || !strings.Contains(anon.stderr, "modelcar login") {
+	if anon.code == 0 || !strings.Contains(anon.stderr, "--base \""+base+"\"") || !strings.Contains(anon.stderr, "modelcar login") {
 		t.Errorf("pack on a base without credentials: %+v", anon)
 	}
 	r := runWith(t, []string{"DOCKER_CONFIG=" + t.TempDir()}, secret+"\n", "pack", m.Dir, "--base", base, "--plain-http", "-u", user, "--password-stdin", "--output", out, "--json")
